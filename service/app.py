@@ -1,0 +1,50 @@
+"""The aiohttp application, assembled from parts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from service.brokers import create_broker
+from service.config import Settings
+from service.http import health, jobs, streams
+from service.http.errors import json_errors
+from service.hub import Hub
+from service.keys import BROKER, HUB, REAPER, SETTINGS
+from service.reaper import Reaper
+
+
+def create_app(settings: Settings) -> web.Application:
+    # Middlewares run outermost first. Errors wrap everything; credentials and CORS, when they
+    # come, go after it so that their refusals are JSON errors too.
+    app = web.Application(
+        middlewares=[json_errors],
+        client_max_size=settings.limits.max_request_bytes,
+    )
+    broker = create_broker(settings)
+    hub = Hub(broker, settings)
+    app[SETTINGS] = settings
+    app[BROKER] = broker
+    app[HUB] = hub
+    app[REAPER] = Reaper(broker, hub, settings.reaper.interval)
+    app.add_routes(jobs.routes)
+    app.add_routes(streams.routes)
+    app.add_routes(health.routes)
+    app.cleanup_ctx.append(_relay)
+    app.on_shutdown.append(_end_streams)
+    return app
+
+
+async def _relay(app: web.Application) -> AsyncIterator[None]:
+    broker, reaper = app[BROKER], app[REAPER]
+    await broker.start()
+    reaper.start()
+    yield
+    await reaper.close()
+    await broker.close()
+
+
+async def _end_streams(app: web.Application) -> None:
+    """On shutdown, every open stream writes what it has queued and ends."""
+    app[HUB].shutdown()

@@ -1,0 +1,91 @@
+"""The Broker: where ids, history and snapshots live. The Hub and the handlers only see this."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
+
+from service.events import Draft, Event
+from service.snapshot import Snapshot
+
+Listener = Callable[[str, Sequence[Event]], None]
+
+
+class Published(NamedTuple):
+    events: list[Event]
+    cancel_requested: bool
+
+
+class Replay(NamedTuple):
+    """What a (re)connecting subscriber of one job needs, read in one step.
+
+    ``events`` are the retained events after the requested position; ``complete`` says whether
+    they are all of them (if not, a stream sends ``reset`` with ``snapshot`` instead). ``seq`` is
+    the position ``snapshot`` reflects: the seq of the job's newest event, 0 before the first.
+    """
+
+    snapshot: Snapshot
+    events: list[Event]
+    complete: bool
+    seq: int
+
+
+class Expired(NamedTuple):
+    job_id: str
+    status: str
+
+
+class Broker(Protocol):
+    """Contract of every broker.
+
+    - ``seq`` is one sequence for the deployment: ids grow strictly in publish order across jobs.
+    - Assigning ids, appending to history, updating the snapshot and handing the events to the
+      listener is one atomic step per publish: a subscriber that registered before ``replay``
+      sees every event either in the replay or live (the Hub drops the overlap by ``seq``).
+    - Publishing never waits on a subscriber: the listener must not block.
+    - ``epoch`` changes whenever history is lost, so old ids can be told apart.
+    """
+
+    @property
+    def epoch(self) -> str: ...
+
+    def set_listener(self, listener: Listener) -> None:
+        """Receives the events of every job that has local subscribers, in publish order."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Returns when the broker answers; raises BrokerUnavailable otherwise."""
+
+    async def create(self, job_id: str, *, ttl: float | None, meta: Any) -> tuple[Snapshot, bool]:
+        """The job's snapshot, and whether this call created it (creating is idempotent)."""
+
+    async def publish(self, job_id: str, drafts: Sequence[Draft]) -> Published:
+        """Append events to a job (creating it if unknown). JobFinished after a terminal event."""
+
+    async def request_cancel(self, job_id: str) -> tuple[Snapshot, Event | None]:
+        """Mark a job's cancellation as requested; the event is None when it already was."""
+
+    async def snapshot(self, job_id: str) -> Snapshot | None: ...
+
+    async def replay(self, job_id: str, after: int) -> Replay | None:
+        """Events after seq ``after`` (0: from the first); None for an unknown job."""
+
+    async def delete(self, job_id: str) -> Snapshot | None:
+        """Drop a job and its history; its snapshot as it was, or None if it did not exist."""
+
+    async def expired(self) -> list[Expired]:
+        """Jobs whose lifetime is over, not yet removed (the reaper deletes each)."""
+
+    async def current_seq(self) -> int:
+        """The newest seq issued in this epoch."""
+
+    async def watch(self, job_id: str) -> None:
+        """The first local subscriber of ``job_id`` arrived: from when this returns, deliver the
+        job's events to the listener (the Hub reads the replay only after that)."""
+
+    def unwatch(self, job_id: str) -> None:
+        """The last local subscriber of ``job_id`` left. Must not block: a networked broker
+        completes this on its own task."""

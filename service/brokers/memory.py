@@ -1,0 +1,147 @@
+"""The embedded broker: one process, everything in memory, history lost on restart (new epoch)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from service.brokers.base import Expired, Listener, Published, Replay
+from service.config import JobSettings
+from service.errors import JobFinished, JobNotFound, TooManyJobs
+from service.events import Draft, Event
+from service.ids import Position, new_epoch
+from service.ring import Ring
+from service.snapshot import EtaEstimator, Snapshot, apply, new_snapshot
+
+
+class _Job:
+    __slots__ = ("eta", "finished_at", "ring", "seq", "snapshot", "touched", "ttl")
+
+    def __init__(self, snapshot: Snapshot, ring: Ring, ttl: float | None) -> None:
+        self.snapshot = snapshot
+        self.ring = ring
+        self.eta = EtaEstimator()
+        self.ttl = ttl
+        self.touched = time.monotonic()
+        self.finished_at: float | None = None
+        self.seq = 0  # of the job's newest event
+
+
+def _no_listener(job_id: str, events: Sequence[Event]) -> None:
+    return None
+
+
+class MemoryBroker:
+    def __init__(self, settings: JobSettings) -> None:
+        self._settings = settings
+        self._epoch = new_epoch()
+        self._seq = 0
+        self._jobs: dict[str, _Job] = {}
+        self._listener: Listener = _no_listener
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    def set_listener(self, listener: Listener) -> None:
+        self._listener = listener
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._jobs.clear()
+
+    async def ping(self) -> None:
+        return None
+
+    def _new_job(self, job_id: str, ttl: float | None, meta: Any) -> _Job:
+        if len(self._jobs) >= self._settings.max_jobs:
+            raise TooManyJobs(
+                f"the relay holds its maximum of {self._settings.max_jobs} jobs",
+                headers={"Retry-After": str(int(self._settings.finished_ttl))},
+            )
+        settings = self._settings
+        job = _Job(new_snapshot(job_id, meta), Ring(settings.ring_events, settings.ring_bytes), ttl)
+        self._jobs[job_id] = job
+        return job
+
+    async def create(self, job_id: str, *, ttl: float | None, meta: Any) -> tuple[Snapshot, bool]:
+        job = self._jobs.get(job_id)
+        if job is not None:
+            return job.snapshot, False
+        return self._new_job(job_id, ttl, meta).snapshot, True
+
+    async def publish(self, job_id: str, drafts: Sequence[Draft]) -> Published:
+        job = self._jobs.get(job_id) or self._new_job(job_id, None, None)
+        snapshot = job.snapshot
+        if snapshot.finished:
+            raise JobFinished(f"job {job_id} has already {snapshot.status}")
+        events = []
+        tail = self._settings.log_tail
+        for draft in drafts:
+            self._seq += 1
+            event_id = str(Position(self._epoch, self._seq))
+            event = Event(job_id, self._seq, event_id, draft.name, draft.data)
+            job.ring.append(event)
+            apply(snapshot, draft, event_id, job.eta, tail)
+            events.append(event)
+        job.seq = self._seq
+        job.touched = time.monotonic()
+        if snapshot.finished:
+            job.finished_at = job.touched
+        self._listener(job_id, events)
+        return Published(events, snapshot.cancel_requested)
+
+    async def request_cancel(self, job_id: str) -> tuple[Snapshot, Event | None]:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id}")
+        if job.snapshot.finished:
+            raise JobFinished(f"job {job_id} has already {job.snapshot.status}")
+        if job.snapshot.cancel_requested:
+            return job.snapshot, None
+        draft = Draft("cancel_requested", b'{"cancel_requested":true}', None)
+        published = await self.publish(job_id, [draft])
+        return job.snapshot, published.events[0]
+
+    async def snapshot(self, job_id: str) -> Snapshot | None:
+        job = self._jobs.get(job_id)
+        return None if job is None else job.snapshot
+
+    async def replay(self, job_id: str, after: int) -> Replay | None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None
+        ring = job.ring
+        return Replay(job.snapshot, ring.since(after), ring.covers(after), job.seq)
+
+    async def delete(self, job_id: str) -> Snapshot | None:
+        job = self._jobs.pop(job_id, None)
+        return None if job is None else job.snapshot
+
+    async def expired(self) -> list[Expired]:
+        now = time.monotonic()
+        settings = self._settings
+        found = []
+        for job_id, job in self._jobs.items():
+            status = job.snapshot.status
+            if job.finished_at is not None:
+                deadline = job.finished_at + settings.finished_ttl
+            elif status == "pending":
+                deadline = job.touched + (job.ttl or settings.pending_ttl)
+            else:
+                deadline = job.touched + (job.ttl or settings.idle_ttl)
+            if deadline <= now:
+                found.append(Expired(job_id, status))
+        return found
+
+    async def current_seq(self) -> int:
+        return self._seq
+
+    async def watch(self, job_id: str) -> None:
+        return None
+
+    def unwatch(self, job_id: str) -> None:
+        return None

@@ -1,0 +1,65 @@
+"""``progress-relay serve [--host] [--port] [--config FILE]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from service.app import create_app
+from service.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("service")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="progress-relay", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the relay")
+    serve.add_argument("--host", help="address to listen on (server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (server.port)")
+    serve.add_argument("--config", metavar="FILE", help="a TOML file like config/default.toml")
+    serve.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    server: dict[str, Any] = {}
+    if args.host is not None:
+        server["host"] = args.host
+    if args.port is not None:
+        server["port"] = args.port
+    try:
+        settings = load_settings(args.config, overrides={"server": server} if server else None)
+    except ConfigError as exc:
+        print(f"progress-relay: {exc}", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0
+
+
+def serve(settings: Settings) -> None:
+    log.info(
+        "progress-relay listening on http://%s:%d (broker %s)",
+        settings.server.host,
+        settings.server.port,
+        settings.broker.url,
+    )
+    web.run_app(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        shutdown_timeout=settings.server.shutdown_timeout,
+        handler_cancellation=True,
+        print=None,
+    )

@@ -1,0 +1,138 @@
+"""Settings: one msgspec Struct per section, loaded from TOML, then environment, then CLI.
+
+Precedence (lowest to highest): the defaults below, the TOML file, ``PROGRESS_RELAY_<SECTION>_<KEY>``
+environment variables, command-line flags. ``config/default.toml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta, Struct
+
+ENV_PREFIX = "PROGRESS_RELAY_"
+
+Seconds = Annotated[float, Meta(gt=0)]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Positive = Annotated[int, Meta(gt=0)]
+
+
+class ServerSettings(Struct, forbid_unknown_fields=True, frozen=True):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    shutdown_timeout: Seconds = 1.5
+
+
+class BrokerSettings(Struct, forbid_unknown_fields=True, frozen=True):
+    url: Annotated[str, Meta(pattern=r"^memory://")] = "memory://"
+
+
+class StreamSettings(Struct, forbid_unknown_fields=True, frozen=True):
+    heartbeat: Seconds = 15.0
+    retry_ms: Annotated[int, Meta(ge=0)] = 3000
+    queue_frames: Positive = 1024
+
+
+class JobSettings(Struct, forbid_unknown_fields=True, frozen=True):
+    pending_ttl: Seconds = 60.0
+    idle_ttl: Seconds = 3600.0
+    finished_ttl: Seconds = 300.0
+    ring_events: Positive = 1000
+    ring_bytes: Positive = 1024 * 1024
+    log_tail: Positive = 20
+    max_jobs: Positive = 100_000
+
+
+class LimitSettings(Struct, forbid_unknown_fields=True, frozen=True):
+    max_event_bytes: Positive = 64 * 1024
+    max_batch_events: Positive = 1000
+    max_request_bytes: Positive = 4 * 1024 * 1024
+    max_stream_jobs: Positive = 100
+
+
+class ReaperSettings(Struct, forbid_unknown_fields=True, frozen=True):
+    interval: Seconds = 10.0
+
+
+class Settings(Struct, forbid_unknown_fields=True, frozen=True):
+    server: ServerSettings = ServerSettings()
+    broker: BrokerSettings = BrokerSettings()
+    stream: StreamSettings = StreamSettings()
+    jobs: JobSettings = JobSettings()
+    limits: LimitSettings = LimitSettings()
+    reaper: ReaperSettings = ReaperSettings()
+
+
+class ConfigError(Exception):
+    """Start-up stops with this; the message names the key and what was expected."""
+
+
+def _section_types() -> dict[str, type[Struct]]:
+    hints = msgspec.structs.fields(Settings)
+    return {f.name: f.type for f in hints}
+
+
+def load_settings(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Build Settings from a TOML file, the environment and explicit overrides (CLI flags)."""
+    raw: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        raw = _read_toml(Path(path))
+    _merge(raw, _from_environ(os.environ if environ is None else environ))
+    if overrides:
+        _merge(raw, {section: dict(values) for section, values in overrides.items()})
+    try:
+        # strict=False lets environment strings such as "15" become numbers.
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_config_path(str(exc))}") from None
+
+
+def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {path}: `{section}` must be a [section] table")
+    return data
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    sections = _section_types()
+    found: dict[str, dict[str, Any]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section, _, key = rest.partition("_")
+        if section not in sections or not key:
+            raise ConfigError(
+                f"unknown environment variable {name}: expected "
+                f"{ENV_PREFIX}<SECTION>_<KEY> with SECTION one of "
+                f"{', '.join(s.upper() for s in sections)}"
+            )
+        found.setdefault(section, {})[key] = value
+    return found
+
+
+def _merge(into: dict[str, dict[str, Any]], other: Mapping[str, Mapping[str, Any]]) -> None:
+    for section, values in other.items():
+        into.setdefault(section, {}).update(values)
+
+
+def _config_path(message: str) -> str:
+    """msgspec says ``$.jobs.ring_events``; users write ``jobs.ring_events``."""
+    return message.replace("`$.", "`").replace("`$`", "the top level")

@@ -1,0 +1,56 @@
+"""The errors a request can meet. Each maps to one status and one stable ``code`` on the wire."""
+
+from __future__ import annotations
+
+
+class RelayError(Exception):
+    """Answered as ``{"error": {"code": code, "message": str(self)}}`` with ``status``."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.headers = headers or {}
+
+
+class InvalidJson(RelayError):
+    code = "invalid_json"
+
+
+class InvalidJobId(RelayError):
+    code = "invalid_job_id"
+
+
+class InvalidParameter(RelayError):
+    code = "invalid_parameter"
+
+
+class InvalidEvent(RelayError):
+    status = 422
+    code = "invalid_event"
+
+
+class PayloadTooLarge(RelayError):
+    status = 413
+    code = "payload_too_large"
+
+
+class JobNotFound(RelayError):
+    status = 404
+    code = "job_not_found"
+
+
+class JobFinished(RelayError):
+    status = 409
+    code = "job_finished"
+
+
+class TooManyJobs(RelayError):
+    status = 503
+    code = "too_many_jobs"
+
+
+class BrokerUnavailable(RelayError):
+    status = 503
+    code = "broker_unavailable"

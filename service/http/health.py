@@ -1,0 +1,28 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.errors import RelayError
+from service.http.errors import error_response
+from service.http.jobs import json_response
+from service.keys import BROKER, HUB
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up and its event loop answers."""
+    return json_response({"status": "ok", "streams": request.app[HUB].streams})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """The broker answers; a load balancer should only send traffic when this is 200."""
+    try:
+        await request.app[BROKER].ping()
+    except RelayError as exc:
+        return error_response(503, exc.code, f"not ready: {exc}")
+    return json_response({"status": "ready"})

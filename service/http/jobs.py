@@ -1,0 +1,157 @@
+"""Jobs: create, publish, read the snapshot and history, cancel, delete."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from aiohttp import web
+from msgspec import Meta, Raw, Struct
+
+from service.errors import (
+    InvalidEvent,
+    InvalidJson,
+    InvalidParameter,
+    JobNotFound,
+    PayloadTooLarge,
+)
+from service.events import parse_publish, validate_order
+from service.http import params
+from service.ids import parse_event_id
+from service.keys import BROKER, HUB, SETTINGS
+from service.snapshot import Snapshot
+
+routes = web.RouteTableDef()
+_encode = msgspec.json.Encoder().encode
+
+
+class CreateJobIn(Struct, forbid_unknown_fields=True):
+    id: str | None = None
+    ttl: Annotated[float, Meta(gt=0)] | None = None
+    meta: Any = None
+
+
+class HistoryEvent(Struct):
+    id: str
+    event: str
+    data: Raw
+
+
+class HistoryOut(Struct):
+    job: str
+    status: str
+    events: list[HistoryEvent]
+    truncated: bool
+    has_more: bool
+    next_after: str | None
+
+
+_CREATE_DECODER = msgspec.json.Decoder(CreateJobIn)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encode(body), status=status, content_type="application/json")
+
+
+def job_links(job_id: str) -> dict[str, str]:
+    return {
+        "id": job_id,
+        "stream_url": f"/v1/jobs/{job_id}/stream",
+        "status_url": f"/v1/jobs/{job_id}",
+    }
+
+
+@routes.post("/v1/jobs")
+async def create_job(request: web.Request) -> web.Response:
+    body = await request.read()
+    try:
+        spec = _CREATE_DECODER.decode(body) if body.strip() else CreateJobIn()
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidJson(f"request body is not valid JSON: {exc}") from None
+    job_id = params.check_job_id(spec.id, "`$.id`") if spec.id is not None else uuid.uuid4().hex
+    limit = request.app[SETTINGS].limits.max_event_bytes
+    if spec.meta is not None and len(_encode(spec.meta)) > limit:
+        raise PayloadTooLarge(f"`meta` is larger than {limit} bytes - at `$.meta`")
+    _, created = await request.app[BROKER].create(job_id, ttl=spec.ttl, meta=spec.meta)
+    return json_response(job_links(job_id), status=201 if created else 200)
+
+
+@routes.post("/v1/jobs/{job_id}/events")
+async def publish(request: web.Request) -> web.Response:
+    job_id = params.job_id(request)
+    limits = request.app[SETTINGS].limits
+    drafts = parse_publish(
+        await request.read(),
+        max_event_bytes=limits.max_event_bytes,
+        max_batch_events=limits.max_batch_events,
+    )
+    validate_order(drafts)
+    published = await request.app[BROKER].publish(job_id, drafts)
+    return json_response(
+        {
+            "ids": [event.id for event in published.events],
+            "cancel_requested": published.cancel_requested,
+        }
+    )
+
+
+async def _snapshot(request: web.Request, job_id: str) -> Snapshot:
+    snapshot = await request.app[BROKER].snapshot(job_id)
+    if snapshot is None:
+        raise JobNotFound(f"no job {job_id}")
+    return request.app[HUB].snapshot_view(snapshot)
+
+
+@routes.get("/v1/jobs/{job_id}")
+async def get_snapshot(request: web.Request) -> web.Response:
+    return json_response(await _snapshot(request, params.job_id(request)))
+
+
+@routes.get("/v1/jobs/{job_id}/events")
+async def get_history(request: web.Request) -> web.Response:
+    """Retained history as JSON, the polling fallback of the stream."""
+    job_id = params.job_id(request)
+    limit = params.int_param(request, "limit", default=100, low=1, high=1000)
+    after_raw = request.query.get("after")
+    broker = request.app[BROKER]
+    after, foreign = 0, False
+    if after_raw:
+        position = parse_event_id(after_raw)
+        if position is None:
+            raise InvalidParameter(f"`after` is not an event id of this relay: {after_raw!r}")
+        # An id of another epoch is older than everything retained.
+        foreign = position.epoch != broker.epoch
+        after = 0 if foreign else position.seq
+    replay = await broker.replay(job_id, after)
+    if replay is None:
+        raise JobNotFound(f"no job {job_id}")
+    events = replay.events[:limit]
+    return json_response(
+        HistoryOut(
+            job=job_id,
+            status=replay.snapshot.status,
+            events=[HistoryEvent(e.id, e.name, Raw(e.data)) for e in events],
+            truncated=foreign or not replay.complete,
+            has_more=len(replay.events) > limit,
+            next_after=events[-1].id if events else after_raw or None,
+        )
+    )
+
+
+@routes.post("/v1/jobs/{job_id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    job_id = params.job_id(request)
+    snapshot, _ = await request.app[BROKER].request_cancel(job_id)
+    return json_response({"id": job_id, "cancel_requested": snapshot.cancel_requested}, 202)
+
+
+@routes.delete("/v1/jobs/{job_id}")
+async def delete_job(request: web.Request) -> web.Response:
+    job_id = params.job_id(request)
+    if await request.app[BROKER].delete(job_id) is None:
+        raise JobNotFound(f"no job {job_id}")
+    await request.app[HUB].end_job(job_id, None)
+    return web.Response(status=204)

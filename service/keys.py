@@ -1,0 +1,15 @@
+"""Typed application state."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.brokers import Broker
+from service.config import Settings
+from service.hub import Hub
+from service.reaper import Reaper
+
+SETTINGS = web.AppKey("settings", Settings)
+BROKER = web.AppKey("broker", Broker)
+HUB = web.AppKey("hub", Hub)
+REAPER = web.AppKey("reaper", Reaper)
