@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from service.app import create_app
+from service.config import Settings
+from tests.sse_client import SSEReader
+
+MakeClient = Callable[..., Awaitable[TestClient[Any, web.Application]]]
+
+
+def make_settings(**sections: dict[str, Any]) -> Settings:
+    """Settings for a test: the defaults, with the given sections' keys replaced."""
+    raw: dict[str, Any] = msgspec.to_builtins(Settings())
+    for section, values in sections.items():
+        raw[section].update(values)
+    return msgspec.convert(raw, Settings)
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any) -> MakeClient:
+    """``await make_client(stream={"heartbeat": 0.2})``: a real relay on a free port."""
+
+    async def make(**sections: dict[str, Any]) -> TestClient[Any, web.Application]:
+        app = create_app(make_settings(**sections))
+        client: TestClient[Any, web.Application] = await aiohttp_client(app)
+        return client
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> TestClient[Any, web.Application]:
+    return await make_client()
+
+
+@pytest.fixture
+def open_stream(
+    client: TestClient[Any, web.Application],
+) -> Callable[..., Any]:
+    return stream_opener(client)
+
+
+def stream_opener(client: TestClient[Any, web.Application]) -> Callable[..., Any]:
+    """``async with open_stream("/v1/jobs/a/stream", headers=...) as (response, reader)``."""
+
+    @asynccontextmanager
+    async def open_(path: str, **kwargs: Any) -> AsyncIterator[tuple[Any, SSEReader]]:
+        response = await client.get(path, **kwargs)
+        try:
+            yield response, SSEReader(response)
+        finally:
+            response.close()
+
+    return open_
+
+
+async def publish(
+    client: TestClient[Any, web.Application], job_id: str, event: str, data: Any = None
+) -> str:
+    body: dict[str, Any] = {"event": event}
+    if data is not None:
+        body["data"] = data
+    response = await client.post(f"/v1/jobs/{job_id}/events", json=body)
+    assert response.status == 200, await response.text()
+    ids: list[str] = (await response.json())["ids"]
+    return ids[0]
+
+
+async def publish_many(
+    client: TestClient[Any, web.Application], job_id: str, events: list[tuple[str, Any]]
+) -> list[str]:
+    body = {"events": [{"event": name, "data": data} for name, data in events]}
+    response = await client.post(f"/v1/jobs/{job_id}/events", json=body)
+    assert response.status == 200, await response.text()
+    ids: list[str] = (await response.json())["ids"]
+    return ids
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
