@@ -43,7 +43,6 @@ class Hub:
         topic = self._topics.get(job_id)
         return 0 if topic is None else len(topic.subscribers)
 
-
     async def open(
         self, job_ids: Sequence[str], last_event_id: str | None, mode: ReplayMode, *, multi: bool
     ) -> Subscriber | None:
@@ -137,7 +136,7 @@ class Hub:
     def _reset(
         self, job_id: str, replay: Replay | None, multi: bool, items: list[tuple[int, bytes]]
     ) -> tuple[int, bool]:
-        """One `reset` whose data is the current snapshot and whose id is the position it reflects."""
+        """One `reset`: data is the current snapshot, id is the position the snapshot reflects."""
         if replay is None:
             snapshot, seq = new_snapshot(job_id), 0
         else:

@@ -93,7 +93,7 @@ class Subscriber:
         self._wake()
 
     def add(self, frame: bytes, seq: int | None = None) -> None:
-        """Queue a frame the service made for this stream (reset, failed); ``seq`` if it has an id."""
+        """Queue a frame the service made for this stream; ``seq`` when the frame has an id."""
         self._frames.append(frame)
         if seq is not None and seq > self.position:
             self.position = seq
