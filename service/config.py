@@ -1,7 +1,8 @@
 """Settings: one msgspec Struct per section, loaded from TOML, then environment, then CLI.
 
 Precedence (lowest to highest): the defaults below, the TOML file,
-``PROGRESS_RELAY_<SECTION>_<KEY>`` environment variables, command-line flags. ``config/default.toml`` documents every key.
+``PROGRESS_RELAY_<SECTION>_<KEY>`` environment variables, command-line flags.
+``config/default.toml`` documents every key.
 """
 
 from __future__ import annotations
