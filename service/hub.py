@@ -193,7 +193,9 @@ class Hub:
         for subscriber in list(topic.subscribers):
             if frame_data is not None and job_id in subscriber.active:
                 data = sse.job_data(job_id, frame_data) if subscriber.multi else frame_data
-                with_id = seq > subscriber.position
+                # Even the position before any event (seq 0) is worth an id: reconnecting with it
+                # to a job that is gone gets 204, so a browser stops asking.
+                with_id = seq >= subscriber.position
                 event_id = str(Position(self.broker.epoch, seq)) if with_id else None
                 subscriber.add(sse.event_frame(event_id, "failed", data), seq if with_id else None)
             subscriber.end_job(job_id)

@@ -57,9 +57,9 @@ class Subscriber:
             else:
                 held.extend(events)
             return
-        if self.closed:
-            return
         job_id = events[0].job_id
+        if job_id not in self.active or self.dropped:
+            return
         high = self._high.get(job_id, 0)
         frames = self._frames
         multi = self.multi
