@@ -1,0 +1,51 @@
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# Set these on the command line (make run PORT=9000 CONFIG=config/dev.toml).
+# Plain "=" so a stray HOST or CONFIG in the environment does not leak in.
+HOST   = 127.0.0.1
+PORT   = 8080
+CONFIG =
+# Extra pytest arguments; may also come from the environment.
+PYTEST_ARGS ?=
+
+.PHONY: help venv run test lint format clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  make %-7s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+
+# Reinstall only when pyproject.toml changes; the stamp lives in the venv, so
+# a recreated venv is always installed into.
+$(STAMP): pyproject.toml | $(PYTHON)
+	$(PYTHON) -m pip install -e '.[dev]'
+	touch $@
+
+venv: $(STAMP) ## create .venv and install the project with its dev extras
+
+run: venv ## start the relay (HOST, PORT, CONFIG)
+	exec $(VENV)/bin/progress-relay serve --host $(HOST) --port $(PORT)$(if $(CONFIG), --config "$(CONFIG)")
+
+test: venv ## install redis-server and chromium if missing, then run pytest (PYTEST_ARGS)
+	.ci/install-system-deps
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+lint: venv ## ruff check, ruff format --check, mypy
+	$(VENV)/bin/ruff check service tests
+	$(VENV)/bin/ruff format --check service tests
+	$(VENV)/bin/mypy
+
+format: venv ## ruff format and ruff check --fix
+	$(VENV)/bin/ruff format service tests
+	$(VENV)/bin/ruff check --fix service tests
+
+clean: ## remove .venv, build output and tool caches
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
