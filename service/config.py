@@ -68,6 +68,15 @@ class Settings(Struct, forbid_unknown_fields=True, frozen=True):
     limits: LimitSettings = LimitSettings()
     reaper: ReaperSettings = ReaperSettings()
 
+    def __post_init__(self) -> None:
+        # One publish lands in a subscriber's queue at once; a queue smaller than a batch
+        # would drop even subscribers that keep up.
+        if self.stream.queue_frames < self.limits.max_batch_events:
+            raise ValueError(
+                f"stream.queue_frames ({self.stream.queue_frames}) must be at least "
+                f"limits.max_batch_events ({self.limits.max_batch_events})"
+            )
+
 
 class ConfigError(Exception):
     """Start-up stops with this; the message names the key and what was expected."""

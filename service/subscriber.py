@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from service.events import Event
 
@@ -28,6 +28,7 @@ class Subscriber:
         "job_ids",
         "max_frames",
         "multi",
+        "on_drop",
         "position",
     )
 
@@ -43,6 +44,9 @@ class Subscriber:
         self._held: list[Event] | None = []
         self._high: dict[str, int] = {}
         self._waiter: asyncio.Future[None] | None = None
+        # Set by the stream handler: a handler blocked writing to a client that does not read
+        # cannot see the drop, so the connection itself has to be cut.
+        self.on_drop: Callable[[], None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -110,10 +114,14 @@ class Subscriber:
 
     def drop(self) -> None:
         """End the stream now, discarding what is queued (the client resumes by its last id)."""
+        if self.dropped:
+            return
         self.dropped = True
         self._frames.clear()
         self._held = None
         self._wake()
+        if self.on_drop is not None:
+            self.on_drop()
 
     def _wake(self) -> None:
         waiter = self._waiter

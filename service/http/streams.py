@@ -49,6 +49,8 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
         return web.Response(status=204)
     response = EventSourceResponse(sep=sse.SEPARATOR, ping_interval=settings.heartbeat)
     response.headers["Cache-Control"] = "no-cache, no-transform"
+    if request.transport is not None:
+        subscriber.on_drop = request.transport.abort
     try:
         await response.prepare(request)
         async with response:
