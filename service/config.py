@@ -134,8 +134,17 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 f"{ENV_PREFIX}<SECTION>_<KEY> with SECTION one of "
                 f"{', '.join(s.upper() for s in sections)}"
             )
+        if key not in _field_names(sections[section]):
+            raise ConfigError(
+                f"unknown environment variable {name}: [{section}] has no key `{key}`; "
+                f"expected one of {', '.join(sorted(_field_names(sections[section])))}"
+            )
         found.setdefault(section, {})[key] = value
     return found
+
+
+def _field_names(section: type[Struct]) -> set[str]:
+    return {f.name for f in msgspec.structs.fields(section)}
 
 
 def _merge(into: dict[str, dict[str, Any]], other: Mapping[str, Mapping[str, Any]]) -> None:

@@ -141,7 +141,7 @@ def parse_publish(body: bytes, *, max_event_bytes: int, max_batch_events: int) -
     try:
         request = _PUBLISH_DECODER.decode(body)
     except msgspec.ValidationError as exc:
-        raise InvalidEvent(str(exc)) from None
+        raise InvalidEvent(_at_path(str(exc), "$")) from None
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
     if request.events is not None:
@@ -177,11 +177,18 @@ def make_draft(name: str, raw: Raw | bytes, path: str, max_event_bytes: int) -> 
         try:
             payload = decoder.decode(data)
         except msgspec.ValidationError as exc:
-            raise InvalidEvent(str(exc).replace("`$", f"`{path}.data")) from None
+            raise InvalidEvent(_at_path(str(exc), f"{path}.data")) from None
     if _WHITESPACE.search(data) is not None:
         # Frames carry data on one `data:` line: drop every insignificant byte of whitespace.
         data = msgspec.json.format(data, indent=-1)
     return Draft(name, data, payload)
+
+
+def _at_path(message: str, path: str) -> str:
+    """msgspec names the path relative to what it decoded, and none at all for its root."""
+    if " - at `$" in message:
+        return message.replace("`$", f"`{path}", 1)
+    return f"{message} - at `{path}`"
 
 
 def validate_order(drafts: Sequence[Draft]) -> None:
