@@ -184,7 +184,7 @@ class Hub:
         frame_data: bytes | None = None
         seq = 0
         if reason is not None:
-            seq = await self.broker.current_seq()
+            seq = await self.broker.reserve_seq()
             message = {
                 "job_not_found": f"job {job_id} was never published",
                 "job_expired": f"job {job_id} stopped reporting progress and expired",
@@ -193,11 +193,10 @@ class Hub:
         for subscriber in list(topic.subscribers):
             if frame_data is not None and job_id in subscriber.active:
                 data = sse.job_data(job_id, frame_data) if subscriber.multi else frame_data
-                # Even the position before any event (seq 0) is worth an id: reconnecting with it
-                # to a job that is gone gets 204, so a browser stops asking.
-                with_id = seq >= subscriber.position
-                event_id = str(Position(self.broker.epoch, seq)) if with_id else None
-                subscriber.add(sse.event_frame(event_id, "failed", data), seq if with_id else None)
+                # The id matters even to a stream that saw no event: reconnecting with it to a
+                # job that is gone gets 204, so a browser stops asking.
+                event_id = str(Position(self.broker.epoch, seq))
+                subscriber.add(sse.event_frame(event_id, "failed", data), seq)
             subscriber.end_job(job_id)
 
     async def sweep_pending(self) -> None:

@@ -79,8 +79,9 @@ class Broker(Protocol):
     async def expired(self) -> list[Expired]:
         """Jobs whose lifetime is over, not yet removed (the reaper deletes each)."""
 
-    async def current_seq(self) -> int:
-        """The newest seq issued in this epoch."""
+    async def reserve_seq(self) -> int:
+        """A fresh seq of this epoch, for a frame the service itself makes (such as the `failed`
+        that ends a stream of an evicted job), so ids stay strictly increasing on every stream."""
 
     async def watch(self, job_id: str) -> None:
         """The first local subscriber of ``job_id`` arrived: from when this returns, deliver the

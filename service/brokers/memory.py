@@ -137,7 +137,8 @@ class MemoryBroker:
                 found.append(Expired(job_id, status))
         return found
 
-    async def current_seq(self) -> int:
+    async def reserve_seq(self) -> int:
+        self._seq += 1
         return self._seq
 
     async def watch(self, job_id: str) -> None:
