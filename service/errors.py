@@ -31,6 +31,13 @@ class InvalidEvent(RelayError):
     code = "invalid_event"
 
 
+class InvalidBody(RelayError):
+    """A request body other than an event's (creating a job) with a wrong field or type."""
+
+    status = 422
+    code = "invalid_body"
+
+
 class PayloadTooLarge(RelayError):
     status = 413
     code = "payload_too_large"

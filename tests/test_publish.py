@@ -485,7 +485,7 @@ BAD: list[tuple[str, str, str, dict[str, Any], int, str, str]] = [
         "/v1/jobs",
         {"json": {"id": "new", "owner": "me"}},
         422,
-        "invalid_event",
+        "invalid_body",
         "owner",
     ),
     (
@@ -494,7 +494,7 @@ BAD: list[tuple[str, str, str, dict[str, Any], int, str, str]] = [
         "/v1/jobs",
         {"json": {"id": "new", "ttl": 0}},
         422,
-        "invalid_event",
+        "invalid_body",
         "ttl",
     ),
     (
@@ -670,7 +670,7 @@ async def test_create_with_invalid_id_is_400(client, job_id: str) -> None:
 
 async def test_create_with_unknown_field_is_422(client) -> None:
     response = await client.post("/v1/jobs", json={"name": "x"})
-    message = await error_of(response, 422, "invalid_event")
+    message = await error_of(response, 422, "invalid_body")
     assert "name" in message
 
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from msgspec import Meta, Raw, Struct
 
 from service.errors import (
-    InvalidEvent,
+    InvalidBody,
     InvalidJson,
     InvalidParameter,
     JobNotFound,
@@ -68,7 +68,7 @@ async def create_job(request: web.Request) -> web.Response:
     try:
         spec = _CREATE_DECODER.decode(body) if body.strip() else CreateJobIn()
     except msgspec.ValidationError as exc:
-        raise InvalidEvent(str(exc)) from None
+        raise InvalidBody(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
     job_id = params.check_job_id(spec.id, "`$.id`") if spec.id is not None else uuid.uuid4().hex
