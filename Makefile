@@ -6,10 +6,11 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-# Set these on the command line (make run PORT=9000 CONFIG=config/dev.toml).
-# Plain "=" so a stray HOST or CONFIG in the environment does not leak in.
-HOST   = 127.0.0.1
-PORT   = 8080
+# Set these on the command line (make run PORT=9000 CONFIG=config/dev.toml); unset, the
+# relay's own settings apply (127.0.0.1:8080 unless the config file or environment say else).
+# Plain "=" so a stray HOST or PORT in the environment does not leak in.
+HOST   =
+PORT   =
 CONFIG =
 # Extra pytest arguments; may also come from the environment.
 PYTEST_ARGS ?=
@@ -31,7 +32,7 @@ $(STAMP): pyproject.toml | $(PYTHON)
 venv: $(STAMP) ## create .venv and install the project with its dev extras
 
 run: venv ## start the relay (HOST, PORT, CONFIG)
-	exec $(VENV)/bin/progress-relay serve --host $(HOST) --port $(PORT)$(if $(CONFIG), --config "$(CONFIG)")
+	exec $(VENV)/bin/progress-relay serve$(if $(HOST), --host "$(HOST)")$(if $(PORT), --port "$(PORT)")$(if $(CONFIG), --config "$(CONFIG)")
 
 test: venv ## install redis-server and chromium if missing, then run pytest (PYTEST_ARGS)
 	.ci/install-system-deps
