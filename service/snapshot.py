@@ -92,47 +92,66 @@ class EtaEstimator:
         return round((100 - p1) * (t1 - t0) / (p1 - p0), 1)
 
 
+def changes(draft: Draft) -> dict[str, Any]:
+    """The snapshot fields one event sets, other than its position, time, logs and ETA.
+
+    Shared by every broker: the memory broker sets them on its Snapshot, the Redis broker
+    writes them into the job's hash.
+    """
+    payload = draft.payload
+    if isinstance(payload, ProgressData):
+        found: dict[str, Any] = {}
+        for name in ("percent", "stage", "message", "step", "total_steps"):
+            value = getattr(payload, name)
+            if value is not None:
+                found[name] = value
+        return found
+    if isinstance(payload, CompleteData):
+        found = {
+            "status": "completed",
+            "percent": 100,
+            "eta_seconds": None,
+            "result": payload.result,
+            "redirect_url": payload.redirect_url,
+        }
+        if payload.message is not None:
+            found["message"] = payload.message
+        return found
+    if isinstance(payload, FailedData):
+        error = JobError(payload.message, payload.code, payload.details)
+        return {"status": "failed", "eta_seconds": None, "error": error, "message": payload.message}
+    if isinstance(payload, CancelledData):
+        found = {"status": "cancelled", "eta_seconds": None}
+        if payload.message is not None:
+            found["message"] = payload.message
+        return found
+    if draft.name == "cancel_requested":
+        return {"cancel_requested": True}
+    return {}
+
+
+def progress_percent(draft: Draft) -> float | None:
+    """The percent an event reports, the input of the ETA estimate."""
+    payload = draft.payload
+    if isinstance(payload, ProgressData) and payload.percent is not None:
+        return float(payload.percent)
+    return None
+
+
 def apply(snapshot: Snapshot, draft: Draft, event_id: str, eta: EtaEstimator, tail: int) -> None:
     """Update ``snapshot`` for one event, in publish order."""
     now = datetime.now(UTC)
-    payload = draft.payload
     snapshot.updated_at = now
     snapshot.last_event_id = event_id
     if snapshot.status == "pending" and draft.name != "cancel_requested":
         snapshot.status = "running"
-    if isinstance(payload, ProgressData):
-        if payload.percent is not None:
-            snapshot.percent = payload.percent
-            snapshot.eta_seconds = eta.add(float(payload.percent))
-        if payload.stage is not None:
-            snapshot.stage = payload.stage
-        if payload.message is not None:
-            snapshot.message = payload.message
-        if payload.step is not None:
-            snapshot.step = payload.step
-        if payload.total_steps is not None:
-            snapshot.total_steps = payload.total_steps
-    elif isinstance(payload, LogData):
+    for name, value in changes(draft).items():
+        setattr(snapshot, name, value)
+    percent = progress_percent(draft)
+    if percent is not None:
+        snapshot.eta_seconds = eta.add(percent)
+    payload = draft.payload
+    if isinstance(payload, LogData):
         snapshot.logs.append(LogEntry(event_id, now, payload.level, payload.message))
         if len(snapshot.logs) > tail:
             del snapshot.logs[:-tail]
-    elif isinstance(payload, CompleteData):
-        snapshot.status = "completed"
-        snapshot.percent = 100
-        snapshot.eta_seconds = None
-        snapshot.result = payload.result
-        snapshot.redirect_url = payload.redirect_url
-        if payload.message is not None:
-            snapshot.message = payload.message
-    elif isinstance(payload, FailedData):
-        snapshot.status = "failed"
-        snapshot.eta_seconds = None
-        snapshot.error = JobError(payload.message, payload.code, payload.details)
-        snapshot.message = payload.message
-    elif isinstance(payload, CancelledData):
-        snapshot.status = "cancelled"
-        snapshot.eta_seconds = None
-        if payload.message is not None:
-            snapshot.message = payload.message
-    elif draft.name == "cancel_requested":
-        snapshot.cancel_requested = True
