@@ -30,7 +30,9 @@ class ServerSettings(Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class BrokerSettings(Struct, forbid_unknown_fields=True, frozen=True):
-    url: Annotated[str, Meta(pattern=r"^memory://")] = "memory://"
+    url: Annotated[str, Meta(pattern=r"^(memory|redis|rediss|unix)://")] = "memory://"
+    key_prefix: str = "progress-relay:"
+    timeout: Seconds = 2.0
 
 
 class StreamSettings(Struct, forbid_unknown_fields=True, frozen=True):

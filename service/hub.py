@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ import msgspec
 from service import sse
 from service.brokers import Broker, Replay
 from service.config import Settings
+from service.errors import RelayError
 from service.events import Event
 from service.ids import Position, parse_event_id
 from service.snapshot import Snapshot, new_snapshot
@@ -32,6 +34,7 @@ class Hub:
         self._retry = sse.retry_frame(settings.stream.retry_ms)
         self.streams = 0
         broker.set_listener(self.deliver)
+        broker.set_resync(self.catch_up)
 
     def deliver(self, job_id: str, events: Sequence[Event]) -> None:
         """The broker's listener: fan a publish out to this process's subscribers of the job."""
@@ -48,10 +51,10 @@ class Hub:
     ) -> Subscriber | None:
         """A subscriber with its replay queued, or None when there is nothing to stream (204)."""
         subscriber = Subscriber(job_ids, multi=multi, max_frames=self.settings.stream.queue_frames)
-        # Attach first, so events published while the replay is read are held, not missed.
-        for job_id in job_ids:
-            await self._attach(job_id, subscriber)
         try:
+            # Attach first, so events published while the replay is read are held, not missed.
+            for job_id in job_ids:
+                await self._attach(job_id, subscriber)
             position: Position | None = None
             foreign = False
             if last_event_id:
@@ -155,11 +158,15 @@ class Hub:
         return msgspec.structs.replace(snapshot, subscribers=self.subscriber_count(snapshot.id))
 
     async def _attach(self, job_id: str, subscriber: Subscriber) -> None:
+        """Returns once the broker delivers the job's events here; a subscriber that joins
+        while the first one's watch is under way waits for the same watch."""
         topic = self._topics.get(job_id)
         if topic is None:
             topic = self._topics[job_id] = Topic(job_id)
-            await self.broker.watch(job_id)
+            topic.watching = asyncio.ensure_future(self.broker.watch(job_id))
         topic.subscribers.add(subscriber)
+        assert topic.watching is not None
+        await asyncio.shield(topic.watching)
 
     def close(self, subscriber: Subscriber) -> None:
         """Detach a subscriber whose stream is over (after ``open`` returned it)."""
@@ -183,7 +190,8 @@ class Hub:
             return
         frame_data: bytes | None = None
         seq = 0
-        if reason is not None:
+        told = [s for s in topic.subscribers if job_id in s.active]
+        if reason is not None and told:
             seq = await self.broker.reserve_seq()
             message = {
                 "job_not_found": f"job {job_id} was never published",
@@ -196,17 +204,69 @@ class Hub:
                 # The id matters even to a stream that saw no event: reconnecting with it to a
                 # job that is gone gets 204, so a browser stops asking.
                 event_id = str(Position(self.broker.epoch, seq))
-                subscriber.add(sse.event_frame(event_id, "failed", data), seq)
+                subscriber.add(sse.event_frame(event_id, "failed", data))
             subscriber.end_job(job_id)
 
-    async def sweep_pending(self) -> None:
-        """End the streams of jobs that were subscribed to but never published in time."""
+    async def sweep_gone(self) -> None:
+        """End the streams of jobs that have gone from the broker (expired there, or never
+        published within the pending TTL of the stream's wait)."""
+        if not self._topics:
+            return
+        existing = await self.broker.existing(list(self._topics))
         deadline = time.monotonic() - self.settings.jobs.pending_ttl
         for job_id, topic in list(self._topics.items()):
-            if topic.seen_event or topic.created > deadline:
+            if job_id in existing:
                 continue
-            if await self.broker.snapshot(job_id) is None:
+            if topic.seen_event:
+                await self.end_job(job_id, "job_expired")
+            elif topic.created <= deadline:
                 await self.end_job(job_id, "job_not_found")
+
+    async def catch_up(self, job_ids: list[str], reset: bool) -> None:
+        """After live delivery was interrupted, bring every subscriber of these jobs up to date
+        from history: the missed events, or `reset` when they are out of reach."""
+        for job_id in job_ids:
+            topic = self._topics.get(job_id)
+            if topic is None:
+                continue
+            try:
+                await self._catch_up(topic, reset)
+            except RelayError as exc:
+                # The broker went away again: drop these streams, their clients resume later.
+                log.warning("catching up job %s failed (%s); dropping its streams", job_id, exc)
+                for subscriber in list(topic.subscribers):
+                    subscriber.drop()
+
+    async def _catch_up(self, topic: Topic, reset: bool) -> None:
+        job_id = topic.job_id
+        if reset:
+            # History is gone; whatever comes now starts a new life of the job.
+            topic.restart()
+            current = await self._current(job_id)
+            self._reset_all(job_id, list(topic.subscribers), current)
+            return
+        by_high: dict[int, list[Subscriber]] = {}
+        for subscriber in topic.subscribers:
+            by_high.setdefault(subscriber.high(job_id), []).append(subscriber)
+        for high, subscribers in by_high.items():
+            replay = await self.broker.replay(job_id, high)
+            if replay is None:
+                continue  # the job has gone: sweep_gone ends these streams
+            if not replay.complete:
+                self._reset_all(job_id, subscribers, replay)
+            elif replay.events:
+                for subscriber in subscribers:
+                    subscriber.push(replay.events)
+
+    def _reset_all(self, job_id: str, subscribers: list[Subscriber], replay: Replay | None) -> None:
+        for multi in (False, True):
+            group = [s for s in subscribers if s.multi is multi]
+            if not group:
+                continue
+            items: list[tuple[int, bytes]] = []
+            seq, finished = self._reset(job_id, replay, multi, items)
+            for subscriber in group:
+                subscriber.reset_job(job_id, items[0][1], seq, finished)
 
     def shutdown(self) -> None:
         """End every stream: write what is queued, then close."""

@@ -54,7 +54,7 @@ class Reaper:
                 log.exception("evicting job %s failed", job_id)
             else:
                 count += 1
-        await self._hub.sweep_pending()
+        await self._hub.sweep_gone()
         self.evicted += count
         return count
 

@@ -29,7 +29,6 @@ class Subscriber:
         "max_frames",
         "multi",
         "on_drop",
-        "position",
     )
 
     def __init__(self, job_ids: Sequence[str], *, multi: bool, max_frames: int) -> None:
@@ -38,8 +37,6 @@ class Subscriber:
         self.max_frames = max_frames
         self.active: set[str] = set(job_ids)
         self.dropped = False
-        # the highest seq written with an `id:` line on this stream; frames only ever go up
-        self.position = 0
         self._frames: list[bytes] = []
         self._held: list[Event] | None = []
         self._high: dict[str, int] = {}
@@ -79,8 +76,6 @@ class Subscriber:
                 self.active.discard(job_id)
                 break
         self._high[job_id] = high
-        if high > self.position:
-            self.position = high
         self._wake()
 
     def start(self, frames: Iterable[bytes], high: dict[str, int], ended: Iterable[str]) -> None:
@@ -89,18 +84,37 @@ class Subscriber:
         self._high.update(high)
         for job_id in ended:
             self.active.discard(job_id)
-        self.position = max(self.position, *high.values()) if high else self.position
         held, self._held = self._held or [], None
         for event in held:
             if not self.closed:
                 self.push((event,))
         self._wake()
 
-    def add(self, frame: bytes, seq: int | None = None) -> None:
-        """Queue a frame the service made for this stream; ``seq`` when the frame has an id."""
+    def add(self, frame: bytes) -> None:
+        """Queue a frame the service made for this stream."""
         self._frames.append(frame)
-        if seq is not None and seq > self.position:
-            self.position = seq
+        self._wake()
+
+    def high(self, job_id: str) -> int:
+        """The seq of the newest event of ``job_id`` queued for this stream (0: none)."""
+        return self._high.get(job_id, 0)
+
+    def reset_job(self, job_id: str, frame: bytes, seq: int, finished: bool) -> None:
+        """Queue a `reset` for a job whose history this stream can no longer follow, and take
+        the job's events after ``seq`` from now on (``seq`` may be lower than before, when the
+        broker's history began a new epoch)."""
+        if job_id not in self.active or self.dropped:
+            return
+        if self._held is not None:
+            self.drop()  # still connecting: a reconnect sorts it out from the client's last id
+            return
+        if len(self._frames) >= self.max_frames:
+            self.drop()
+            return
+        self._frames.append(frame)
+        self._high[job_id] = seq
+        if finished:
+            self.active.discard(job_id)
         self._wake()
 
     def end_job(self, job_id: str) -> None:

@@ -121,7 +121,7 @@ def test_key_outside_a_section_is_refused(tmp_path: Path) -> None:
         ("[stream]\nheartbeat = 0\n", "stream.heartbeat", "> 0"),
         ("[jobs]\nring_events = 0\n", "jobs.ring_events", ">= 1"),
         ("[jobs]\nring_events = 1.5\n", "jobs.ring_events", "int"),
-        ('[broker]\nurl = "postgres://x"\n', "broker.url", "memory://"),
+        ('[broker]\nurl = "postgres://x"\n', "broker.url", "memory|redis"),
     ],
 )
 def test_bad_value_names_key_and_expectation(

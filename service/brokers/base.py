@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from service.events import Draft, Event
 from service.snapshot import Snapshot
 
 Listener = Callable[[str, Sequence[Event]], None]
+# Called after live delivery was interrupted (a lost connection to a shared broker), with the jobs
+# watched; ``reset`` when history itself was lost (a new epoch). Live events are held until it
+# returns, so it can catch subscribers up from history without a gap.
+Resync = Callable[[list[str], bool], Awaitable[None]]
 
 
 class Published(NamedTuple):
@@ -52,6 +56,8 @@ class Broker(Protocol):
     def set_listener(self, listener: Listener) -> None:
         """Receives the events of every job that has local subscribers, in publish order."""
 
+    def set_resync(self, resync: Resync) -> None: ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -75,6 +81,9 @@ class Broker(Protocol):
 
     async def delete(self, job_id: str) -> Snapshot | None:
         """Drop a job and its history; its snapshot as it was, or None if it did not exist."""
+
+    async def existing(self, job_ids: Iterable[str]) -> set[str]:
+        """Which of these jobs exist (the others were never created, expired or were deleted)."""
 
     async def expired(self) -> list[Expired]:
         """Jobs whose lifetime is over, not yet removed (the reaper deletes each)."""

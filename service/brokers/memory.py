@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from service.brokers.base import Expired, Listener, Published, Replay
+from service.brokers.base import Expired, Listener, Published, Replay, Resync
 from service.config import JobSettings
 from service.errors import JobFinished, JobNotFound, TooManyJobs
 from service.events import Draft, Event
@@ -46,6 +46,9 @@ class MemoryBroker:
 
     def set_listener(self, listener: Listener) -> None:
         self._listener = listener
+
+    def set_resync(self, resync: Resync) -> None:
+        return None  # live delivery is a function call here: it is never interrupted
 
     async def start(self) -> None:
         return None
@@ -120,6 +123,9 @@ class MemoryBroker:
     async def delete(self, job_id: str) -> Snapshot | None:
         job = self._jobs.pop(job_id, None)
         return None if job is None else job.snapshot
+
+    async def existing(self, job_ids: Iterable[str]) -> set[str]:
+        return {job_id for job_id in job_ids if job_id in self._jobs}
 
     async def expired(self) -> list[Expired]:
         now = time.monotonic()

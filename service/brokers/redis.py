@@ -1,0 +1,390 @@
+"""The Redis broker: several relay instances share jobs, ids and history; a restart loses nothing.
+
+Keys (``P`` is ``broker.key_prefix``): ``P epoch`` and ``P seq`` for the deployment; per job
+``P job:{id}`` (the snapshot as a hash of JSON values), ``P job:{id}:h`` (history, a Redis Stream
+whose entry ids are the event seqs), ``P job:{id}:logs`` and ``P job:{id}:eta``. Publishing is one
+Lua script (see redis_publish.lua). Job lifetimes are Redis expirations, so a job expires even when
+no relay is running; each instance notices the jobs of its own streams that have gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import msgspec
+from msgspec import Raw
+from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import RedisError
+
+from service.brokers.base import Expired, Listener, Published, Replay, Resync
+from service.brokers.redis_channel import Channel
+from service.config import Settings
+from service.errors import BrokerUnavailable, JobFinished, JobNotFound
+from service.events import Draft, Event, LogData
+from service.ids import Position, new_epoch
+from service.snapshot import EtaEstimator, LogEntry, Snapshot, changes, progress_percent
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+_BATCH = msgspec.json.Decoder(list[tuple[str, Raw]])
+_LOG_ENTRY = msgspec.json.Decoder(tuple[int, int, str, str])
+_SNAPSHOT_FIELDS = {f.name for f in msgspec.structs.fields(Snapshot)}
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('HSET', KEYS[1], 'created_at', now_ms, 'updated_at', now_ms, 'status', '"pending"',
+  'meta', ARGV[1])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'ttl', ARGV[2]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+_EPOCH = """
+local epoch = redis.call('GET', KEYS[1])
+if epoch then return epoch end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return ARGV[1]
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _no_listener(job_id: str, events: Sequence[Event]) -> None:
+    return None
+
+
+async def _no_resync(job_ids: list[str], reset: bool) -> None:
+    return None
+
+
+@contextlib.asynccontextmanager
+async def _available(seconds: float) -> AsyncIterator[None]:
+    """Every Redis call: a lost or slow Redis is 503 ``broker_unavailable`` for the request."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise BrokerUnavailable(f"Redis is unavailable: {exc or type(exc).__name__}") from None
+
+
+class RedisBroker:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings.jobs
+        self._timeout = settings.broker.timeout
+        prefix = settings.broker.key_prefix
+        self._prefix = prefix
+        self._epoch_key = f"{prefix}epoch"
+        self._seq_key = f"{prefix}seq"
+        self._pool = ConnectionPool.from_url(
+            settings.broker.url,
+            socket_timeout=self._timeout,
+            socket_connect_timeout=self._timeout,
+        )
+        self._redis = Redis(connection_pool=self._pool)
+        self._publish = self._redis.register_script(
+            resources.files(__package__).joinpath("redis_publish.lua").read_text()
+        )
+        self._create = self._redis.register_script(_CREATE)
+        self._ensure_epoch = self._redis.register_script(_EPOCH)
+        self._epoch = ""
+        self._listener: Listener = _no_listener
+        self._resync: Resync = _no_resync
+        # RESP2 for the pub/sub connection: its messages are plain replies there, which the
+        # channel reads itself (RESP3 would route them to the client's push handlers).
+        self._pubsub_pool = ConnectionPool.from_url(
+            settings.broker.url,
+            protocol=2,
+            socket_timeout=self._timeout,
+            socket_connect_timeout=self._timeout,
+        )
+        self._channel = Channel(
+            self._pubsub_pool, self._on_message, self._on_reconnect, confirm_timeout=self._timeout
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    def set_listener(self, listener: Listener) -> None:
+        self._listener = listener
+
+    def set_resync(self, resync: Resync) -> None:
+        self._resync = resync
+
+    async def start(self) -> None:
+        # A relay whose Redis is down still starts: /readyz says unready until Redis answers.
+        with contextlib.suppress(BrokerUnavailable):
+            await self._refresh_epoch()
+        self._channel.start()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._timeout):
+                await self._channel.connected_once.wait()
+
+    async def close(self) -> None:
+        await self._channel.close()
+        await self._redis.aclose()
+        await self._pool.aclose()
+        await self._pubsub_pool.aclose()
+
+    async def ping(self) -> None:
+        async with _available(self._timeout):
+            await self._redis.ping()
+        if not self._channel.ready:
+            raise BrokerUnavailable("the pub/sub connection to Redis is down")
+
+    async def _refresh_epoch(self) -> bool:
+        """Read the deployment's epoch (setting one if Redis has none); True if it changed."""
+        async with _available(self._timeout):
+            raw = await self._ensure_epoch(
+                keys=[self._epoch_key, self._seq_key], args=[new_epoch()]
+            )
+        return self._set_epoch(raw.decode())
+
+    def _set_epoch(self, epoch: str) -> bool:
+        changed = bool(self._epoch) and epoch != self._epoch
+        if changed:
+            log.warning("Redis lost its data: epoch %s replaces %s", epoch, self._epoch)
+        self._epoch = epoch
+        return changed
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def _keys(self, job_id: str) -> list[str]:
+        base = f"{self._prefix}job:{job_id}"
+        return [base, f"{base}:h", f"{base}:logs", f"{base}:eta"]
+
+    def _channel_name(self, job_id: str) -> bytes:
+        return f"{self._prefix}events:{job_id}".encode()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def create(self, job_id: str, *, ttl: float | None, meta: Any) -> tuple[Snapshot, bool]:
+        lifetime = ttl or self._settings.pending_ttl
+        async with _available(self._timeout):
+            created = await self._create(
+                keys=self._keys(job_id)[:1],
+                args=[_encode(meta), str(_ms(ttl)) if ttl else "", str(_ms(lifetime))],
+            )
+        snapshot = await self.snapshot(job_id)
+        if snapshot is None:  # expired in between: only with a lifetime shorter than a request
+            raise JobNotFound(f"no job {job_id}")
+        return snapshot, bool(created)
+
+    async def publish(self, job_id: str, drafts: Sequence[Draft]) -> Published:
+        return await self._run_publish(job_id, drafts, "publish")
+
+    async def request_cancel(self, job_id: str) -> tuple[Snapshot, Event | None]:
+        draft = Draft("cancel_requested", b'{"cancel_requested":true}', None)
+        try:
+            published = await self._run_publish(job_id, [draft], "cancel")
+            event: Event | None = published.events[0]
+        except _AlreadyRequested:
+            event = None
+        snapshot = await self.snapshot(job_id)
+        if snapshot is None:
+            raise JobNotFound(f"no job {job_id}")
+        return snapshot, event
+
+    async def _run_publish(self, job_id: str, drafts: Sequence[Draft], mode: str) -> Published:
+        settings = self._settings
+        names_data: list[Any] = []
+        percents: list[str] = []
+        fields: dict[str, Any] = {}
+        final = ""
+        for draft in drafts:
+            payload = draft.payload
+            entry = (
+                _encode((payload.level, payload.message)) if isinstance(payload, LogData) else b""
+            )
+            entry = entry[1:-1] if entry else b""
+            names_data += [draft.name, draft.data, entry]
+            percent = progress_percent(draft)
+            percents.append("" if percent is None else repr(percent))
+            fields.update(changes(draft))
+            if draft.terminal:
+                final = str(fields.get("status", ""))
+        pairs: list[Any] = []
+        for name, value in fields.items():
+            pairs += [name, _encode(value)]
+        body = _encode([(draft.name, Raw(draft.data)) for draft in drafts])
+        args: list[Any] = [
+            new_epoch(),
+            self._channel_name(job_id),
+            settings.ring_events,
+            settings.ring_bytes,
+            settings.log_tail,
+            _ms(settings.idle_ttl),
+            _ms(settings.finished_ttl),
+            mode,
+            final,
+            body,
+            len(drafts),
+            *names_data,
+            *percents,
+            len(fields),
+            *pairs,
+        ]
+        async with _available(self._timeout):
+            keys = [self._epoch_key, self._seq_key, *self._keys(job_id)]
+            reply = await self._publish(keys=keys, args=args)
+        outcome = reply[0]
+        if outcome == b"finished":
+            raise JobFinished(f"job {job_id} has already {reply[1].decode().strip(chr(34))}")
+        if outcome == b"missing":
+            raise JobNotFound(f"no job {job_id}")
+        if outcome == b"already":
+            raise _AlreadyRequested
+        self._set_epoch(reply[1].decode())
+        first = int(reply[2])
+        events = [self._event(job_id, first + i, d.name, d.data) for i, d in enumerate(drafts)]
+        return Published(events, bool(reply[3]))
+
+    def _event(self, job_id: str, seq: int, name: str, data: bytes) -> Event:
+        return Event(job_id, seq, str(Position(self._epoch, seq)), name, data)
+
+    async def delete(self, job_id: str) -> Snapshot | None:
+        snapshot = await self.snapshot(job_id)
+        async with _available(self._timeout):
+            await self._redis.delete(*self._keys(job_id))
+        return snapshot
+
+    async def reserve_seq(self) -> int:
+        async with _available(self._timeout):
+            return int(await self._redis.incr(self._seq_key))
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def snapshot(self, job_id: str) -> Snapshot | None:
+        found = await self._read(job_id, None)
+        return None if found is None else found[0]
+
+    async def replay(self, job_id: str, after: int) -> Replay | None:
+        found = await self._read(job_id, after)
+        if found is None:
+            return None
+        snapshot, seq, dropped, entries = found
+        events = [
+            self._event(job_id, int(entry_id.split(b"-", 1)[0]), f[b"e"].decode(), f[b"d"])
+            for entry_id, f in entries
+        ]
+        return Replay(snapshot, events, after >= dropped, seq)
+
+    async def _read(
+        self, job_id: str, after: int | None
+    ) -> tuple[Snapshot, int, int, list[Any]] | None:
+        """The snapshot, its seq, the seq trimmed up to, and (with ``after``) history after it,
+        all read in one MULTI so they agree with each other."""
+        key, history, logs, eta = self._keys(job_id)
+        async with _available(self._timeout):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hgetall(key)
+            pipe.lrange(logs, 0, -1)
+            pipe.lrange(eta, 0, -1)
+            if after is not None:
+                pipe.xrange(history, f"({after}-0" if after else "-", "+")
+            replies = await pipe.execute()
+        fields: dict[bytes, bytes] = replies[0]
+        if not fields:
+            return None
+        snapshot = self._snapshot(job_id, fields, replies[1], replies[2])
+        seq = int(fields.get(b"last_seq", b"0"))
+        dropped = int(fields.get(b"dropped", b"0"))
+        return snapshot, seq, dropped, replies[3] if after is not None else []
+
+    def _snapshot(
+        self, job_id: str, fields: dict[bytes, bytes], logs: list[bytes], eta: list[bytes]
+    ) -> Snapshot:
+        values: dict[str, Any] = {"id": job_id}
+        for raw_name, raw in fields.items():
+            name = raw_name.decode()
+            if name in _SNAPSHOT_FIELDS and name not in ("created_at", "updated_at"):
+                values[name] = msgspec.json.decode(raw)
+        values["created_at"] = _time(fields[b"created_at"])
+        values["updated_at"] = _time(fields.get(b"updated_at", fields[b"created_at"]))
+        last_seq = int(fields.get(b"last_seq", b"0"))
+        values["last_event_id"] = str(Position(self._epoch, last_seq)) if last_seq else None
+        snapshot = msgspec.convert(values, Snapshot)
+        for raw in logs:
+            seq, at, level, message = _LOG_ENTRY.decode(raw)
+            entry = LogEntry(str(Position(self._epoch, seq)), _time(at), level, message)
+            snapshot.logs.append(entry)
+        if not snapshot.finished:
+            estimator = EtaEstimator()
+            for point in eta:
+                at_ms, percent = point.split(b" ")
+                snapshot.eta_seconds = estimator.add(float(percent), int(at_ms) / 1000)
+        return snapshot
+
+    async def existing(self, job_ids: Iterable[str]) -> set[str]:
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        async with _available(self._timeout):
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.exists(self._keys(job_id)[0])
+            found = await pipe.execute()
+        return {job_id for job_id, exists in zip(ids, found, strict=True) if exists}
+
+    async def expired(self) -> list[Expired]:
+        # Redis expires the keys itself; the Hub ends the streams of jobs that have gone.
+        return []
+
+    # -- live events ----------------------------------------------------------------------
+
+    async def watch(self, job_id: str) -> None:
+        await self._channel.subscribe(self._channel_name(job_id))
+
+    def unwatch(self, job_id: str) -> None:
+        self._channel.unsubscribe(self._channel_name(job_id))
+
+    def _on_message(self, channel: bytes, message: bytes) -> None:
+        job_id = channel[len(self._prefix) + len("events:") :].decode()
+        raw_epoch, first, body = message.split(b" ", 2)
+        epoch = raw_epoch.decode()
+        if not self._epoch:
+            self._epoch = epoch
+        elif epoch != self._epoch:
+            # Another instance found Redis empty and began a new epoch: resync like a reconnect.
+            self._set_epoch(epoch)
+            asyncio.get_running_loop().create_task(self._on_reconnect(reset=True))
+            return
+        start = int(first)
+        batch = _BATCH.decode(body)
+        events = [
+            self._event(job_id, start + i, name, bytes(data))
+            for i, (name, data) in enumerate(batch)
+        ]
+        self._listener(job_id, events)
+
+    async def _on_reconnect(self, reset: bool = False) -> None:
+        try:
+            changed = await self._refresh_epoch()
+        except BrokerUnavailable:
+            log.warning("could not read the epoch after reconnecting; resyncing from history")
+            changed = False
+        job_ids = [
+            channel[len(self._prefix) + len("events:") :].decode()
+            for channel in sorted(self._channel.wanted)
+        ]
+        await self._resync(job_ids, changed or reset)
+
+
+def _time(raw: bytes | int) -> datetime:
+    return datetime.fromtimestamp(int(raw) / 1000, UTC)
+
+
+class _AlreadyRequested(Exception):
+    pass

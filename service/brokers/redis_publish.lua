@@ -1,0 +1,112 @@
+-- Publish a batch of events to one job, atomically: renew the epoch if Redis lost it, take ids
+-- from the deployment-wide sequence, append to the job's history stream (trimmed to the ring
+-- size), update the snapshot hash, log tail and ETA points, set the job's expiration, and PUBLISH
+-- the batch to the job's channel. Nothing here can fail half-way on valid input.
+--
+-- KEYS: 1 epoch, 2 seq, 3 job hash, 4 history stream, 5 logs list, 6 eta list
+-- ARGV: 1 candidate epoch, 2 channel, 3 ring events, 4 ring bytes, 5 log tail,
+--       6 idle ttl ms, 7 finished ttl ms, 8 mode ("publish" or "cancel"), 9 final status or "",
+--       10 batch body (JSON array of [name, data]), 11 n,
+--       then n triples (name, data, log entry "[level,message]" or ""),
+--       then n eta percents ("" when none), then m, then m pairs (field, JSON value)
+-- Returns {"ok", epoch, first seq, cancel_requested} or {"finished", status} or {"missing"}
+-- or {"already"} (a cancel that was already requested).
+
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch)
+  redis.call('DEL', KEYS[2])
+end
+
+local status = redis.call('HGET', KEYS[3], 'status')
+local mode = ARGV[8]
+if status == '"completed"' or status == '"failed"' or status == '"cancelled"' then
+  return {'finished', status}
+end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if not status then
+  if mode == 'cancel' then
+    return {'missing'}
+  end
+  redis.call('HSET', KEYS[3], 'created_at', now_ms, 'status', '"pending"')
+  status = '"pending"'
+end
+if mode == 'cancel' and redis.call('HGET', KEYS[3], 'cancel_requested') == 'true' then
+  return {'already'}
+end
+
+local n = tonumber(ARGV[11])
+local first = redis.call('INCRBY', KEYS[2], n) - n + 1
+local ring_events = tonumber(ARGV[3])
+local ring_bytes = tonumber(ARGV[4])
+local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0')
+local dropped = redis.call('HGET', KEYS[3], 'dropped') or '0'
+local base = 11
+local eta_base = base + 3 * n
+local has_logs = false
+for i = 1, n do
+  local seq = first + i - 1
+  local name = ARGV[base + 3 * i - 2]
+  local data = ARGV[base + 3 * i - 1]
+  local log_entry = ARGV[base + 3 * i]
+  -- the exact size of the frame "id: E-S\nevent: N\ndata: D\n\n", as the memory ring counts it
+  local size = 22 + #epoch + #tostring(seq) + #name + #data
+  redis.call('XADD', KEYS[4], seq .. '-0', 'e', name, 'd', data, 's', size)
+  bytes = bytes + size
+  if log_entry ~= '' then
+    redis.call('RPUSH', KEYS[5], '[' .. seq .. ',' .. now_ms .. ',' .. log_entry .. ']')
+    has_logs = true
+  end
+  local percent = ARGV[eta_base + i]
+  if percent ~= '' then
+    redis.call('RPUSH', KEYS[6], now_ms .. ' ' .. percent)
+  end
+end
+if has_logs then
+  redis.call('LTRIM', KEYS[5], -tonumber(ARGV[5]), -1)
+end
+redis.call('LTRIM', KEYS[6], -10, -1)
+
+-- Trim the history: the newest event always stays, even when it alone is over the byte limit.
+local length = redis.call('XLEN', KEYS[4])
+while length > 1 and (length > ring_events or bytes > ring_bytes) do
+  local oldest = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', 1)[1]
+  local fields = oldest[2]
+  local size = 0
+  for j = 1, #fields, 2 do
+    if fields[j] == 's' then size = tonumber(fields[j + 1]) end
+  end
+  redis.call('XDEL', KEYS[4], oldest[1])
+  bytes = bytes - size
+  dropped = string.match(oldest[1], '^(%d+)')
+  length = length - 1
+end
+
+local m_at = eta_base + n + 1
+local m = tonumber(ARGV[m_at])
+local fields = {'updated_at', now_ms, 'last_seq', first + n - 1, 'bytes', bytes, 'dropped', dropped}
+if status == '"pending"' and mode ~= 'cancel' then
+  table.insert(fields, 'status')
+  table.insert(fields, '"running"')
+end
+for j = 1, m do
+  table.insert(fields, ARGV[m_at + 2 * j - 1])
+  table.insert(fields, ARGV[m_at + 2 * j])
+end
+redis.call('HSET', KEYS[3], unpack(fields))
+
+local ttl
+if ARGV[9] ~= '' then
+  ttl = tonumber(ARGV[7])
+else
+  ttl = tonumber(redis.call('HGET', KEYS[3], 'ttl') or ARGV[6])
+end
+for k = 3, 6 do
+  redis.call('PEXPIRE', KEYS[k], ttl)
+end
+
+redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. first .. ' ' .. ARGV[10])
+local cancel = redis.call('HGET', KEYS[3], 'cancel_requested') == 'true'
+return {'ok', epoch, first, cancel and 1 or 0}
