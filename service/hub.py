@@ -65,6 +65,7 @@ class Hub:
             ended: list[str] = []
             for job_id in job_ids:
                 outcome = await self._plan(job_id, position, foreign, mode, multi, items)
+                self._note_status(job_id, outcome)
                 if outcome is None:
                     ended.append(job_id)
                     continue
@@ -121,6 +122,13 @@ class Hub:
         if replay.snapshot.finished:
             return None
         return replay.seq, False
+
+    def _note_status(self, job_id: str, outcome: tuple[int, bool] | None) -> None:
+        topic = self._topics.get(job_id)
+        if topic is not None and topic.status is None and outcome is not None:
+            seq, _ = outcome
+            if seq:
+                topic.status = "running"
 
     async def _current(self, job_id: str) -> Replay | None:
         snapshot = await self.broker.snapshot(job_id)
@@ -217,7 +225,7 @@ class Hub:
         for job_id, topic in list(self._topics.items()):
             if job_id in existing:
                 continue
-            if topic.seen_event:
+            if topic.status == "running":
                 await self.end_job(job_id, "job_expired")
             elif topic.created <= deadline:
                 await self.end_job(job_id, "job_not_found")

@@ -932,6 +932,7 @@ async def test_history_truncated_when_ring_no_longer_reaches_back(
     assert [e["id"] for e in recent["events"]] == ids[5:]
 
 
+@pytest.mark.memory_only  # instances on one Redis share an epoch
 async def test_history_after_an_id_of_another_epoch_is_truncated(
     make_client: MakeClient,
 ) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.conftest import MakeClient, publish, publish_many, stream_opener
 
 
@@ -54,6 +56,7 @@ async def test_an_id_older_than_the_ring_gets_one_reset_then_live(make_client: M
         assert [f.id for f in await reader.events(1)] == [live]
 
 
+@pytest.mark.memory_only  # instances on one Redis share an epoch; see test_redis_failures
 async def test_an_id_from_a_previous_process_gets_reset(make_client: MakeClient) -> None:
     before = await make_client()  # another life of the relay: another epoch
     old_id = await publish(before, "p", "progress", {"percent": 30})
@@ -68,6 +71,7 @@ async def test_an_id_from_a_previous_process_gets_reset(make_client: MakeClient)
     assert reset.json["percent"] == 60
 
 
+@pytest.mark.memory_only  # instances on one Redis share an epoch
 async def test_a_previous_process_id_for_a_job_not_yet_republished_waits(
     make_client: MakeClient,
 ) -> None:

@@ -148,9 +148,11 @@ class Channel:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Bounded: a task of the client library that swallows its cancellation must not
+            # keep a reconnect (or shutdown) waiting forever.
+            await asyncio.wait(tasks, timeout=1.0)
             with contextlib.suppress(Exception):
-                await connection.disconnect()
+                await connection.disconnect(nowait=True)
 
     def _expect(self, channel: bytes) -> asyncio.Future[None]:
         future = asyncio.get_running_loop().create_future()
