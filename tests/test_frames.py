@@ -127,7 +127,7 @@ async def test_heartbeat_comments_at_the_configured_interval(make_client: MakeCl
 
 
 async def test_multi_job_frames_wrap_the_payload_and_keep_the_ids(client, open_stream) -> None:
-    a = await publish(client, "a", "progress", {"percent": 1.50})
+    a = await publish(client, "a", "progress", {"percent": 1.5})
     posted = await client.post(
         "/v1/jobs/b/events",
         data='{"event":"log","data":{"message":"é"}}'.encode(),
@@ -137,7 +137,7 @@ async def test_multi_job_frames_wrap_the_payload_and_keep_the_ids(client, open_s
     async with open_stream("/v1/stream?job=a&job=b") as (response, _):
         expected = (
             b"retry: 3000\n\n"
-            + b'id: %s\nevent: progress\ndata: {"job":"a","data":{"percent":1.50}}\n\n' % a.encode()
+            + b'id: %s\nevent: progress\ndata: {"job":"a","data":{"percent":1.5}}\n\n' % a.encode()
             + b'id: %s\nevent: log\ndata: {"job":"b","data":{"message":"\xc3\xa9"}}\n\n'
             % b.encode()
         )
