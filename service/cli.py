@@ -1,4 +1,4 @@
-"""``progress-relay serve [--host] [--port] [--config FILE]``."""
+"""``progress-relay serve [--host] [--port] [--config FILE] [--broker URL]``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
@@ -23,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (server.host)")
     serve.add_argument("--port", type=int, help="port to listen on (server.port)")
     serve.add_argument("--config", metavar="FILE", help="a TOML file like config/default.toml")
+    serve.add_argument(
+        "--broker", metavar="URL", help="memory:// or redis://host:port/db (broker.url)"
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -37,8 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         server["host"] = args.host
     if args.port is not None:
         server["port"] = args.port
+    overrides: dict[str, dict[str, Any]] = {}
+    if server:
+        overrides["server"] = server
+    if args.broker is not None:
+        overrides["broker"] = {"url": args.broker}
     try:
-        settings = load_settings(args.config, overrides={"server": server} if server else None)
+        settings = load_settings(args.config, overrides=overrides)
     except ConfigError as exc:
         print(f"progress-relay: {exc}", file=sys.stderr)
         return 2
@@ -51,7 +60,7 @@ def serve(settings: Settings) -> None:
         "progress-relay listening on http://%s:%d (broker %s)",
         settings.server.host,
         settings.server.port,
-        settings.broker.url,
+        _redacted(settings.broker.url),
     )
     web.run_app(
         create_app(settings),
@@ -61,3 +70,13 @@ def serve(settings: Settings) -> None:
         handler_cancellation=True,
         print=None,
     )
+
+
+def _redacted(url: str) -> str:
+    """The broker URL for the log, without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
