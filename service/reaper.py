@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from service.brokers import Broker
+from service.errors import RelayError
 from service.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class Reaper:
             await asyncio.sleep(self._interval)
             try:
                 await self.sweep()
+            except RelayError as exc:
+                log.warning("reaper sweep skipped (%s); retrying at the next interval", exc)
             except Exception:
                 log.exception("reaper sweep failed; retrying at the next interval")
 

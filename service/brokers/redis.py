@@ -99,6 +99,7 @@ class RedisBroker:
         self._epoch = ""
         self._listener: Listener = _no_listener
         self._resync: Resync = _no_resync
+        self._resyncing: asyncio.Task[None] | None = None
         # RESP2 for the pub/sub connection: its messages are plain replies there, which the
         # channel reads itself (RESP3 would route them to the client's push handlers).
         self._pubsub_pool = ConnectionPool.from_url(
@@ -331,6 +332,10 @@ class RedisBroker:
         ids = list(job_ids)
         if not ids:
             return set()
+        if not self._channel.ready:
+            # Redis may have come back empty and this instance not yet caught up: a job that
+            # is missing now may be about to get its `reset`, not an expiry.
+            raise BrokerUnavailable("the pub/sub connection to Redis is down")
         async with _available(self._timeout):
             pipe = self._redis.pipeline(transaction=False)
             for job_id in ids:
@@ -359,7 +364,7 @@ class RedisBroker:
         elif epoch != self._epoch:
             # Another instance found Redis empty and began a new epoch: resync like a reconnect.
             self._set_epoch(epoch)
-            asyncio.get_running_loop().create_task(self._on_reconnect(reset=True))
+            self._resyncing = asyncio.get_running_loop().create_task(self._resync_all())
             return
         start = int(first)
         batch = _BATCH.decode(body)
@@ -369,12 +374,19 @@ class RedisBroker:
         ]
         self._listener(job_id, events)
 
+    async def _resync_all(self) -> None:
+        try:
+            await self._on_reconnect(reset=True)
+        except ConnectionError as exc:
+            log.warning("resync after a new epoch failed (%s); the next reconnect retries", exc)
+
     async def _on_reconnect(self, reset: bool = False) -> None:
         try:
             changed = await self._refresh_epoch()
-        except BrokerUnavailable:
-            log.warning("could not read the epoch after reconnecting; resyncing from history")
-            changed = False
+        except BrokerUnavailable as exc:
+            # Without the epoch it cannot tell a gap from lost history: the channel gives up
+            # this connection and tries again after its backoff.
+            raise ConnectionError(f"could not read the epoch after reconnecting: {exc}") from None
         job_ids = [
             channel[len(self._prefix) + len("events:") :].decode()
             for channel in sorted(self._channel.wanted)

@@ -134,13 +134,13 @@ class Channel:
             if channels:
                 await connection.send_command("SUBSCRIBE", *channels)
             await _first(tasks, asyncio.gather(*futures))
-            self._ready.set()
             self._established = True
-            first = not self.connected_once.is_set()
-            self.connected_once.set()
-            if not first:
+            if self.connected_once.is_set():
                 log.info("Redis pub/sub reconnected; catching %d topics up", len(channels))
                 await _first(tasks, self._on_reconnect())
+            # Ready only once caught up: until then the broker does not judge jobs gone.
+            self._ready.set()
+            self.connected_once.set()
             self._release()
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
