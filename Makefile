@@ -34,7 +34,7 @@ venv: $(STAMP) ## create .venv and install the project with its dev extras
 run: venv ## start the relay (HOST, PORT, CONFIG)
 	exec $(VENV)/bin/progress-relay serve$(if $(HOST), --host "$(HOST)")$(if $(PORT), --port "$(PORT)")$(if $(CONFIG), --config "$(CONFIG)")
 
-test: venv ## install redis-server and chromium if missing, then run pytest (PYTEST_ARGS)
+test: venv ## install redis-server, chromium and nginx-light if missing, then run pytest
 	.ci/install-system-deps
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
