@@ -13,7 +13,9 @@ from msgspec import Meta, Raw, Struct
 from service import sse
 from service.errors import InvalidEvent, InvalidJson, PayloadTooLarge
 
-EVENT_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+# \Z, not $: msgspec matches with re.search, and $ would accept a name ending in "\n", which
+# would end the frame early on the wire.
+EVENT_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}\Z"
 TERMINAL = frozenset({"complete", "failed", "cancelled"})
 # `reset` and `cancel_requested` are the service's own. `error` would be indistinguishable in the
 # browser from EventSource's connection-error event, so publishers use `failed` instead.
@@ -169,6 +171,13 @@ def make_draft(name: str, raw: Raw | bytes, path: str, max_event_bytes: int) -> 
         raise PayloadTooLarge(
             f"event data is {len(data)} bytes, the limit is {max_event_bytes} - at `{path}.data`"
         )
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # msgspec passes Raw bytes through unchecked; a stream must only carry valid UTF-8.
+        raise InvalidJson(
+            f"event data is not valid UTF-8 ({exc.reason}) - at `{path}.data`"
+        ) from None
     if name in RESERVED:
         raise InvalidEvent(f"event name `{name}` is {RESERVED[name]} - at `{path}.event`")
     payload: Payload | None = None
