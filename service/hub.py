@@ -12,6 +12,7 @@ import msgspec
 
 from service import sse
 from service.brokers import Broker, Replay
+from service.catchup import JobCatchUp, arrange
 from service.config import Settings
 from service.errors import RelayError
 from service.events import Event
@@ -60,94 +61,75 @@ class Hub:
             if last_event_id:
                 position = parse_event_id(last_event_id)
                 foreign = position is None or position.epoch != self.broker.epoch
-            items: list[tuple[int, bytes]] = []
-            high: dict[str, int] = {}
-            ended: list[str] = []
-            for job_id in job_ids:
-                outcome = await self._plan(job_id, position, foreign, mode, multi, items)
-                self._note_status(job_id, outcome)
-                if outcome is None:
-                    ended.append(job_id)
-                    continue
-                seq, finished = outcome
-                high[job_id] = seq
-                if finished:
-                    ended.append(job_id)
+            after: int | None = None  # read only the snapshot
+            if position is not None and not foreign:
+                after = position.seq
+            elif not foreign and mode == "history":
+                after = 0
+            replays = await self.broker.replays([(job_id, after) for job_id in job_ids])
         except BaseException:
             self._detach(subscriber)
             raise
-        gone = {job_id for job_id in ended if job_id not in high}
-        if len(gone) == len(job_ids):
+        parts: list[JobCatchUp] = []
+        high: dict[str, int] = {}
+        ended: list[str] = []
+        for job_id, replay in zip(job_ids, replays, strict=True):
+            part = self._plan(job_id, replay, position, foreign, mode)
+            if part is None:
+                ended.append(job_id)  # gone, or its terminal event already seen
+                continue
+            self._note_status(job_id, part.seq)
+            parts.append(part)
+        if not parts:
             self._detach(subscriber)
             return None
-        items.sort(key=lambda item: item[0])
+        resets, events = arrange(parts)
+        frames = [self._retry]
+        for n, part in enumerate(resets, 1):
+            frames.append(self._reset_frame(part.job_id, part.replay, multi, n == len(resets)))
+        frames.extend(event.job_frame if multi else event.frame for event in events)
+        for part in parts:
+            high[part.job_id] = part.seq
+            if part.replay is not None and part.replay.snapshot.finished:
+                ended.append(part.job_id)
         self.streams += 1
-        subscriber.start([self._retry, *(frame for _, frame in items)], high, ended)
+        subscriber.start(frames, high, ended)
         return subscriber
 
-    async def _plan(
+    def _plan(
         self,
         job_id: str,
+        replay: Replay | None,
         position: Position | None,
         foreign: bool,
         mode: ReplayMode,
-        multi: bool,
-        items: list[tuple[int, bytes]],
-    ) -> tuple[int, bool] | None:
-        """Queue one job's replay into ``items``: (seq covered, job finished), or None if gone."""
-        broker = self.broker
-        if foreign:
-            return self._reset(job_id, await self._current(job_id), multi, items)
+    ) -> JobCatchUp | None:
+        """What one job's subscriber needs, or None when nothing more will come."""
+        if foreign or (mode == "snapshot" and position is None):
+            return JobCatchUp(job_id, replay, reset=True)
         if position is not None:
-            replay = await broker.replay(job_id, position.seq)
             if replay is None:
-                return None  # evicted or deleted: nothing more will come
+                return None  # evicted or deleted
             if replay.snapshot.finished and position.seq >= replay.seq:
                 return None  # the client has seen the terminal event
-            if not replay.complete:
-                return self._reset(job_id, replay, multi, items)
-            return self._replay(replay, multi, items)
+            return JobCatchUp(job_id, replay, reset=not replay.complete)
         if mode == "history":
-            replay = await broker.replay(job_id, 0)
-            if replay is None:
-                return 0, False  # not published yet: wait for it
-            if not replay.complete:
-                return self._reset(job_id, replay, multi, items)
-            return self._replay(replay, multi, items)
-        replay = await self._current(job_id)
-        if mode == "snapshot":
-            return self._reset(job_id, replay, multi, items)
-        if replay is None:
-            return 0, False
-        if replay.snapshot.finished:
+            # (replay None: not published yet, the stream waits for it)
+            return JobCatchUp(job_id, replay, reset=replay is not None and not replay.complete)
+        if replay is not None and replay.snapshot.finished:
             return None
-        return replay.seq, False
+        return JobCatchUp(job_id, replay, reset=False)  # mode "none": from now on
 
-    def _note_status(self, job_id: str, outcome: tuple[int, bool] | None) -> None:
+    def _note_status(self, job_id: str, seq: int) -> None:
         topic = self._topics.get(job_id)
-        if topic is not None and topic.status is None and outcome is not None:
-            seq, _ = outcome
-            if seq:
-                topic.status = "running"
+        if topic is not None and topic.status is None and seq:
+            topic.status = "running"
 
-    async def _current(self, job_id: str) -> Replay | None:
-        snapshot = await self.broker.snapshot(job_id)
-        if snapshot is None:
-            return None
-        position = parse_event_id(snapshot.last_event_id) if snapshot.last_event_id else None
-        return Replay(snapshot, [], False, position.seq if position else 0)
-
-    def _replay(
-        self, replay: Replay, multi: bool, items: list[tuple[int, bytes]]
-    ) -> tuple[int, bool]:
-        for event in replay.events:
-            items.append((event.seq, event.job_frame if multi else event.frame))
-        return replay.seq, replay.snapshot.finished
-
-    def _reset(
-        self, job_id: str, replay: Replay | None, multi: bool, items: list[tuple[int, bytes]]
-    ) -> tuple[int, bool]:
-        """One `reset`: data is the current snapshot, id is the position the snapshot reflects."""
+    def _reset_frame(
+        self, job_id: str, replay: Replay | None, multi: bool, with_id: bool = True
+    ) -> bytes:
+        """One `reset`: data is the current snapshot, id is the position the snapshot reflects
+        (left out where it would promise more than the stream has sent; see catchup.py)."""
         if replay is None:
             snapshot, seq = new_snapshot(job_id), 0
         else:
@@ -157,9 +139,8 @@ class Hub:
         if multi:
             data = sse.job_data(job_id, data)
         # A job without events has no position to give; the id line is left out.
-        event_id = str(Position(self.broker.epoch, seq)) if seq else None
-        items.append((seq if seq else 2**63, sse.event_frame(event_id, "reset", data)))
-        return seq, snapshot.finished
+        event_id = str(Position(self.broker.epoch, seq)) if seq and with_id else None
+        return sse.event_frame(event_id, "reset", data)
 
     def snapshot_view(self, snapshot: Snapshot) -> Snapshot:
         """The snapshot as readers see it: with this process's subscriber count."""
@@ -232,49 +213,51 @@ class Hub:
 
     async def catch_up(self, job_ids: list[str], reset: bool) -> None:
         """After live delivery was interrupted, bring every subscriber of these jobs up to date
-        from history: the missed events, or `reset` when they are out of reach."""
-        for job_id in job_ids:
-            topic = self._topics.get(job_id)
-            if topic is None:
-                continue
-            try:
-                await self._catch_up(topic, reset)
-            except RelayError as exc:
-                # The broker went away again: drop these streams, their clients resume later.
-                log.warning("catching up job %s failed (%s); dropping its streams", job_id, exc)
+        from history: the missed events, or `reset` when they are out of reach. All jobs are
+        read at one instant and each stream gets its share in id order, as on a fresh open."""
+        topics = [topic for job_id in job_ids if (topic := self._topics.get(job_id))]
+        reads: list[tuple[str, int | None]] = []
+        for topic in topics:
+            if reset:
+                # History is gone; whatever comes now starts a new life of the job.
+                topic.restart()
+                reads.append((topic.job_id, None))
+            else:
+                highs = {subscriber.high(topic.job_id) for subscriber in topic.subscribers}
+                reads.extend((topic.job_id, high) for high in sorted(highs))
+        try:
+            replays = await self.broker.replays(reads) if reads else []
+        except RelayError as exc:
+            # The broker went away again: drop these streams, their clients resume later.
+            log.warning("catching up %d jobs failed (%s); dropping their streams", len(topics), exc)
+            for topic in topics:
                 for subscriber in list(topic.subscribers):
                     subscriber.drop()
-
-    async def _catch_up(self, topic: Topic, reset: bool) -> None:
-        job_id = topic.job_id
-        if reset:
-            # History is gone; whatever comes now starts a new life of the job.
-            topic.restart()
-            current = await self._current(job_id)
-            self._reset_all(job_id, list(topic.subscribers), current)
             return
-        by_high: dict[int, list[Subscriber]] = {}
-        for subscriber in topic.subscribers:
-            by_high.setdefault(subscriber.high(job_id), []).append(subscriber)
-        for high, subscribers in by_high.items():
-            replay = await self.broker.replay(job_id, high)
-            if replay is None:
-                continue  # the job has gone: sweep_gone ends these streams
-            if not replay.complete:
-                self._reset_all(job_id, subscribers, replay)
-            elif replay.events:
-                for subscriber in subscribers:
-                    subscriber.push(replay.events)
-
-    def _reset_all(self, job_id: str, subscribers: list[Subscriber], replay: Replay | None) -> None:
-        for multi in (False, True):
-            group = [s for s in subscribers if s.multi is multi]
-            if not group:
-                continue
-            items: list[tuple[int, bytes]] = []
-            seq, finished = self._reset(job_id, replay, multi, items)
-            for subscriber in group:
-                subscriber.reset_job(job_id, items[0][1], seq, finished)
+        found = dict(zip(reads, replays, strict=True))
+        caught = {topic.job_id for topic in topics}
+        for subscriber in {s for topic in topics for s in topic.subscribers}:
+            parts = []
+            for job_id in subscriber.job_ids:
+                if job_id not in caught or job_id not in subscriber.active:
+                    continue
+                read = (job_id, None if reset else subscriber.high(job_id))
+                if read not in found:
+                    continue  # live events moved this stream on while the reads were made
+                replay = found[read]
+                if reset:  # a new life of the job: its snapshot, even if it is not there yet
+                    parts.append(JobCatchUp(job_id, replay, reset=True))
+                elif replay is not None:  # (None: it has gone; sweep_gone ends the stream)
+                    parts.append(JobCatchUp(job_id, replay, reset=not replay.complete))
+            resets, events = arrange(parts)
+            for n, part in enumerate(resets, 1):
+                frame = self._reset_frame(
+                    part.job_id, part.replay, subscriber.multi, n == len(resets)
+                )
+                finished = part.replay is not None and part.replay.snapshot.finished
+                subscriber.reset_job(part.job_id, frame, part.seq, finished)
+            for event in events:
+                subscriber.push((event,))
 
     def shutdown(self) -> None:
         """End every stream: write what is queued, then close."""

@@ -70,6 +70,31 @@ async def test_multi_job_stream_mixes_reset_and_exact_replay_in_id_order(
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
 
 
+async def test_a_reset_is_not_preceded_by_events_its_id_would_skip(make_client: MakeClient) -> None:
+    """y must be reset (its event 2 left the ring); x has an event (3) below y's position (6).
+    Sent as x:3 then reset y:6, a client cut off after x:3 resumes from 3, where y's retained
+    history looks complete, and y's event 2 is lost without a reset. So x is reset too, first,
+    and only the last reset carries an id."""
+    client = await make_client(jobs={"ring_events": 3})
+    start = await publish(client, "x", "progress", {"percent": 1})
+    await publish(client, "y", "log", {"message": "lost from the ring"})
+    await publish(client, "x", "progress", {"percent": 3})
+    y_ids = await publish_many(client, "y", [("progress", {"percent": p}) for p in (4, 5, 6)])
+    path = "/v1/stream?job=x&job=y&job=z"
+    for _ in range(2):  # the second time as a client cut off after the first reset would
+        async with stream_opener(client)(path, headers={"Last-Event-ID": start}) as (_, reader):
+            frames = await reader.events(2)
+        assert [(f.event, f.json["job"], f.id) for f in frames] == [
+            ("reset", "x", None),
+            ("reset", "y", y_ids[-1]),
+        ]
+        assert frames[0].json["data"]["percent"] == 3
+        assert frames[1].json["data"]["percent"] == 6
+    after = await publish(client, "z", "log", {"message": "z"})
+    async with stream_opener(client)(path, headers={"Last-Event-ID": y_ids[-1]}) as (_, reader):
+        assert [(f.event, f.id) for f in await reader.events(1)] == [("log", after)]
+
+
 async def test_multi_job_stream_ends_when_all_jobs_end_then_204(client, open_stream) -> None:
     path = "/v1/stream?job=d1&job=d2"
     async with open_stream(path) as (_, reader):

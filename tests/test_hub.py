@@ -8,6 +8,7 @@ hypothesis chooses how publishes interleave with a subscriber's connection.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,6 +37,10 @@ class SlowReadBroker(MemoryBroker):
     async def replay(self, job_id: str, after: int) -> Replay | None:
         await self._pause()
         return await super().replay(job_id, after)
+
+    async def replays(self, reads: Sequence[tuple[str, int | None]]) -> list[Replay | None]:
+        await self._pause()
+        return await super().replays(reads)
 
     async def snapshot(self, job_id: str) -> Snapshot | None:
         await self._pause()

@@ -176,6 +176,25 @@ async def test_events_published_while_an_instance_was_cut_off_are_caught_up(
     assert [f.id for f in frames] == missed
 
 
+async def test_a_multi_job_stream_is_caught_up_in_id_order(
+    aof_redis: RedisServer, relay_on: Any
+) -> None:
+    """Catching up several jobs must interleave them by id, not send one job after another:
+    a client resumes from the last id it saw, so an id lower than that one would be lost."""
+    client = await relay_on(aof_redis)
+    first = [await publish(client, job, "progress", {"step": 0}) for job in ("gx", "gy")]
+    async with stream_opener(client)("/v1/stream?job=gx&job=gy") as (_, reader):
+        assert [f.id for f in await reader.events(2)] == first
+        assert await _kill_pubsub_clients(aof_redis) >= 1
+        missed = [
+            (job, await publish(client, job, "progress", {"step": step}))
+            for step in range(1, 4)
+            for job in ("gx", "gy")
+        ]
+        frames = await reader.events(len(missed), timeout=10)
+    assert [(f.json["job"], f.id) for f in frames] == missed
+
+
 async def _kill_pubsub_clients(server: RedisServer) -> int:
     connection = redis.Redis.from_url(server.url)
     try:

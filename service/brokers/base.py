@@ -79,6 +79,11 @@ class Broker(Protocol):
     async def replay(self, job_id: str, after: int) -> Replay | None:
         """Events after seq ``after`` (0: from the first); None for an unknown job."""
 
+    async def replays(self, reads: Sequence[tuple[str, int | None]]) -> list[Replay | None]:
+        """``replay`` of several jobs read at one instant (``after`` None: only the snapshot).
+        One instant, because a stream of several jobs must send ids in rising order: reads
+        at different moments could each miss what another instance published in between."""
+
     async def delete(self, job_id: str) -> Snapshot | None:
         """Drop a job and its history; its snapshot as it was, or None if it did not exist."""
 

@@ -114,9 +114,17 @@ class MemoryBroker:
         return None if job is None else job.snapshot
 
     async def replay(self, job_id: str, after: int) -> Replay | None:
+        return self._replay(job_id, after)
+
+    async def replays(self, reads: Sequence[tuple[str, int | None]]) -> list[Replay | None]:
+        return [self._replay(job_id, after) for job_id, after in reads]
+
+    def _replay(self, job_id: str, after: int | None) -> Replay | None:
         job = self._jobs.get(job_id)
         if job is None:
             return None
+        if after is None:
+            return Replay(job.snapshot, [], False, job.seq)
         ring = job.ring
         return Replay(job.snapshot, ring.since(after), ring.covers(after), job.seq)
 

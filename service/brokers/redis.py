@@ -268,41 +268,44 @@ class RedisBroker:
     # -- reads ----------------------------------------------------------------------------
 
     async def snapshot(self, job_id: str) -> Snapshot | None:
-        found = await self._read(job_id, None)
-        return None if found is None else found[0]
+        (found,) = await self.replays([(job_id, None)])
+        return None if found is None else found.snapshot
 
     async def replay(self, job_id: str, after: int) -> Replay | None:
-        found = await self._read(job_id, after)
-        if found is None:
-            return None
-        snapshot, seq, dropped, entries = found
-        events = [
-            self._event(job_id, int(entry_id.split(b"-", 1)[0]), f[b"e"].decode(), f[b"d"])
-            for entry_id, f in entries
-        ]
-        return Replay(snapshot, events, after >= dropped, seq)
+        (found,) = await self.replays([(job_id, after)])
+        return found
 
-    async def _read(
-        self, job_id: str, after: int | None
-    ) -> tuple[Snapshot, int, int, list[Any]] | None:
-        """The snapshot, its seq, the seq trimmed up to, and (with ``after``) history after it,
-        all read in one MULTI so they agree with each other."""
-        key, history, logs, eta = self._keys(job_id)
+    async def replays(self, reads: Sequence[tuple[str, int | None]]) -> list[Replay | None]:
+        """Snapshots, their seqs, the seq trimmed up to and history, all read in one MULTI so
+        that they agree with each other and with one instant of the sequence."""
         async with _available(self._timeout):
             pipe = self._redis.pipeline(transaction=True)
-            pipe.hgetall(key)
-            pipe.lrange(logs, 0, -1)
-            pipe.lrange(eta, 0, -1)
-            if after is not None:
-                pipe.xrange(history, f"({after}-0" if after else "-", "+")
-            replies = await pipe.execute()
-        fields: dict[bytes, bytes] = replies[0]
-        if not fields:
-            return None
-        snapshot = self._snapshot(job_id, fields, replies[1], replies[2])
-        seq = int(fields.get(b"last_seq", b"0"))
-        dropped = int(fields.get(b"dropped", b"0"))
-        return snapshot, seq, dropped, replies[3] if after is not None else []
+            for job_id, after in reads:
+                key, history, logs, eta = self._keys(job_id)
+                pipe.hgetall(key)
+                pipe.lrange(logs, 0, -1)
+                pipe.lrange(eta, 0, -1)
+                if after is not None:
+                    pipe.xrange(history, f"({after}-0" if after else "-", "+")
+            replies = iter(await pipe.execute())
+        found: list[Replay | None] = []
+        for job_id, after in reads:
+            fields: dict[bytes, bytes] = next(replies)
+            logs_raw, eta_raw = next(replies), next(replies)
+            entries = next(replies) if after is not None else []
+            if not fields:
+                found.append(None)
+                continue
+            snapshot = self._snapshot(job_id, fields, logs_raw, eta_raw)
+            seq = int(fields.get(b"last_seq", b"0"))
+            dropped = int(fields.get(b"dropped", b"0"))
+            events = [
+                self._event(job_id, int(entry_id.split(b"-", 1)[0]), f[b"e"].decode(), f[b"d"])
+                for entry_id, f in entries
+            ]
+            complete = after is not None and after >= dropped
+            found.append(Replay(snapshot, events, complete, seq))
+        return found
 
     def _snapshot(
         self, job_id: str, fields: dict[bytes, bytes], logs: list[bytes], eta: list[bytes]
