@@ -6,20 +6,23 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from service.auth import Credentials
 from service.brokers import create_broker
 from service.config import Settings
 from service.http import health, jobs, streams
+from service.http.cors import Cors
 from service.http.errors import json_errors
 from service.hub import Hub
-from service.keys import BROKER, HUB, REAPER, SETTINGS
+from service.keys import BROKER, CREDENTIALS, HUB, REAPER, SETTINGS
 from service.reaper import Reaper
 
 
 def create_app(settings: Settings) -> web.Application:
-    # Middlewares run outermost first. Errors wrap everything; credentials and CORS, when they
-    # come, go after it so that their refusals are JSON errors too.
+    # Middlewares run outermost first; errors wrap everything. Credentials are checked by each
+    # handler (the rights depend on the job), CORS headers are added as any response is prepared.
+    cors = Cors(settings.cors)
     app = web.Application(
-        middlewares=[json_errors],
+        middlewares=[json_errors, cors.preflight],
         client_max_size=settings.limits.max_request_bytes,
     )
     broker = create_broker(settings)
@@ -27,10 +30,12 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[BROKER] = broker
     app[HUB] = hub
+    app[CREDENTIALS] = Credentials(settings.auth)
     app[REAPER] = Reaper(broker, hub, settings.reaper.interval)
     app.add_routes(jobs.routes)
     app.add_routes(streams.routes)
     app.add_routes(health.routes)
+    app.on_response_prepare.append(cors.on_prepare)
     app.cleanup_ctx.append(_relay)
     app.on_shutdown.append(_end_streams)
     return app

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
+from service.access_log import RedactingAccessLogger
 from service.app import create_app
 from service.config import ConfigError, Settings, load_settings
 
@@ -68,6 +69,7 @@ def serve(settings: Settings) -> None:
         port=settings.server.port,
         shutdown_timeout=settings.server.shutdown_timeout,
         handler_cancellation=True,
+        access_log_class=RedactingAccessLogger,
         print=None,
     )
 

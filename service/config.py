@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_origin
 
 import msgspec
 from msgspec import Meta, Struct
@@ -62,6 +62,24 @@ class ReaperSettings(Struct, forbid_unknown_fields=True, frozen=True):
     interval: Seconds = 10.0
 
 
+class AuthSettings(Struct, forbid_unknown_fields=True, frozen=True):
+    # Bearer tokens of publishers; several, so one can be rotated in before the old one goes.
+    # Empty: publishing is open (a sidecar reachable only by its backend).
+    publish_tokens: tuple[str, ...] = ()
+    subscribe: Literal["open", "token"] = "open"
+    # HS256 key of subscriber tokens; needed for `subscribe = "token"` and to mint them.
+    jwt_secret: str = ""
+    token_ttl: Seconds = 3600.0
+    cookie_name: str = "progress_relay_token"
+
+
+class CorsSettings(Struct, forbid_unknown_fields=True, frozen=True):
+    # Exact origins ("https://app.example.com") allowed to call the relay from a browser, with
+    # credentials; "*" lets any other origin in without credentials.
+    origins: tuple[str, ...] = ()
+    max_age: Annotated[int, Meta(ge=0)] = 600
+
+
 class Settings(Struct, forbid_unknown_fields=True, frozen=True):
     server: ServerSettings = ServerSettings()
     broker: BrokerSettings = BrokerSettings()
@@ -69,8 +87,20 @@ class Settings(Struct, forbid_unknown_fields=True, frozen=True):
     jobs: JobSettings = JobSettings()
     limits: LimitSettings = LimitSettings()
     reaper: ReaperSettings = ReaperSettings()
+    auth: AuthSettings = AuthSettings()
+    cors: CorsSettings = CorsSettings()
 
     def __post_init__(self) -> None:
+        auth = self.auth
+        if auth.subscribe == "token" and len(auth.jwt_secret.encode()) < 32:
+            raise ValueError(
+                'auth.subscribe = "token" needs auth.jwt_secret of at least 32 bytes '
+                "(HS256 keys shorter than the hash are guessable)"
+            )
+        if auth.jwt_secret and len(auth.jwt_secret.encode()) < 32:
+            raise ValueError("auth.jwt_secret must be at least 32 bytes")
+        if any(not token for token in auth.publish_tokens):
+            raise ValueError("auth.publish_tokens must not contain an empty token")
         # One publish lands in a subscriber's queue at once; a queue smaller than a batch
         # would drop even subscribers that keep up.
         if self.stream.queue_frames < self.limits.max_batch_events:
@@ -141,8 +171,16 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 f"unknown environment variable {name}: [{section}] has no key `{key}`; "
                 f"expected one of {', '.join(sorted(_field_names(sections[section])))}"
             )
-        found.setdefault(section, {})[key] = value
+        found.setdefault(section, {})[key] = _env_value(sections[section], key, value)
     return found
+
+
+def _env_value(section: type[Struct], key: str, value: str) -> Any:
+    """Lists come from the environment comma-separated: PROGRESS_RELAY_AUTH_PUBLISH_TOKENS=a,b."""
+    field = next(f for f in msgspec.structs.fields(section) if f.name == key)
+    if get_origin(field.type) is tuple:
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
 
 
 def _field_names(section: type[Struct]) -> set[str]:

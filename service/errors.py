@@ -61,3 +61,27 @@ class TooManyJobs(RelayError):
 class BrokerUnavailable(RelayError):
     status = 503
     code = "broker_unavailable"
+
+
+class Unauthorized(RelayError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(RelayError):
+    status = 403
+    code = "forbidden"
+
+
+class RateLimited(RelayError):
+    """Answered with ``Retry-After``."""
+
+    status = 429
+    code = "rate_limited"
+
+
+class TooManyStreams(RelayError):
+    """Answered with ``Retry-After``."""
+
+    status = 503
+    code = "too_many_streams"

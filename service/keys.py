@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service.auth import Credentials
 from service.brokers import Broker
 from service.config import Settings
 from service.hub import Hub
@@ -13,3 +14,4 @@ SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
 HUB = web.AppKey("hub", Hub)
 REAPER = web.AppKey("reaper", Reaper)
+CREDENTIALS = web.AppKey("credentials", Credentials)

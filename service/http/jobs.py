@@ -19,7 +19,7 @@ from service.errors import (
 from service.events import parse_publish, validate_order
 from service.http import params
 from service.ids import parse_event_id
-from service.keys import BROKER, HUB, SETTINGS
+from service.keys import BROKER, CREDENTIALS, HUB, SETTINGS
 from service.snapshot import Snapshot
 
 routes = web.RouteTableDef()
@@ -64,6 +64,8 @@ def job_links(job_id: str) -> dict[str, str]:
 
 @routes.post("/v1/jobs")
 async def create_job(request: web.Request) -> web.Response:
+    credentials = request.app[CREDENTIALS]
+    credentials.require_publisher(request)
     body = await request.read()
     try:
         spec = _CREATE_DECODER.decode(body) if body.strip() else CreateJobIn()
@@ -76,11 +78,15 @@ async def create_job(request: web.Request) -> web.Response:
     if spec.meta is not None and len(_encode(spec.meta)) > limit:
         raise PayloadTooLarge(f"`meta` is larger than {limit} bytes - at `$.meta`")
     _, created = await request.app[BROKER].create(job_id, ttl=spec.ttl, meta=spec.meta)
-    return json_response(job_links(job_id), status=201 if created else 200)
+    body_out: dict[str, Any] = job_links(job_id)
+    if credentials.can_mint:
+        body_out["subscribe_token"] = credentials.mint([job_id])
+    return json_response(body_out, status=201 if created else 200)
 
 
 @routes.post("/v1/jobs/{job_id}/events")
 async def publish(request: web.Request) -> web.Response:
+    request.app[CREDENTIALS].require_publisher(request)
     job_id = params.job_id(request)
     limits = request.app[SETTINGS].limits
     drafts = parse_publish(
@@ -107,13 +113,16 @@ async def _snapshot(request: web.Request, job_id: str) -> Snapshot:
 
 @routes.get("/v1/jobs/{job_id}")
 async def get_snapshot(request: web.Request) -> web.Response:
-    return json_response(await _snapshot(request, params.job_id(request)))
+    job_id = params.job_id(request)
+    request.app[CREDENTIALS].require_subscriber(request, [job_id])
+    return json_response(await _snapshot(request, job_id))
 
 
 @routes.get("/v1/jobs/{job_id}/events")
 async def get_history(request: web.Request) -> web.Response:
     """Retained history as JSON, the polling fallback of the stream."""
     job_id = params.job_id(request)
+    request.app[CREDENTIALS].require_subscriber(request, [job_id])
     limit = params.int_param(request, "limit", default=100, low=1, high=1000)
     after_raw = request.query.get("after")
     broker = request.app[BROKER]
@@ -144,12 +153,14 @@ async def get_history(request: web.Request) -> web.Response:
 @routes.post("/v1/jobs/{job_id}/cancel")
 async def cancel(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
+    request.app[CREDENTIALS].require_subscriber(request, [job_id])
     snapshot, _ = await request.app[BROKER].request_cancel(job_id)
     return json_response({"id": job_id, "cancel_requested": snapshot.cancel_requested}, 202)
 
 
 @routes.delete("/v1/jobs/{job_id}")
 async def delete_job(request: web.Request) -> web.Response:
+    request.app[CREDENTIALS].require_publisher(request)
     job_id = params.job_id(request)
     if await request.app[BROKER].delete(job_id) is None:
         raise JobNotFound(f"no job {job_id}")

@@ -11,7 +11,7 @@ from service import sse
 from service.errors import InvalidParameter
 from service.http import params
 from service.hub import ReplayMode
-from service.keys import HUB, SETTINGS
+from service.keys import CREDENTIALS, HUB, SETTINGS
 
 routes = web.RouteTableDef()
 
@@ -37,6 +37,7 @@ async def stream_jobs(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> web.StreamResponse:
+    request.app[CREDENTIALS].require_subscriber(request, job_ids)
     # The header wins: a browser reconnecting on its own sends it, while the URL still carries
     # the `last_event_id` the page started with.
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
