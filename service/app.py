@@ -13,7 +13,8 @@ from service.http import health, jobs, streams
 from service.http.cors import Cors
 from service.http.errors import json_errors
 from service.hub import Hub
-from service.keys import BROKER, CREDENTIALS, HUB, REAPER, SETTINGS
+from service.keys import BROKER, CREDENTIALS, HUB, PUBLISH_RATE, REAPER, SETTINGS
+from service.rate import RateLimiter
 from service.reaper import Reaper
 
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings) -> web.Application:
     app[BROKER] = broker
     app[HUB] = hub
     app[CREDENTIALS] = Credentials(settings.auth)
+    app[PUBLISH_RATE] = RateLimiter(settings.limits.publish_rate, settings.limits.publish_burst)
     app[REAPER] = Reaper(broker, hub, settings.reaper.interval)
     app.add_routes(jobs.routes)
     app.add_routes(streams.routes)

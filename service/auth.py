@@ -41,26 +41,30 @@ class Credentials:
         claims = {"jobs": job_ids, "iat": now, "exp": now + lifetime}
         return jwt.encode(claims, self._secret, algorithm=_ALGORITHM)
 
-    def require_publisher(self, request: web.Request) -> None:
+    def require_publisher(self, request: web.Request) -> str:
+        """Who is publishing, for rate limits: which configured token (never the token itself),
+        or the client's address when publishing is open."""
         if not self._publish_tokens:
-            return
+            return f"address {request.remote}"
         token = _bearer(request)
         if token is None:
             raise Unauthorized(
                 "this relay needs a publisher token: Authorization: Bearer <token>",
                 headers={"WWW-Authenticate": 'Bearer realm="publish"'},
             )
-        if not self._is_publisher(token):
+        which = self._publisher_index(token)
+        if which is None:
             raise Unauthorized(
                 "the publisher token is not valid",
                 headers={"WWW-Authenticate": 'Bearer realm="publish", error="invalid_token"'},
             )
+        return f"publisher token {which}"
 
     def require_subscriber(self, request: web.Request, job_ids: Iterable[str]) -> None:
         if self.settings.subscribe == "open":
             return
         bearer = _bearer(request)
-        if bearer is not None and self._is_publisher(bearer):
+        if bearer is not None and self._publisher_index(bearer) is not None:
             return
         token = (
             request.query.get("token") or bearer or request.cookies.get(self.settings.cookie_name)
@@ -93,11 +97,11 @@ class Credentials:
             if job_id not in granted:
                 raise Forbidden(f"the subscriber token does not grant job {job_id}")
 
-    def _is_publisher(self, token: str) -> bool:
+    def _publisher_index(self, token: str) -> int | None:
         candidate = token.encode()
         # Every configured token is compared, in constant time each: no early exit to time.
         matches = [hmac.compare_digest(candidate, known) for known in self._publish_tokens]
-        return any(matches)
+        return matches.index(True) if any(matches) else None
 
 
 def _bearer(request: web.Request) -> str | None:

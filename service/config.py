@@ -56,6 +56,13 @@ class LimitSettings(Struct, forbid_unknown_fields=True, frozen=True):
     max_batch_events: Positive = 1000
     max_request_bytes: Positive = 4 * 1024 * 1024
     max_stream_jobs: Positive = 100
+    # Open streams on this instance, and on one job; past either a new stream gets 503.
+    max_streams: Positive = 10_000
+    max_streams_per_job: Positive = 1_000
+    # Publish requests per second per publisher token (per client address when publishing is
+    # open), with bursts of up to `publish_burst`; past it 429.
+    publish_rate: Annotated[float, Meta(gt=0)] = 1000.0
+    publish_burst: Positive = 2000
 
 
 class ReaperSettings(Struct, forbid_unknown_fields=True, frozen=True):

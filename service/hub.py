@@ -14,7 +14,7 @@ from service import sse
 from service.brokers import Broker, Replay
 from service.catchup import JobCatchUp, arrange
 from service.config import Settings
-from service.errors import RelayError
+from service.errors import RelayError, TooManyStreams
 from service.events import Event
 from service.ids import Position, parse_event_id
 from service.snapshot import Snapshot, new_snapshot
@@ -51,7 +51,9 @@ class Hub:
         self, job_ids: Sequence[str], last_event_id: str | None, mode: ReplayMode, *, multi: bool
     ) -> Subscriber | None:
         """A subscriber with its replay queued, or None when there is nothing to stream (204)."""
+        self._admit(job_ids)
         subscriber = Subscriber(job_ids, multi=multi, max_frames=self.settings.stream.queue_frames)
+        self.streams += 1
         try:
             # Attach first, so events published while the replay is read are held, not missed.
             for job_id in job_ids:
@@ -68,6 +70,7 @@ class Hub:
                 after = 0
             replays = await self.broker.replays([(job_id, after) for job_id in job_ids])
         except BaseException:
+            self.streams -= 1
             self._detach(subscriber)
             raise
         parts: list[JobCatchUp] = []
@@ -81,6 +84,7 @@ class Hub:
             self._note_status(job_id, part.seq)
             parts.append(part)
         if not parts:
+            self.streams -= 1
             self._detach(subscriber)
             return None
         resets, events = arrange(parts)
@@ -92,9 +96,26 @@ class Hub:
             high[part.job_id] = part.seq
             if part.replay is not None and part.replay.snapshot.finished:
                 ended.append(part.job_id)
-        self.streams += 1
         subscriber.start(frames, high, ended)
         return subscriber
+
+    def _admit(self, job_ids: Sequence[str]) -> None:
+        """Refuse a stream past the limits on open streams, in total and per job."""
+        limits = self.settings.limits
+        # Come back after about one reconnect delay.
+        retry_after = {"Retry-After": str(max(1, round(self.settings.stream.retry_ms / 1000)))}
+        if self.streams >= limits.max_streams:
+            raise TooManyStreams(
+                f"this relay has its maximum of {limits.max_streams} open streams",
+                headers=retry_after,
+            )
+        for job_id in job_ids:
+            if self.subscriber_count(job_id) >= limits.max_streams_per_job:
+                raise TooManyStreams(
+                    f"job {job_id} has its maximum of {limits.max_streams_per_job} open streams "
+                    "on this relay",
+                    headers=retry_after,
+                )
 
     def _plan(
         self,

@@ -8,6 +8,7 @@ from service.auth import Credentials
 from service.brokers import Broker
 from service.config import Settings
 from service.hub import Hub
+from service.rate import RateLimiter
 from service.reaper import Reaper
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -15,3 +16,4 @@ BROKER = web.AppKey("broker", Broker)
 HUB = web.AppKey("hub", Hub)
 REAPER = web.AppKey("reaper", Reaper)
 CREDENTIALS = web.AppKey("credentials", Credentials)
+PUBLISH_RATE = web.AppKey("publish_rate", RateLimiter)

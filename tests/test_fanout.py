@@ -118,7 +118,7 @@ async def test_multi_job_stream_bad_requests(client) -> None:
     assert (await response.json())["error"]["code"] == "invalid_job_id"
     many = "&".join(f"job=j{i}" for i in range(101))
     response = await client.get(f"/v1/stream?{many}")
-    assert response.status == 400
+    assert response.status == 413
     assert "at most 100" in (await response.json())["error"]["message"]
 
 

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from service.brokers.base import Expired, Listener, Published, Replay, Resync
 from service.brokers.redis_channel import Channel
 from service.config import Settings
-from service.errors import BrokerUnavailable, JobFinished, JobNotFound
+from service.errors import BrokerUnavailable, JobFinished, JobNotFound, TooManyJobs
 from service.events import Draft, Event, LogData
 from service.ids import Position, new_epoch
 from service.snapshot import EtaEstimator, LogEntry, Snapshot, changes, progress_percent
@@ -40,10 +40,13 @@ _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
 redis.call('HSET', KEYS[1], 'created_at', now_ms, 'updated_at', now_ms, 'status', '"pending"',
   'meta', ARGV[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'ttl', ARGV[2]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[3]), ARGV[5])
 return 1
 """
 _EPOCH = """
@@ -85,6 +88,8 @@ class RedisBroker:
         self._prefix = prefix
         self._epoch_key = f"{prefix}epoch"
         self._seq_key = f"{prefix}seq"
+        # Every job's id, scored by when it expires: counts jobs for `jobs.max_jobs`.
+        self._jobs_key = f"{prefix}jobs"
         self._pool = ConnectionPool.from_url(
             settings.broker.url,
             socket_timeout=self._timeout,
@@ -175,9 +180,17 @@ class RedisBroker:
         lifetime = ttl or self._settings.pending_ttl
         async with _available(self._timeout):
             created = await self._create(
-                keys=self._keys(job_id)[:1],
-                args=[_encode(meta), str(_ms(ttl)) if ttl else "", str(_ms(lifetime))],
+                keys=[self._keys(job_id)[0], self._jobs_key],
+                args=[
+                    _encode(meta),
+                    str(_ms(ttl)) if ttl else "",
+                    str(_ms(lifetime)),
+                    self._settings.max_jobs,
+                    job_id,
+                ],
             )
+        if created == -1:
+            raise self._too_many_jobs()
         snapshot = await self.snapshot(job_id)
         if snapshot is None:  # expired in between: only with a lifetime shorter than a request
             raise JobNotFound(f"no job {job_id}")
@@ -232,15 +245,19 @@ class RedisBroker:
             final,
             body,
             len(drafts),
+            settings.max_jobs,
+            job_id,
             *names_data,
             *percents,
             len(fields),
             *pairs,
         ]
         async with _available(self._timeout):
-            keys = [self._epoch_key, self._seq_key, *self._keys(job_id)]
+            keys = [self._epoch_key, self._seq_key, *self._keys(job_id), self._jobs_key]
             reply = await self._publish(keys=keys, args=args)
         outcome = reply[0]
+        if outcome == b"full":
+            raise self._too_many_jobs()
         if outcome == b"finished":
             raise JobFinished(f"job {job_id} has already {reply[1].decode().strip(chr(34))}")
         if outcome == b"missing":
@@ -252,13 +269,22 @@ class RedisBroker:
         events = [self._event(job_id, first + i, d.name, d.data) for i, d in enumerate(drafts)]
         return Published(events, bool(reply[3]))
 
+    def _too_many_jobs(self) -> TooManyJobs:
+        return TooManyJobs(
+            f"the relay holds its maximum of {self._settings.max_jobs} jobs",
+            headers={"Retry-After": str(int(self._settings.finished_ttl))},
+        )
+
     def _event(self, job_id: str, seq: int, name: str, data: bytes) -> Event:
         return Event(job_id, seq, str(Position(self._epoch, seq)), name, data)
 
     async def delete(self, job_id: str) -> Snapshot | None:
         snapshot = await self.snapshot(job_id)
         async with _available(self._timeout):
-            await self._redis.delete(*self._keys(job_id))
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(*self._keys(job_id))
+            pipe.zrem(self._jobs_key, job_id)
+            await pipe.execute()
         return snapshot
 
     async def reserve_seq(self) -> int:

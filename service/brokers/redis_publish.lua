@@ -3,14 +3,15 @@
 -- size), update the snapshot hash, log tail and ETA points, set the job's expiration, and PUBLISH
 -- the batch to the job's channel. Nothing here can fail half-way on valid input.
 --
--- KEYS: 1 epoch, 2 seq, 3 job hash, 4 history stream, 5 logs list, 6 eta list
+-- KEYS: 1 epoch, 2 seq, 3 job hash, 4 history stream, 5 logs list, 6 eta list,
+--       7 jobs index (sorted set of job ids by expiry time, ms)
 -- ARGV: 1 candidate epoch, 2 channel, 3 ring events, 4 ring bytes, 5 log tail,
 --       6 idle ttl ms, 7 finished ttl ms, 8 mode ("publish" or "cancel"), 9 final status or "",
---       10 batch body (JSON array of [name, data]), 11 n,
+--       10 batch body (JSON array of [name, data]), 11 n, 12 max jobs, 13 job id,
 --       then n triples (name, data, log entry "[level,message]" or ""),
 --       then n eta percents ("" when none), then m, then m pairs (field, JSON value)
 -- Returns {"ok", epoch, first seq, cancel_requested} or {"finished", status} or {"missing"}
--- or {"already"} (a cancel that was already requested).
+-- or {"already"} (a cancel that was already requested) or {"full"} (a new job past max jobs).
 
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
@@ -30,6 +31,10 @@ if not status then
   if mode == 'cancel' then
     return {'missing'}
   end
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now_ms)
+  if redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[12]) then
+    return {'full'}
+  end
   redis.call('HSET', KEYS[3], 'created_at', now_ms, 'status', '"pending"')
   status = '"pending"'
 end
@@ -43,7 +48,7 @@ local ring_events = tonumber(ARGV[3])
 local ring_bytes = tonumber(ARGV[4])
 local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0')
 local dropped = redis.call('HGET', KEYS[3], 'dropped') or '0'
-local base = 11
+local base = 13
 local eta_base = base + 3 * n
 local has_logs = false
 for i = 1, n do
@@ -106,6 +111,7 @@ end
 for k = 3, 6 do
   redis.call('PEXPIRE', KEYS[k], ttl)
 end
+redis.call('ZADD', KEYS[7], now_ms + ttl, ARGV[13])
 
 redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. first .. ' ' .. ARGV[10])
 local cancel = redis.call('HGET', KEYS[3], 'cancel_requested') == 'true'

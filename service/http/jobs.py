@@ -15,11 +15,12 @@ from service.errors import (
     InvalidParameter,
     JobNotFound,
     PayloadTooLarge,
+    RateLimited,
 )
 from service.events import parse_publish, validate_order
 from service.http import params
 from service.ids import parse_event_id
-from service.keys import BROKER, CREDENTIALS, HUB, SETTINGS
+from service.keys import BROKER, CREDENTIALS, HUB, PUBLISH_RATE, SETTINGS
 from service.snapshot import Snapshot
 
 routes = web.RouteTableDef()
@@ -86,8 +87,14 @@ async def create_job(request: web.Request) -> web.Response:
 
 @routes.post("/v1/jobs/{job_id}/events")
 async def publish(request: web.Request) -> web.Response:
-    request.app[CREDENTIALS].require_publisher(request)
+    publisher = request.app[CREDENTIALS].require_publisher(request)
     job_id = params.job_id(request)
+    wait = request.app[PUBLISH_RATE].take(publisher)
+    if wait:
+        raise RateLimited(
+            f"more than limits.publish_rate publishes per second from this {publisher.split()[0]}",
+            headers={"Retry-After": str(wait)},
+        )
     limits = request.app[SETTINGS].limits
     drafts = parse_publish(
         await request.read(),

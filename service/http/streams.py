@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from service import sse
-from service.errors import InvalidParameter
+from service.errors import InvalidParameter, PayloadTooLarge
 from service.http import params
 from service.hub import ReplayMode
 from service.keys import CREDENTIALS, HUB, SETTINGS
@@ -32,7 +32,9 @@ async def stream_jobs(request: web.Request) -> web.StreamResponse:
     limit = request.app[SETTINGS].limits.max_stream_jobs
     job_ids = list(dict.fromkeys(params.check_job_id(name, "`job`") for name in names))
     if len(job_ids) > limit:
-        raise InvalidParameter(f"a stream follows at most {limit} jobs, got {len(job_ids)}")
+        raise PayloadTooLarge(
+            f"a stream follows at most {limit} jobs (limits.max_stream_jobs), got {len(job_ids)}"
+        )
     return await _stream(request, job_ids, multi=True)
 
 
