@@ -306,10 +306,15 @@ class Reconnect:
     subscriber: int
     # How the last id is sent; "both" puts an older id in the query, which the header must beat.
     via: Literal["header", "query", "both"]
-    racing: int  # events published to one of its jobs while the connection opens
+    racing: tuple[Publish, ...]  # published while the connection opens, all at once
 
 
-Step = Publish | Disconnect | Reconnect
+@dataclass(frozen=True)
+class Cancel:
+    job: int
+
+
+Step = Publish | Disconnect | Reconnect | Cancel
 
 
 @dataclass(frozen=True)
@@ -337,12 +342,17 @@ def programs(draw: st.DrawFn) -> Program:
         )
     )
     subscriber = st.integers(0, len(watches) - 1)
+    racing = st.lists(st.builds(Publish, job, st.integers(1, 4), st.just(False)), max_size=3)
     step = st.one_of(
         st.builds(Publish, job, st.integers(1, 8), st.sampled_from([False, False, False, True])),
         st.builds(Disconnect, subscriber, st.integers(0, 12)),
         st.builds(
-            Reconnect, subscriber, st.sampled_from(["header", "query", "both"]), st.integers(0, 3)
+            Reconnect,
+            subscriber,
+            st.sampled_from(["header", "query", "both"]),
+            racing.map(tuple),
         ),
+        st.builds(Cancel, job),
     )
     steps = draw(st.lists(step, max_size=30))
     return Program(jobs, ring, tuple(watches), tuple(steps))
@@ -456,9 +466,9 @@ class Viewer:
                 assert frame.id in (None, reflected), f"reset id {frame.id}, snapshot {reflected}"
                 after = 0 if reflected is None else index[job][reflected] + 1
                 assert after >= position[job], f"{job}: reset back to {reflected}"
-                status = "pending" if after == 0 else "running"
-                if after and expected[after - 1][1] == "complete":
-                    status = "completed"
+                # (a cancel request does not start a pending job)
+                names = {name for _, name, _ in expected[:after]} - {"cancel_requested"}
+                status = "completed" if "complete" in names else "running" if names else "pending"
                 assert payload["status"] == status
                 position[job] = after
             else:
@@ -493,6 +503,7 @@ async def _run_program(client: TestClient[Any, Any], program: Program) -> None:
     job_ids = [f"p{tag}-{n}" for n in range(program.jobs)]
     published: dict[str, list[tuple[str, str, Any]]] = {job: [] for job in job_ids}
     finished: set[str] = set()
+    cancelled: set[str] = set()
     viewers = [Viewer(n, watch, job_ids) for n, watch in enumerate(program.watches)]
     counter = itertools.count()
 
@@ -508,8 +519,25 @@ async def _run_program(client: TestClient[Any, Any], program: Program) -> None:
         assert response.status == 200, await response.text()
         ids = (await response.json())["ids"]
         published[job].extend((i, name, data) for i, (name, data) in zip(ids, events, strict=True))
+        # (publishes racing a connection may answer out of order)
+        published[job].sort(key=lambda event: seq_of(event[0]))
         if terminal:
             finished.add(job)
+
+    async def cancel(job: str) -> None:
+        response = await client.post(f"/v1/jobs/{job}/cancel")
+        if job in finished:
+            assert response.status == 409, await response.text()
+            return
+        assert response.status == 202, await response.text()
+        if job in cancelled:
+            return  # asked before: no second event
+        cancelled.add(job)
+        # The answer has no event id; with nothing else under way, it is the job's newest.
+        snapshot = await (await client.get(f"/v1/jobs/{job}")).json()
+        published[job].append(
+            (snapshot["last_event_id"], "cancel_requested", {"cancel_requested": True})
+        )
 
     def newest(viewer: Viewer) -> str | None:
         ids = [events[-1][0] for job, events in published.items() if job in viewer.jobs and events]
@@ -523,6 +551,8 @@ async def _run_program(client: TestClient[Any, Any], program: Program) -> None:
         for step in program.steps:
             if isinstance(step, Publish):
                 await publish(job_ids[step.job], step.count, step.terminal)
+            elif isinstance(step, Cancel):
+                await cancel(job_ids[step.job])
             elif isinstance(step, Disconnect):
                 viewer = viewers[step.subscriber]
                 until = newest(viewer)
@@ -531,10 +561,9 @@ async def _run_program(client: TestClient[Any, Any], program: Program) -> None:
                 viewer.disconnect()
             elif viewers[step.subscriber].response is None:
                 viewer = viewers[step.subscriber]
-                racing = [job for job in viewer.jobs if job not in finished][: bool(step.racing)]
                 await asyncio.gather(
                     viewer.connect(client, step.via),
-                    *(publish(job, step.racing, False) for job in racing),
+                    *(publish(job_ids[p.job], p.count, False) for p in step.racing),
                 )
         # The end: every job finishes, every subscriber reads to the end of its stream, and
         # then, resuming with its last id, learns (204) that there is nothing more to come.
