@@ -293,6 +293,7 @@ class Publish:
     job: int
     count: int
     terminal: bool  # the last of the batch is `complete`
+    instance: int = 0  # the relay it is sent to (with Redis: one of two sharing it)
 
 
 @dataclass(frozen=True)
@@ -307,11 +308,13 @@ class Reconnect:
     # How the last id is sent; "both" puts an older id in the query, which the header must beat.
     via: Literal["header", "query", "both"]
     racing: tuple[Publish, ...]  # published while the connection opens, all at once
+    instance: int = 0
 
 
 @dataclass(frozen=True)
 class Cancel:
     job: int
+    instance: int = 0
 
 
 Step = Publish | Disconnect | Reconnect | Cancel
@@ -342,17 +345,27 @@ def programs(draw: st.DrawFn) -> Program:
         )
     )
     subscriber = st.integers(0, len(watches) - 1)
-    racing = st.lists(st.builds(Publish, job, st.integers(1, 4), st.just(False)), max_size=3)
+    instance = st.integers(0, 1)
+    racing = st.lists(
+        st.builds(Publish, job, st.integers(1, 4), st.just(False), instance), max_size=3
+    )
     step = st.one_of(
-        st.builds(Publish, job, st.integers(1, 8), st.sampled_from([False, False, False, True])),
+        st.builds(
+            Publish,
+            job,
+            st.integers(1, 8),
+            st.sampled_from([False, False, False, True]),
+            instance,
+        ),
         st.builds(Disconnect, subscriber, st.integers(0, 12)),
         st.builds(
             Reconnect,
             subscriber,
             st.sampled_from(["header", "query", "both"]),
             racing.map(tuple),
+            instance,
         ),
-        st.builds(Cancel, job),
+        st.builds(Cancel, job, instance),
     )
     steps = draw(st.lists(step, max_size=30))
     return Program(jobs, ring, tuple(watches), tuple(steps))
@@ -498,7 +511,9 @@ class Viewer:
             )
 
 
-async def _run_program(client: TestClient[Any, Any], program: Program) -> None:
+async def _run_program(relays: list[TestClient[Any, Any]], program: Program) -> None:
+    """Run the steps one after the other (a Reconnect with the publishes racing it), finish, and
+    check every subscriber. ``relays`` share one broker (with Redis, two instances)."""
     tag = uuid.uuid4().hex[:10]
     job_ids = [f"p{tag}-{n}" for n in range(program.jobs)]
     published: dict[str, list[tuple[str, str, Any]]] = {job: [] for job in job_ids}
@@ -507,12 +522,15 @@ async def _run_program(client: TestClient[Any, Any], program: Program) -> None:
     viewers = [Viewer(n, watch, job_ids) for n, watch in enumerate(program.watches)]
     counter = itertools.count()
 
-    async def publish(job: str, count: int, terminal: bool) -> None:
+    def relay(instance: int) -> TestClient[Any, Any]:
+        return relays[instance % len(relays)]
+
+    async def publish(job: str, count: int, terminal: bool, instance: int = 0) -> None:
         events = [("tick", {"n": next(counter)}) for _ in range(count)]
         if terminal:
             events[-1] = ("complete", {"result": next(counter)})
         body = {"events": [{"event": name, "data": data} for name, data in events]}
-        response = await client.post(f"/v1/jobs/{job}/events", json=body)
+        response = await relay(instance).post(f"/v1/jobs/{job}/events", json=body)
         if job in finished:
             assert response.status == 409, await response.text()
             return
@@ -524,8 +542,8 @@ async def _run_program(client: TestClient[Any, Any], program: Program) -> None:
         if terminal:
             finished.add(job)
 
-    async def cancel(job: str) -> None:
-        response = await client.post(f"/v1/jobs/{job}/cancel")
+    async def cancel(job: str, instance: int) -> None:
+        response = await relay(instance).post(f"/v1/jobs/{job}/cancel")
         if job in finished:
             assert response.status == 409, await response.text()
             return
@@ -534,7 +552,7 @@ async def _run_program(client: TestClient[Any, Any], program: Program) -> None:
             return  # asked before: no second event
         cancelled.add(job)
         # The answer has no event id; with nothing else under way, it is the job's newest.
-        snapshot = await (await client.get(f"/v1/jobs/{job}")).json()
+        snapshot = await (await relay(instance).get(f"/v1/jobs/{job}")).json()
         published[job].append(
             (snapshot["last_event_id"], "cancel_requested", {"cancel_requested": True})
         )
@@ -547,12 +565,12 @@ async def _run_program(client: TestClient[Any, Any], program: Program) -> None:
         # Every job exists before anyone subscribes: resuming with an id on a job that does not
         # exist is answered like a deleted one (204), which is not what this property is about.
         for job in job_ids:
-            assert (await client.post("/v1/jobs", json={"id": job})).status == 201
+            assert (await relay(0).post("/v1/jobs", json={"id": job})).status == 201
         for step in program.steps:
             if isinstance(step, Publish):
-                await publish(job_ids[step.job], step.count, step.terminal)
+                await publish(job_ids[step.job], step.count, step.terminal, step.instance)
             elif isinstance(step, Cancel):
-                await cancel(job_ids[step.job])
+                await cancel(job_ids[step.job], step.instance)
             elif isinstance(step, Disconnect):
                 viewer = viewers[step.subscriber]
                 until = newest(viewer)
@@ -562,8 +580,8 @@ async def _run_program(client: TestClient[Any, Any], program: Program) -> None:
             elif viewers[step.subscriber].response is None:
                 viewer = viewers[step.subscriber]
                 await asyncio.gather(
-                    viewer.connect(client, step.via),
-                    *(publish(job_ids[p.job], p.count, False) for p in step.racing),
+                    viewer.connect(relay(step.instance), step.via),
+                    *(publish(job_ids[p.job], p.count, False, p.instance) for p in step.racing),
                 )
         # The end: every job finishes, every subscriber reads to the end of its stream, and
         # then, resuming with its last id, learns (204) that there is nothing more to come.
@@ -572,7 +590,7 @@ async def _run_program(client: TestClient[Any, Any], program: Program) -> None:
                 await publish(job, 1, True)
         for viewer in viewers:
             for _ in range(5):
-                if viewer.response is None and await viewer.connect(client, "header") == 204:
+                if viewer.response is None and await viewer.connect(relay(0), "header") == 204:
                     break
                 await viewer.read_to_end()
             else:
@@ -589,9 +607,17 @@ async def _run_program(client: TestClient[Any, Any], program: Program) -> None:
             viewer.disconnect()
 
 
-async def test_every_subscriber_sees_every_event_once_or_a_reset(make_client: MakeClient) -> None:
+async def test_every_subscriber_sees_every_event_once_or_a_reset(
+    make_client: MakeClient, broker: dict[str, Any]
+) -> None:
+    # With Redis, two instances per ring size, as in a deployment; the memory broker is one
+    # process. (Relays with different rings share the Redis prefix, never a job.)
+    instances = 1 if broker["url"] == "memory://" else 2
     clients = {
-        ring: await make_client(jobs={"ring_events": ring, "pending_ttl": 600.0})
+        ring: [
+            await make_client(jobs={"ring_events": ring, "pending_ttl": 600.0})
+            for _ in range(instances)
+        ]
         for ring in (3, 5, BIG_RING)
     }
     run = _on_loop(asyncio.get_running_loop())
