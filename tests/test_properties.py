@@ -1,10 +1,11 @@
 """Property tests: what any publisher can make a frame say, and what any subscriber that comes
 and goes sees of any sequence of publishes.
 
-Frames are read here by a parser written from the WHATWG "event stream interpretation"
-algorithm, not by the service's code nor tests/sse_client.py. The resume property runs through
-the real HTTP relay on both brokers. Hypothesis cannot await, so it runs in a worker thread and
-each example drives the relay on the test's own event loop (where pytest-aiohttp's fixtures live).
+The encoder's frames are read by a parser written here from the WHATWG "event stream
+interpretation" algorithm, not by the service's code nor tests/sse_client.py. The resume property
+runs through the real HTTP relay on both brokers and reads with tests/sse_client.py (it checks ids
+and payloads, not bytes). Hypothesis cannot await, so it runs in a worker thread and each example
+drives the relay on the test's own event loop (where pytest-aiohttp's fixtures live).
 """
 
 from __future__ import annotations
