@@ -39,6 +39,8 @@ class StreamSettings(Struct, forbid_unknown_fields=True, frozen=True):
     heartbeat: Seconds = 15.0
     retry_ms: Annotated[int, Meta(ge=0)] = 3000
     queue_frames: Positive = 1024
+    queue_bytes: Positive = 1024 * 1024
+    write_timeout: Seconds = 30.0
 
 
 class JobSettings(Struct, forbid_unknown_fields=True, frozen=True):

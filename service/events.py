@@ -111,7 +111,17 @@ class Draft:
 class Event:
     """A published event with its id, and its SSE frame encoded once for every subscriber."""
 
-    __slots__ = ("_job_frame", "data", "frame", "id", "job_id", "name", "seq", "terminal")
+    __slots__ = (
+        "_job_frame",
+        "conflatable",
+        "data",
+        "frame",
+        "id",
+        "job_id",
+        "name",
+        "seq",
+        "terminal",
+    )
 
     def __init__(self, job_id: str, seq: int, event_id: str, name: str, data: bytes) -> None:
         self.job_id = job_id
@@ -120,6 +130,8 @@ class Event:
         self.name = name
         self.data = data
         self.terminal = name in TERMINAL
+        # Progress is a state: a newer one makes an older one that is still waiting redundant.
+        self.conflatable = name == "progress"
         self.frame = sse.event_frame(event_id, name, data)
         self._job_frame: bytes | None = None
 

@@ -52,7 +52,10 @@ class Hub:
     ) -> Subscriber | None:
         """A subscriber with its replay queued, or None when there is nothing to stream (204)."""
         self._admit(job_ids)
-        subscriber = Subscriber(job_ids, multi=multi, max_frames=self.settings.stream.queue_frames)
+        stream = self.settings.stream
+        subscriber = Subscriber(
+            job_ids, multi=multi, max_frames=stream.queue_frames, max_bytes=stream.queue_bytes
+        )
         self.streams += 1
         try:
             # Attach first, so events published while the replay is read are held, not missed.

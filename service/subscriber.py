@@ -8,42 +8,71 @@ from collections.abc import Callable, Iterable, Sequence
 from service.events import Event
 
 
+def _nothing_buffered() -> int:
+    return 0
+
+
 class Subscriber:
     """Frames waiting to be written to one client.
 
     Contract with the Hub: while ``holding``, live events are kept aside until the replay is known;
     ``start`` then queues the replay and the held events past it, so the hand-over from history to
     live delivery misses nothing and repeats nothing. Afterwards each job's events are taken only
-    if newer than the last one queued for that job. Past ``max_frames`` the subscriber is dropped:
-    its queue is emptied, the stream ends, and the client resumes from history with its last id.
+    if newer than the last one queued for that job.
+
+    Slow clients: while the stream handler is blocked writing (the socket pushes back), a new
+    `progress` frame of a job replaces the one of that job still waiting (it moves to the end, so
+    ids stay in order on the wire); nothing else is ever conflated. Past ``max_frames`` waiting,
+    or ``max_bytes`` waiting counting the socket's write buffer while it pushes back, the
+    subscriber is dropped: its queue is emptied, the stream ends, and the client resumes from
+    history with its last id. A subscriber with nothing waiting always takes a whole publish.
     """
 
     __slots__ = (
+        "_bytes",
+        "_count",
         "_frames",
         "_held",
         "_high",
+        "_progress_at",
         "_waiter",
         "active",
+        "buffered",
+        "conflated",
         "dropped",
         "job_ids",
+        "max_bytes",
         "max_frames",
         "multi",
         "on_drop",
+        "writing",
     )
 
-    def __init__(self, job_ids: Sequence[str], *, multi: bool, max_frames: int) -> None:
+    def __init__(
+        self, job_ids: Sequence[str], *, multi: bool, max_frames: int, max_bytes: int = 1 << 62
+    ) -> None:
         self.job_ids = tuple(job_ids)
         self.multi = multi
         self.max_frames = max_frames
+        self.max_bytes = max_bytes
         self.active: set[str] = set(job_ids)
         self.dropped = False
         self._frames: list[bytes] = []
+        self._count = 0  # frames waiting, not counting the blanks conflation leaves
+        self._bytes = 0  # bytes waiting
+        # Index in _frames of each job's waiting `progress` frame, while the socket pushes back.
+        self._progress_at: dict[str, int] = {}
         self._held: list[Event] | None = []
         self._high: dict[str, int] = {}
         self._waiter: asyncio.Future[None] | None = None
+        # Set by the stream handler: True while it is blocked writing to the socket.
+        self.writing = False
+        # Set by the stream handler: the bytes the socket has not sent yet.
+        self.buffered: Callable[[], int] = _nothing_buffered
         # Set by the stream handler: a handler blocked writing to a client that does not read
         # cannot see the drop, so the connection itself has to be cut.
         self.on_drop: Callable[[], None] | None = None
+        self.conflated = 0  # progress frames replaced by newer ones before they were written
 
     @property
     def closed(self) -> bool:
@@ -64,23 +93,46 @@ class Subscriber:
         high = self._high.get(job_id, 0)
         frames = self._frames
         multi = self.multi
+        pressed = self.writing
         for event in events:
             if event.seq <= high:
                 continue
-            if len(frames) >= self.max_frames:
-                self.drop()
-                return
             high = event.seq
-            frames.append(event.job_frame if multi else event.frame)
+            frame = event.job_frame if multi else event.frame
+            if pressed and event.conflatable:
+                self._conflate(job_id)
+            frames.append(frame)
+            self._count += 1
+            self._bytes += len(frame)
             if event.terminal:
                 self.active.discard(job_id)
                 break
         self._high[job_id] = high
+        if self._count > self.max_frames or (
+            pressed and self._bytes + self.buffered() > self.max_bytes
+        ):
+            self.drop()
+            return
         self._wake()
+
+    def _conflate(self, job_id: str) -> None:
+        """Blank the job's waiting `progress` frame; the one about to be appended replaces it."""
+        frames = self._frames
+        at = self._progress_at.get(job_id)
+        if at is not None:
+            old = frames[at]
+            frames[at] = b""
+            self._count -= 1
+            self._bytes -= len(old)
+            self.conflated += 1
+        self._progress_at[job_id] = len(frames)
 
     def start(self, frames: Iterable[bytes], high: dict[str, int], ended: Iterable[str]) -> None:
         """End the hand-over: queue the replay, then the live events held meanwhile."""
-        self._frames.extend(frames)
+        for frame in frames:
+            self._frames.append(frame)
+            self._count += 1
+            self._bytes += len(frame)
         self._high.update(high)
         for job_id in ended:
             self.active.discard(job_id)
@@ -93,6 +145,8 @@ class Subscriber:
     def add(self, frame: bytes) -> None:
         """Queue a frame the service made for this stream."""
         self._frames.append(frame)
+        self._count += 1
+        self._bytes += len(frame)
         self._wake()
 
     def high(self, job_id: str) -> int:
@@ -108,10 +162,12 @@ class Subscriber:
         if self._held is not None:
             self.drop()  # still connecting: a reconnect sorts it out from the client's last id
             return
-        if len(self._frames) >= self.max_frames:
+        if self._count >= self.max_frames:
             self.drop()
             return
         self._frames.append(frame)
+        self._count += 1
+        self._bytes += len(frame)
         self._high[job_id] = seq
         if finished:
             self.active.discard(job_id)
@@ -131,7 +187,7 @@ class Subscriber:
         if self.dropped:
             return
         self.dropped = True
-        self._frames.clear()
+        self._clear()
         self._held = None
         self._wake()
         if self.on_drop is not None:
@@ -142,13 +198,19 @@ class Subscriber:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _clear(self) -> None:
+        self._frames.clear()
+        self._count = 0
+        self._bytes = 0
+        self._progress_at.clear()
+
     async def next_chunk(self) -> bytes | None:
         """Everything queued, as one chunk for one write; None once the stream is over."""
         while True:
             frames = self._frames
             if frames and not self.dropped:
                 chunk = frames[0] if len(frames) == 1 else b"".join(frames)
-                frames.clear()
+                self._clear()
                 return chunk
             if self.closed:
                 return None

@@ -22,16 +22,44 @@ ENTRY_POINT = Path(sys.executable).with_name("progress-relay")
 
 
 class Relay:
+    """A relay process. Its stderr is read all along (a full pipe would block the relay on its
+    next log line) and kept for the test."""
+
     def __init__(self, process: subprocess.Popen[str], base_url: str) -> None:
         self.process = process
         self.base_url = base_url
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        with self.process.stderr:
+            for line in self.process.stderr:
+                self._lines.append(line)
+
+    @property
+    def log(self) -> str:
+        return "".join(self._lines)
+
+    def wait(self, timeout: float = 5.0) -> str:
+        """Wait for the process to end; everything it logged."""
+        self.process.wait(timeout=timeout)
+        self._reader.join(timeout=timeout)
+        return self.log
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> tuple[int, float, str]:
         """Send ``sig``; the exit code, the seconds it took, and everything it logged."""
         started = time.monotonic()
         self.process.send_signal(sig)
-        _, log = self.process.communicate(timeout=timeout)
+        log = self.wait(timeout)
         return self.process.returncode, time.monotonic() - started, log
+
+    def close(self) -> None:
+        """Kill the process if it still runs."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.wait()
 
 
 def start_relay(*args: str, env: dict[str, str] | None = None) -> Relay:
@@ -62,9 +90,7 @@ def start_relay(*args: str, env: dict[str, str] | None = None) -> Relay:
 def relay() -> Iterator[Relay]:
     relay = start_relay(env={"PROGRESS_RELAY_STREAM_HEARTBEAT": "0.5"})
     yield relay
-    if relay.process.poll() is None:
-        relay.process.kill()
-    relay.process.communicate()
+    relay.close()
 
 
 def test_entry_point_is_installed() -> None:

@@ -84,7 +84,7 @@ def test_a_killed_instance_loses_nothing_its_peer_resumes_exactly(
                     if len(seen) == 3:
                         break
             a.process.kill()  # kill -9, in the middle of the job
-            a.process.communicate(timeout=5)
+            a.wait()
             for i in range(5, 8):
                 response = http.post(
                     f"{b.base_url}/v1/jobs/k/events",

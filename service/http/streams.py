@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import cast
 
 from aiohttp import web
@@ -13,6 +15,7 @@ from service.http import params
 from service.hub import ReplayMode
 from service.keys import CREDENTIALS, HUB, SETTINGS
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 _REPLAY_MODES = ("history", "snapshot", "none")
@@ -50,15 +53,30 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
     if subscriber is None:
         # Nothing will ever come (finished and seen, or gone): 204 stops EventSource reconnecting.
         return web.Response(status=204)
-    response = EventSourceResponse(sep=sse.SEPARATOR, ping_interval=settings.heartbeat)
+    # send_timeout: the heartbeat's write timeout, and the socket's TCP_USER_TIMEOUT, so the
+    # kernel gives up on a peer that stopped acknowledging (gone without a FIN).
+    response = EventSourceResponse(
+        sep=sse.SEPARATOR, ping_interval=settings.heartbeat, send_timeout=settings.write_timeout
+    )
     response.headers["Cache-Control"] = "no-cache, no-transform"
-    if request.transport is not None:
-        subscriber.on_drop = request.transport.abort
+    transport = request.transport
+    if transport is not None:
+        subscriber.on_drop = transport.abort
+        subscriber.buffered = transport.get_write_buffer_size
     try:
         await response.prepare(request)
         async with response:
             while (chunk := await subscriber.next_chunk()) is not None:
-                await response.write(chunk)
+                subscriber.writing = True
+                try:
+                    async with asyncio.timeout(settings.write_timeout):
+                        await response.write(chunk)
+                finally:
+                    subscriber.writing = False
+        return response
+    except TimeoutError:
+        log.info("dropped a stream whose client read nothing for %ss", settings.write_timeout)
+        subscriber.drop()  # cuts the connection; the client resumes with its last id
         return response
     except ConnectionResetError:
         return response  # the client went away; nothing to report
