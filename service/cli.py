@@ -69,6 +69,9 @@ def serve(settings: Settings) -> None:
         port=settings.server.port,
         shutdown_timeout=settings.server.shutdown_timeout,
         handler_cancellation=True,
+        # Clients reconnect in storms (a deploy, a proxy restart): aiohttp's 128 would drop
+        # SYNs and cost each of them a second. The kernel caps it at net.core.somaxconn.
+        backlog=4096,
         access_log_class=RedactingAccessLogger,
         print=None,
     )
