@@ -12,8 +12,9 @@ from service.config import Settings
 from service.http import health, jobs, streams
 from service.http.cors import Cors
 from service.http.errors import json_errors
+from service.http.inflight import InFlight
 from service.hub import Hub
-from service.keys import BROKER, CREDENTIALS, HUB, PUBLISH_RATE, REAPER, SETTINGS
+from service.keys import BROKER, CREDENTIALS, HUB, IN_FLIGHT, PUBLISH_RATE, REAPER, SETTINGS
 from service.rate import RateLimiter
 from service.reaper import Reaper
 
@@ -22,13 +23,15 @@ def create_app(settings: Settings) -> web.Application:
     # Middlewares run outermost first; errors wrap everything. Credentials are checked by each
     # handler (the rights depend on the job), CORS headers are added as any response is prepared.
     cors = Cors(settings.cors)
+    in_flight = InFlight()
     app = web.Application(
-        middlewares=[json_errors, cors.preflight],
+        middlewares=[in_flight.track, json_errors, cors.preflight],
         client_max_size=settings.limits.max_request_bytes,
     )
     broker = create_broker(settings)
     hub = Hub(broker, settings)
     app[SETTINGS] = settings
+    app[IN_FLIGHT] = in_flight
     app[BROKER] = broker
     app[HUB] = hub
     app[CREDENTIALS] = Credentials(settings.auth)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from aiohttp import web
-
-from service.access_log import RedactingAccessLogger
+from service import server
 from service.app import create_app
 from service.config import ConfigError, Settings, load_settings
 
@@ -63,18 +62,7 @@ def serve(settings: Settings) -> None:
         settings.server.port,
         _redacted(settings.broker.url),
     )
-    web.run_app(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        shutdown_timeout=settings.server.shutdown_timeout,
-        handler_cancellation=True,
-        # Clients reconnect in storms (a deploy, a proxy restart): aiohttp's 128 would drop
-        # SYNs and cost each of them a second. The kernel caps it at net.core.somaxconn.
-        backlog=4096,
-        access_log_class=RedactingAccessLogger,
-        print=None,
-    )
+    asyncio.run(server.serve(create_app(settings), settings))
 
 
 def _redacted(url: str) -> str:

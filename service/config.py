@@ -26,7 +26,11 @@ Positive = Annotated[int, Meta(gt=0)]
 class ServerSettings(Struct, forbid_unknown_fields=True, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 8080
+    # The grace period of SIGTERM/SIGINT: in-flight requests get this long, then the rest is cut.
     shutdown_timeout: Seconds = 1.5
+    # Streams end on shutdown with `retry:` a random delay up to this, so that their clients
+    # reconnect (to another instance) spread out instead of all at once.
+    drain_retry_ms: Annotated[int, Meta(ge=0)] = 2000
 
 
 class BrokerSettings(Struct, forbid_unknown_fields=True, frozen=True):

@@ -85,3 +85,10 @@ class TooManyStreams(RelayError):
 
     status = 503
     code = "too_many_streams"
+
+
+class ShuttingDown(RelayError):
+    """A new stream, or /readyz, while the relay drains; answered with ``Retry-After``."""
+
+    status = 503
+    code = "shutting_down"

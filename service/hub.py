@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Sequence
 from typing import Literal
@@ -14,7 +15,7 @@ from service import sse
 from service.brokers import Broker, Replay
 from service.catchup import JobCatchUp, arrange
 from service.config import Settings
-from service.errors import RelayError, TooManyStreams
+from service.errors import RelayError, ShuttingDown, TooManyStreams
 from service.events import Event
 from service.ids import Position, parse_event_id
 from service.snapshot import Snapshot, new_snapshot
@@ -34,6 +35,7 @@ class Hub:
         self._topics: dict[str, Topic] = {}
         self._retry = sse.retry_frame(settings.stream.retry_ms)
         self.streams = 0
+        self.draining = False
         broker.set_listener(self.deliver)
         broker.set_resync(self.catch_up)
 
@@ -107,6 +109,8 @@ class Hub:
         limits = self.settings.limits
         # Come back after about one reconnect delay.
         retry_after = {"Retry-After": str(max(1, round(self.settings.stream.retry_ms / 1000)))}
+        if self.draining:
+            raise ShuttingDown("this relay is shutting down; connect again", headers=retry_after)
         if self.streams >= limits.max_streams:
             raise TooManyStreams(
                 f"this relay has its maximum of {limits.max_streams} open streams",
@@ -284,7 +288,18 @@ class Hub:
                 subscriber.push((event,))
 
     def shutdown(self) -> None:
-        """End every stream: write what is queued, then close."""
+        """End every stream: write what is queued and a jittered `retry:`, then close. New
+        streams are refused from now on."""
+        if self.draining:
+            return
+        self.draining = True
+        longest = self.settings.server.drain_retry_ms
+        ended: set[Subscriber] = set()
         for topic in self._topics.values():
             for subscriber in topic.subscribers:
+                if subscriber in ended:
+                    continue  # a multi-job stream is in several topics
+                ended.add(subscriber)
+                retry = random.randint(longest // 10, longest)
+                subscriber.add(sse.retry_frame(retry))
                 subscriber.end()

@@ -7,6 +7,7 @@ from aiohttp import web
 from service.auth import Credentials
 from service.brokers import Broker
 from service.config import Settings
+from service.http.inflight import InFlight
 from service.hub import Hub
 from service.rate import RateLimiter
 from service.reaper import Reaper
@@ -17,3 +18,4 @@ HUB = web.AppKey("hub", Hub)
 REAPER = web.AppKey("reaper", Reaper)
 CREDENTIALS = web.AppKey("credentials", Credentials)
 PUBLISH_RATE = web.AppKey("publish_rate", RateLimiter)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)

@@ -21,6 +21,8 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     """The broker answers; a load balancer should only send traffic when this is 200."""
+    if request.app[HUB].draining:
+        return error_response(503, "shutting_down", "not ready: this relay is shutting down")
     try:
         await request.app[BROKER].ping()
     except RelayError as exc:
