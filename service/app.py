@@ -14,7 +14,17 @@ from service.http.cors import Cors
 from service.http.errors import json_errors
 from service.http.inflight import InFlight
 from service.hub import Hub
-from service.keys import BROKER, CREDENTIALS, HUB, IN_FLIGHT, PUBLISH_RATE, REAPER, SETTINGS
+from service.keys import (
+    BROKER,
+    CREDENTIALS,
+    HUB,
+    IN_FLIGHT,
+    METRICS,
+    PUBLISH_RATE,
+    REAPER,
+    SETTINGS,
+)
+from service.metrics import Metrics
 from service.rate import RateLimiter
 from service.reaper import Reaper
 
@@ -34,6 +44,7 @@ def create_app(settings: Settings) -> web.Application:
     app[IN_FLIGHT] = in_flight
     app[BROKER] = broker
     app[HUB] = hub
+    app[METRICS] = Metrics(hub, broker)
     app[CREDENTIALS] = Credentials(settings.auth)
     app[PUBLISH_RATE] = RateLimiter(settings.limits.publish_rate, settings.limits.publish_burst)
     app[REAPER] = Reaper(broker, hub, settings.reaper.interval)

@@ -15,6 +15,7 @@ from service import sse
 from service.brokers import Broker, Replay
 from service.catchup import JobCatchUp, arrange
 from service.config import Settings
+from service.counts import RelayCounts
 from service.errors import RelayError, ShuttingDown, TooManyStreams
 from service.events import Event
 from service.ids import Position, parse_event_id
@@ -36,6 +37,7 @@ class Hub:
         self._retry = sse.retry_frame(settings.stream.retry_ms)
         self.streams = 0
         self.draining = False
+        self.counts = RelayCounts()
         broker.set_listener(self.deliver)
         broker.set_resync(self.catch_up)
 
@@ -56,7 +58,11 @@ class Hub:
         self._admit(job_ids)
         stream = self.settings.stream
         subscriber = Subscriber(
-            job_ids, multi=multi, max_frames=stream.queue_frames, max_bytes=stream.queue_bytes
+            job_ids,
+            multi=multi,
+            max_frames=stream.queue_frames,
+            max_bytes=stream.queue_bytes,
+            counts=self.counts,
         )
         self.streams += 1
         try:
@@ -97,6 +103,8 @@ class Hub:
         for n, part in enumerate(resets, 1):
             frames.append(self._reset_frame(part.job_id, part.replay, multi, n == len(resets)))
         frames.extend(event.job_frame if multi else event.frame for event in events)
+        self.counts.resets += len(resets)
+        self.counts.replayed += len(events)
         for part in parts:
             high[part.job_id] = part.seq
             if part.replay is not None and part.replay.snapshot.finished:
@@ -258,6 +266,7 @@ class Hub:
         except RelayError as exc:
             # The broker went away again: drop these streams, their clients resume later.
             log.warning("catching up %d jobs failed (%s); dropping their streams", len(topics), exc)
+            self.counts.broker_errors += 1
             for topic in topics:
                 for subscriber in list(topic.subscribers):
                     subscriber.drop()
@@ -278,6 +287,8 @@ class Hub:
                 elif replay is not None:  # (None: it has gone; sweep_gone ends the stream)
                     parts.append(JobCatchUp(job_id, replay, reset=not replay.complete))
             resets, events = arrange(parts)
+            self.counts.resets += len(resets)
+            self.counts.replayed += len(events)
             for n, part in enumerate(resets, 1):
                 frame = self._reset_frame(
                     part.job_id, part.replay, subscriber.multi, n == len(resets)

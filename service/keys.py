@@ -9,6 +9,7 @@ from service.brokers import Broker
 from service.config import Settings
 from service.http.inflight import InFlight
 from service.hub import Hub
+from service.metrics import Metrics
 from service.rate import RateLimiter
 from service.reaper import Reaper
 
@@ -19,3 +20,4 @@ REAPER = web.AppKey("reaper", Reaper)
 CREDENTIALS = web.AppKey("credentials", Credentials)
 PUBLISH_RATE = web.AppKey("publish_rate", RateLimiter)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+METRICS = web.AppKey("metrics", Metrics)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
 
+from service.counts import RelayCounts
 from service.events import Event
 
 
@@ -38,18 +39,25 @@ class Subscriber:
         "_waiter",
         "active",
         "buffered",
-        "conflated",
+        "counts",
         "dropped",
         "job_ids",
         "max_bytes",
         "max_frames",
         "multi",
         "on_drop",
+        "taken",
         "writing",
     )
 
     def __init__(
-        self, job_ids: Sequence[str], *, multi: bool, max_frames: int, max_bytes: int = 1 << 62
+        self,
+        job_ids: Sequence[str],
+        *,
+        multi: bool,
+        max_frames: int,
+        max_bytes: int = 1 << 62,
+        counts: RelayCounts | None = None,
     ) -> None:
         self.job_ids = tuple(job_ids)
         self.multi = multi
@@ -72,7 +80,8 @@ class Subscriber:
         # Set by the stream handler: a handler blocked writing to a client that does not read
         # cannot see the drop, so the connection itself has to be cut.
         self.on_drop: Callable[[], None] | None = None
-        self.conflated = 0  # progress frames replaced by newer ones before they were written
+        self.counts = counts if counts is not None else RelayCounts()
+        self.taken = 0  # frames in the last chunk handed out
 
     @property
     def closed(self) -> bool:
@@ -124,7 +133,7 @@ class Subscriber:
             frames[at] = b""
             self._count -= 1
             self._bytes -= len(old)
-            self.conflated += 1
+            self.counts.conflated += 1
         self._progress_at[job_id] = len(frames)
 
     def start(self, frames: Iterable[bytes], high: dict[str, int], ended: Iterable[str]) -> None:
@@ -187,6 +196,7 @@ class Subscriber:
         if self.dropped:
             return
         self.dropped = True
+        self.counts.dropped += 1
         self._clear()
         self._held = None
         self._wake()
@@ -210,6 +220,7 @@ class Subscriber:
             frames = self._frames
             if frames and not self.dropped:
                 chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+                self.taken = self._count
                 self._clear()
                 return chunk
             if self.closed:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.events import Event
 from service.keys import HUB
@@ -143,6 +144,16 @@ async def publish_all(
     return ids, sent_at
 
 
+async def scrape_metrics(session: aiohttp.ClientSession, base: str) -> dict[str, float]:
+    async with session.get(f"{base}/metrics") as response:
+        text = await response.text()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def progress_events(n: int) -> list[dict[str, Any]]:
     return [
         {"event": "progress", "data": {"percent": i * 100 // n, "message": f"{i} {PADDING}"}}
@@ -178,6 +189,7 @@ async def test_a_stalled_client_gets_conflated_progress_in_bounded_memory() -> N
                 ids, sent = await publish_all(session, base, "big", events)
                 await asyncio.wait_for(asyncio.gather(*readers), 60)
             stalled_frames, ended = await stalled.read_all()
+            metrics = await scrape_metrics(session, base)
         growth = max(rss) - rss[0]
         sent_at = dict(zip(ids, sent, strict=True))
         print(
@@ -195,6 +207,8 @@ async def test_a_stalled_client_gets_conflated_progress_in_bounded_memory() -> N
     assert positions == sorted(set(positions))  # strictly increasing ids, no repeats
     assert stalled_ids[-1] == ids[-1]  # it ends at the latest state
     assert len(stalled_ids) < EVENTS // 10  # most progress was conflated away
+    assert metrics["progress_relay_frames_conflated_total"] > EVENTS // 2
+    assert metrics["progress_relay_subscribers_dropped_total"] == 0
 
 
 async def test_a_stalled_client_past_the_bound_is_dropped_and_resumes() -> None:
@@ -222,6 +236,9 @@ async def test_a_stalled_client_past_the_bound_is_dropped_and_resumes() -> None:
                 ids, _ = await publish_all(session, base, "logs", events)
                 await asyncio.wait_for(reader, 60)
             first, ended = await stalled.read_all()
+            metrics = await scrape_metrics(session, base)
+            assert metrics["progress_relay_subscribers_dropped_total"] == 1
+            assert metrics["progress_relay_frames_conflated_total"] == 0  # logs never are
             assert ended in ("closed", "reset")  # the relay gave up on it
             assert len(first) < EVENTS
             seen = [frame.id for frame in first if frame.event == "log"]
@@ -266,7 +283,7 @@ def test_conflation_replaces_only_waiting_progress_of_the_same_job_and_keeps_id_
     ids = [parse_frame(raw + b"\n\n").id for raw in chunk.split(b"\n\n")[:-1]]
     # 1 was written before the pressure; 2 and 5 were replaced by 6, 4 by 8.
     assert ids == ["e-1", "e-3", "e-6", "e-7", "e-8", "e-9"]
-    assert subscriber.conflated == 3
+    assert subscriber.counts.conflated == 3
 
 
 def test_the_byte_bound_counts_the_socket_buffer_and_spares_an_idle_subscriber() -> None:
@@ -310,6 +327,7 @@ async def test_a_write_that_blocks_too_long_drops_the_stream(make_client: MakeCl
             break
         await asyncio.sleep(0.02)
     assert hub.streams == 0, "the blocked stream was not dropped"
+    assert hub.counts.write_timeouts == 1
     print(f"\ndropped {time.monotonic() - started:.2f} s after its write blocked")
     _, ended = await stalled.read_all()
     assert ended in ("closed", "reset")

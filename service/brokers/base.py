@@ -93,6 +93,10 @@ class Broker(Protocol):
     async def expired(self) -> list[Expired]:
         """Jobs whose lifetime is over, not yet removed (the reaper deletes each)."""
 
+    async def job_counts(self) -> dict[str, int]:
+        """How many jobs there are by status (for /metrics)."""
+        ...
+
     async def reserve_seq(self) -> int:
         """A fresh seq of this epoch, for a frame the service itself makes (such as the `failed`
         that ends a stream of an evicted job), so ids stay strictly increasing on every stream."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -58,6 +59,9 @@ class MemoryBroker:
 
     async def ping(self) -> None:
         return None
+
+    async def job_counts(self) -> dict[str, int]:
+        return dict(Counter(job.snapshot.status for job in self._jobs.values()))
 
     def _new_job(self, job_id: str, ttl: float | None, meta: Any) -> _Job:
         if len(self._jobs) >= self._settings.max_jobs:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from msgspec import Raw
@@ -371,6 +373,21 @@ class RedisBroker:
                 pipe.exists(self._keys(job_id)[0])
             found = await pipe.execute()
         return {job_id for job_id, exists in zip(ids, found, strict=True) if exists}
+
+    async def job_counts(self) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        async with _available(self._timeout):
+            now_ms = int(time.time() * 1000)
+            members = await self._redis.zrangebyscore(self._jobs_key, now_ms, "+inf")
+            job_ids = [member.decode() for member in cast(list[bytes], members)]
+            for start in range(0, len(job_ids), 5000):
+                pipe = self._redis.pipeline(transaction=False)
+                for job_id in job_ids[start : start + 5000]:
+                    pipe.hget(self._keys(job_id)[0], "status")
+                for status in await pipe.execute():
+                    if status is not None:
+                        counts[msgspec.json.decode(status)] += 1
+        return dict(counts)
 
     async def expired(self) -> list[Expired]:
         # Redis expires the keys itself; the Hub ends the streams of jobs that have gone.

@@ -8,7 +8,8 @@ import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from service.errors import RelayError
+from service.errors import BrokerUnavailable, RelayError
+from service.keys import HUB
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except RelayError as exc:
+        if isinstance(exc, BrokerUnavailable):
+            request.app[HUB].counts.broker_errors += 1
         return error_response(exc.status, exc.code, str(exc), exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -1,13 +1,14 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and metrics."""
 
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.errors import RelayError
 from service.http.errors import error_response
 from service.http.jobs import json_response
-from service.keys import BROKER, HUB
+from service.keys import BROKER, HUB, METRICS
 
 routes = web.RouteTableDef()
 
@@ -28,3 +29,10 @@ async def readyz(request: web.Request) -> web.Response:
     except RelayError as exc:
         return error_response(503, exc.code, f"not ready: {exc}")
     return json_response({"status": "ready"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; see service/metrics.py for what is counted."""
+    body = await request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

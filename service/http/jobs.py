@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Annotated, Any
 
@@ -20,7 +21,7 @@ from service.errors import (
 from service.events import parse_publish, validate_order
 from service.http import params
 from service.ids import parse_event_id
-from service.keys import BROKER, CREDENTIALS, HUB, PUBLISH_RATE, SETTINGS
+from service.keys import BROKER, CREDENTIALS, HUB, METRICS, PUBLISH_RATE, SETTINGS
 from service.snapshot import Snapshot
 
 routes = web.RouteTableDef()
@@ -102,7 +103,10 @@ async def publish(request: web.Request) -> web.Response:
         max_batch_events=limits.max_batch_events,
     )
     validate_order(drafts)
+    started = time.perf_counter()
     published = await request.app[BROKER].publish(job_id, drafts)
+    request.app[METRICS].publish_seconds.observe(time.perf_counter() - started)
+    request.app[HUB].counts.published += len(published.events)
     return json_response(
         {
             "ids": [event.id for event in published.events],
@@ -161,7 +165,9 @@ async def get_history(request: web.Request) -> web.Response:
 async def cancel(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
     request.app[CREDENTIALS].require_subscriber(request, [job_id])
-    snapshot, _ = await request.app[BROKER].request_cancel(job_id)
+    snapshot, event = await request.app[BROKER].request_cancel(job_id)
+    if event is not None:
+        request.app[HUB].counts.published += 1
     return json_response({"id": job_id, "cancel_requested": snapshot.cancel_requested}, 202)
 
 

@@ -52,6 +52,7 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
     subscriber = await hub.open(job_ids, last_event_id, mode, multi=multi)
     if subscriber is None:
         # Nothing will ever come (finished and seen, or gone): 204 stops EventSource reconnecting.
+        hub.counts.no_content += 1
         return web.Response(status=204)
     # send_timeout: the heartbeat's write timeout, and the socket's TCP_USER_TIMEOUT, so the
     # kernel gives up on a peer that stopped acknowledging (gone without a FIN).
@@ -63,6 +64,7 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
     if transport is not None:
         subscriber.on_drop = transport.abort
         subscriber.buffered = transport.get_write_buffer_size
+    counts = hub.counts
     try:
         await response.prepare(request)
         async with response:
@@ -73,9 +75,12 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
                         await response.write(chunk)
                 finally:
                     subscriber.writing = False
+                counts.writes += 1
+                counts.delivered += subscriber.taken
         return response
     except TimeoutError:
         log.info("dropped a stream whose client read nothing for %ss", settings.write_timeout)
+        counts.write_timeouts += 1
         subscriber.drop()  # cuts the connection; the client resumes with its last id
         return response
     except ConnectionResetError:
