@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from service import server
+from service import logs, server
 from service.app import create_app
 from service.config import ConfigError, Settings, load_settings
 
@@ -27,15 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--broker", metavar="URL", help="memory:// or redis://host:port/db (broker.url)"
     )
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log.level"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     server: dict[str, Any] = {}
     if args.host is not None:
         server["host"] = args.host
@@ -51,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"progress-relay: {exc}", file=sys.stderr)
         return 2
+    logs.configure(settings.log, args.log_level)
     serve(settings)
     return 0
 

@@ -93,6 +93,11 @@ class CorsSettings(Struct, forbid_unknown_fields=True, frozen=True):
     max_age: Annotated[int, Meta(ge=0)] = 600
 
 
+class LogSettings(Struct, forbid_unknown_fields=True, frozen=True):
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
 class Settings(Struct, forbid_unknown_fields=True, frozen=True):
     server: ServerSettings = ServerSettings()
     broker: BrokerSettings = BrokerSettings()
@@ -102,6 +107,7 @@ class Settings(Struct, forbid_unknown_fields=True, frozen=True):
     reaper: ReaperSettings = ReaperSettings()
     auth: AuthSettings = AuthSettings()
     cors: CorsSettings = CorsSettings()
+    log: LogSettings = LogSettings()
 
     def __post_init__(self) -> None:
         auth = self.auth

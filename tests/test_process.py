@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -224,3 +225,19 @@ def test_bad_configuration_stops_start_up_naming_the_key(tmp_path: Path) -> None
     )
     assert result.returncode == 2
     assert "jobs.ring_events" in result.stderr
+
+
+def test_json_log_lines() -> None:
+    """`log.format = "json"`: every line the relay writes is one JSON object, access lines too,
+    with tokens in URLs redacted."""
+    relay = start_relay(env={"PROGRESS_RELAY_LOG_FORMAT": "json"})
+    try:
+        httpx.get(f"{relay.base_url}/v1/jobs/none?token=secret-token-value")
+    finally:
+        code, _, log = relay.stop()
+    assert code == 0
+    lines = [json.loads(line) for line in log.splitlines()]
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    access = [line for line in lines if line["logger"] == "aiohttp.access"]
+    assert any("GET /v1/jobs/none?token=*** " in line["message"] for line in access), access
+    assert "secret-token-value" not in log
