@@ -9,11 +9,11 @@ from aiohttp import web
 from service.auth import Credentials
 from service.brokers import create_broker
 from service.config import Settings
-from service.http import health, jobs, streams
+from service.http import health, jobs, openapi, streams
 from service.http.cors import Cors
 from service.http.errors import json_errors
 from service.hub import Hub
-from service.keys import BROKER, CREDENTIALS, HUB, REAPER, SETTINGS
+from service.keys import BROKER, CREDENTIALS, HUB, OPENAPI, REAPER, SETTINGS
 from service.reaper import Reaper
 
 
@@ -32,9 +32,11 @@ def create_app(settings: Settings) -> web.Application:
     app[HUB] = hub
     app[CREDENTIALS] = Credentials(settings.auth)
     app[REAPER] = Reaper(broker, hub, settings.reaper.interval)
+    app[OPENAPI] = openapi.encode_document(settings)
     app.add_routes(jobs.routes)
     app.add_routes(streams.routes)
     app.add_routes(health.routes)
+    app.add_routes(openapi.routes)
     app.on_response_prepare.append(cors.on_prepare)
     app.cleanup_ctx.append(_relay)
     app.on_shutdown.append(_end_streams)

@@ -64,13 +64,17 @@ class CancelledData(Struct):
 
 Payload = ProgressData | LogData | ContentData | CompleteData | FailedData | CancelledData
 
+# The known event names and the schema of their `data`; any other name carries any JSON.
+PAYLOAD_TYPES: dict[str, type[Payload]] = {
+    "progress": ProgressData,
+    "log": LogData,
+    "content": ContentData,
+    "complete": CompleteData,
+    "failed": FailedData,
+    "cancelled": CancelledData,
+}
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
-    "progress": msgspec.json.Decoder(ProgressData),
-    "log": msgspec.json.Decoder(LogData),
-    "content": msgspec.json.Decoder(ContentData),
-    "complete": msgspec.json.Decoder(CompleteData),
-    "failed": msgspec.json.Decoder(FailedData),
-    "cancelled": msgspec.json.Decoder(CancelledData),
+    name: msgspec.json.Decoder(payload_type) for name, payload_type in PAYLOAD_TYPES.items()
 }
 
 EventName = Annotated[str, Meta(pattern=EVENT_NAME_PATTERN)]

@@ -15,3 +15,5 @@ BROKER = web.AppKey("broker", Broker)
 HUB = web.AppKey("hub", Hub)
 REAPER = web.AppKey("reaper", Reaper)
 CREDENTIALS = web.AppKey("credentials", Credentials)
+# The OpenAPI document, encoded once when the app is made.
+OPENAPI = web.AppKey("openapi", bytes)
