@@ -584,7 +584,7 @@ def build_document(settings: Settings) -> Schema:
             '`{"error": {"code": ..., "message": ...}}`; besides the responses listed per '
             "operation, any path answers `404 not_found` for a path that is not routed and "
             "`405 method_not_allowed` (with `Allow`) for a method it does not have. HEAD is "
-            "answered on every GET route.",
+            "answered on every GET route but the two streams.",
         },
         "paths": _paths(settings, publisher, subscriber),
         "components": {
