@@ -16,6 +16,7 @@ import pytest
 import schemathesis
 from schemathesis.checks import (
     content_type_conformance,
+    negative_data_rejection,
     not_a_server_error,
     response_headers_conformance,
     response_schema_conformance,
@@ -58,7 +59,9 @@ CREDENTIALS_ENV = {
     "PROGRESS_RELAY_AUTH_SUBSCRIBE": "token",
     "PROGRESS_RELAY_AUTH_JWT_SECRET": SECRET,
 }
+# Invalid requests must also be refused (negative_data_rejection), not served leniently.
 CHECKS = [
+    negative_data_rejection,
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,

@@ -263,7 +263,16 @@ def _retry_after(required: bool) -> dict[str, Any]:
 
 
 _BAD_JOB_ID = error("Bad request", "invalid_job_id")
-_UNAUTHORIZED = error("No valid credential", "unauthorized")
+_UNAUTHORIZED = error(
+    "No valid credential",
+    "unauthorized",
+    headers={
+        "WWW-Authenticate": {
+            "description": "when the credential is missing, or a publisher token is wrong",
+            "schema": {"type": "string"},
+        }
+    },
+)
 _FORBIDDEN = error("The token does not grant the job", "forbidden")
 _NOT_FOUND = error("No such job", "job_not_found")
 _FINISHED = error("The job has finished", "job_finished")
@@ -389,8 +398,8 @@ def _paths(
                     {
                         "name": "after",
                         "in": "query",
-                        "description": "only events after this event id",
-                        "schema": _ref("EventId"),
+                        "description": "only events after this event id; empty is the same as none",
+                        "schema": {"anyOf": [_ref("EventId"), {"const": ""}]},
                     },
                     {
                         "name": "limit",
