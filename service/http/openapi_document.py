@@ -1,5 +1,5 @@
-"""The OpenAPI 3.1 document of the v1 API, built from the msgspec types that validate and encode
-the wire, plus a hand-written table of paths, parameters and responses.
+"""The OpenAPI 3.1 document of the v1 API: a hand-written table of paths, parameters and
+responses over the schemas of service.http.openapi_schemas.
 
 ``docs/api.md`` is the contract in prose; this is the same contract for machines, and
 ``tests/test_openapi.py`` keeps its paths equal to the routes the app registers. Limits and
@@ -10,207 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from service import __version__
 from service.config import Settings
-from service.events import PAYLOAD_TYPES, RESERVED
-from service.http.jobs import CreateJobIn, HistoryOut
-from service.ids import EVENT_ID_PATTERN, JOB_ID_PATTERN
-from service.snapshot import Snapshot
-
-Schema = dict[str, Any]
-
-# Structs the relay only encodes: msgspec writes every field, defaults included.
-_RESPONSE_STRUCTS = ("Snapshot", "JobError", "LogEntry", "HistoryOut", "HistoryEvent")
-# The event-name pattern as JSON Schema (ECMA 262) writes it: `$` there never matches before a
-# trailing newline, so it says what `\Z` says in service.events.
-EVENT_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _struct_schemas() -> dict[str, Schema]:
-    types = [*PAYLOAD_TYPES.values(), Snapshot, HistoryOut, CreateJobIn]
-    _, components = msgspec.json.schema_components(
-        types, ref_template="#/components/schemas/{name}"
-    )
-    for name in _RESPONSE_STRUCTS:
-        schema = components[name]
-        schema["required"] = list(schema["properties"])
-    for name in ("created_at", "updated_at"):
-        components["Snapshot"]["properties"][name]["format"] = "date-time"
-    components["LogEntry"]["properties"]["at"]["format"] = "date-time"
-    components["CreateJobIn"]["properties"]["id"]["anyOf"][0] = _ref("JobId")
-    return components
-
-
-def _payload_rules(data: str) -> list[Schema]:
-    """``if event is NAME then <data> follows NAME's schema``, for every known name."""
-    return [
-        {
-            "if": {"properties": {"event": {"const": name}}, "required": ["event"]},
-            "then": {"properties": {data: _ref(struct.__name__)}},
-        }
-        for name, struct in PAYLOAD_TYPES.items()
-    ]
-
-
-def _event_schemas(settings: Settings) -> dict[str, Schema]:
-    limits = settings.limits
-    reserved = sorted(RESERVED)
-    return {
-        "JobId": {"type": "string", "pattern": JOB_ID_PATTERN},
-        "EventId": {
-            "type": "string",
-            "pattern": EVENT_ID_PATTERN,
-            "description": "`<epoch>-<seq>`; opaque to clients",
-        },
-        "JobStatus": {"enum": ["pending", "running", "completed", "failed", "cancelled"]},
-        "EventName": {
-            "type": "string",
-            "pattern": EVENT_NAME_PATTERN,
-            "not": {"enum": reserved},
-            "description": f"not one of the reserved names {', '.join(reserved)}",
-        },
-        "EventIn": {
-            "type": "object",
-            "properties": {
-                "event": _ref("EventName"),
-                "data": {
-                    "description": f"any JSON, at most {limits.max_event_bytes} bytes encoded; "
-                    "an object of the name's schema for the known names",
-                    "default": {},
-                },
-            },
-            "required": ["event"],
-            "additionalProperties": False,
-            "allOf": _payload_rules("data"),
-        },
-        "EventBatchIn": {
-            "type": "object",
-            "properties": {
-                "events": {
-                    "type": "array",
-                    "items": _ref("EventIn"),
-                    "minItems": 1,
-                    "maxItems": limits.max_batch_events,
-                    "description": "published in order, atomically; a terminal event "
-                    "(complete, failed, cancelled) only as the last",
-                }
-            },
-            "required": ["events"],
-            "additionalProperties": False,
-        },
-        "JobLinks": {
-            "type": "object",
-            "properties": {
-                "id": _ref("JobId"),
-                "stream_url": {"type": "string"},
-                "status_url": {"type": "string"},
-                "subscribe_token": {
-                    "type": "string",
-                    "description": "a subscriber JWT for this job; only when the relay has "
-                    "auth.jwt_secret",
-                },
-            },
-            "required": ["id", "stream_url", "status_url"],
-        },
-        "Published": {
-            "type": "object",
-            "properties": {
-                "ids": {"type": "array", "items": _ref("EventId"), "minItems": 1},
-                "cancel_requested": {"type": "boolean"},
-            },
-            "required": ["ids", "cancel_requested"],
-        },
-        "CancelAccepted": {
-            "type": "object",
-            "properties": {"id": _ref("JobId"), "cancel_requested": {"const": True}},
-            "required": ["id", "cancel_requested"],
-        },
-        "Health": {
-            "type": "object",
-            "properties": {
-                "status": {"const": "ok"},
-                "streams": {"type": "integer", "minimum": 0},
-            },
-            "required": ["status", "streams"],
-        },
-        "Ready": {
-            "type": "object",
-            "properties": {"status": {"const": "ready"}},
-            "required": ["status"],
-        },
-        "Error": {
-            "type": "object",
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "properties": {
-                        "code": {"type": "string"},
-                        "message": {"type": "string"},
-                    },
-                    "required": ["code", "message"],
-                }
-            },
-            "required": ["error"],
-        },
-        "StreamEvent": _sse_event_schema(wrapped=False),
-        "MultiStreamEvent": _sse_event_schema(wrapped=True),
-    }
-
-
-def _sse_event_schema(*, wrapped: bool) -> Schema:
-    """One event of a stream as OpenAPI 3.1 describes ``text/event-stream``: its fields, with
-    ``data`` a line of JSON. On a multi-job stream the JSON is ``{"job": ID, "data": PAYLOAD}``."""
-    rules = [
-        *_payload_rules("payload"),
-        {
-            "if": {"properties": {"event": {"const": "reset"}}, "required": ["event"]},
-            "then": {"properties": {"payload": _ref("Snapshot")}},
-        },
-        {
-            "if": {"properties": {"event": {"const": "cancel_requested"}}, "required": ["event"]},
-            "then": {"properties": {"payload": {"const": {"cancel_requested": True}}}},
-        },
-    ]
-    # Each rule names the payload as `payload`; put it where the frame's JSON holds it.
-    for rule in rules:
-        payload = rule["then"]["properties"].pop("payload")
-        if wrapped:
-            payload = {
-                "type": "object",
-                "properties": {"job": _ref("JobId"), "data": payload},
-                "required": ["job", "data"],
-            }
-        rule["then"]["properties"]["data"] = {
-            "contentMediaType": "application/json",
-            "contentSchema": payload,
-        }
-    content: Schema = {}
-    if wrapped:
-        content = {
-            "type": "object",
-            "properties": {"job": _ref("JobId"), "data": {}},
-            "required": ["job", "data"],
-        }
-    return {
-        "type": "object",
-        "properties": {
-            "id": _ref("EventId"),
-            "event": {"type": "string", "pattern": EVENT_NAME_PATTERN},
-            "data": {
-                "type": "string",
-                "contentMediaType": "application/json",
-                "contentSchema": content,
-            },
-        },
-        "required": ["event", "data"],
-        "allOf": rules,
-    }
+from service.http.openapi_schemas import Schema, component_schemas, ref
 
 
 def _json(schema: Schema) -> dict[str, Schema]:
@@ -248,7 +50,7 @@ def error(status_text: str, *codes: str, headers: dict[str, Any] | None = None) 
     lines = "\n".join(f"- `{code}`: {ERROR_CODES[code]}" for code in codes)
     schema = {
         "allOf": [
-            _ref("Error"),
+            ref("Error"),
             {"properties": {"error": {"properties": {"code": {"enum": list(codes)}}}}},
         ]
     }
@@ -297,7 +99,7 @@ def _parameters() -> dict[str, Schema]:
             "name": "job_id",
             "in": "path",
             "required": True,
-            "schema": _ref("JobId"),
+            "schema": ref("JobId"),
         },
         "LastEventIdHeader": {
             "name": "Last-Event-ID",
@@ -333,7 +135,7 @@ def _stream_responses(event_schema: str, bad_request: Schema) -> dict[str, Schem
         "200": {
             "description": "The stream: a `retry` frame, then events and `: ping` comments. "
             "It ends after the terminal event, deletion, eviction or shutdown.",
-            "content": {"text/event-stream": {"schema": _ref(event_schema)}},
+            "content": {"text/event-stream": {"schema": ref(event_schema)}},
         },
         "204": {"description": "Nothing will ever come: EventSource stops reconnecting"},
         "400": bad_request,
@@ -354,12 +156,12 @@ def _paths(
                 "operationId": "createJob",
                 "summary": "Create a job (optional: publishing creates it too)",
                 "security": publisher,
-                "requestBody": {"required": False, "content": _json(_ref("CreateJobIn"))},
+                "requestBody": {"required": False, "content": _json(ref("CreateJobIn"))},
                 "responses": {
-                    "201": {"description": "Created", "content": _json(_ref("JobLinks"))},
+                    "201": {"description": "Created", "content": _json(ref("JobLinks"))},
                     "200": {
                         "description": "The job already exists; ttl and meta are unchanged",
-                        "content": _json(_ref("JobLinks")),
+                        "content": _json(ref("JobLinks")),
                     },
                     "400": error("Bad request", "invalid_json", "invalid_job_id"),
                     "401": _UNAUTHORIZED,
@@ -377,10 +179,10 @@ def _paths(
                 "security": publisher,
                 "requestBody": {
                     "required": True,
-                    "content": _json({"oneOf": [_ref("EventIn"), _ref("EventBatchIn")]}),
+                    "content": _json({"oneOf": [ref("EventIn"), ref("EventBatchIn")]}),
                 },
                 "responses": {
-                    "200": {"description": "Published", "content": _json(_ref("Published"))},
+                    "200": {"description": "Published", "content": _json(ref("Published"))},
                     "400": error("Bad request", "invalid_json", "invalid_job_id"),
                     "401": _UNAUTHORIZED,
                     "409": _FINISHED,
@@ -399,7 +201,7 @@ def _paths(
                         "name": "after",
                         "in": "query",
                         "description": "only events after this event id; empty is the same as none",
-                        "schema": {"anyOf": [_ref("EventId"), {"const": ""}]},
+                        "schema": {"anyOf": [ref("EventId"), {"const": ""}]},
                     },
                     {
                         "name": "limit",
@@ -413,7 +215,7 @@ def _paths(
                     },
                 ],
                 "responses": {
-                    "200": {"description": "Events", "content": _json(_ref("HistoryOut"))},
+                    "200": {"description": "Events", "content": _json(ref("HistoryOut"))},
                     "400": error("Bad request", "invalid_job_id", "invalid_parameter"),
                     "401": _UNAUTHORIZED,
                     "403": _FORBIDDEN,
@@ -429,7 +231,7 @@ def _paths(
                 "summary": "The job's snapshot",
                 "security": subscriber,
                 "responses": {
-                    "200": {"description": "The snapshot", "content": _json(_ref("Snapshot"))},
+                    "200": {"description": "The snapshot", "content": _json(ref("Snapshot"))},
                     "400": _BAD_JOB_ID,
                     "401": _UNAUTHORIZED,
                     "403": _FORBIDDEN,
@@ -475,7 +277,7 @@ def _paths(
                         "description": f"repeated; duplicates count once; at most {max_jobs}",
                         "style": "form",
                         "explode": True,
-                        "schema": {"type": "array", "items": _ref("JobId"), "minItems": 1},
+                        "schema": {"type": "array", "items": ref("JobId"), "minItems": 1},
                     },
                     *_STREAM_PARAMETERS,
                 ],
@@ -494,7 +296,7 @@ def _paths(
                 "responses": {
                     "202": {
                         "description": "Requested (also when already requested)",
-                        "content": _json(_ref("CancelAccepted")),
+                        "content": _json(ref("CancelAccepted")),
                     },
                     "400": _BAD_JOB_ID,
                     "401": _UNAUTHORIZED,
@@ -510,7 +312,7 @@ def _paths(
                 "operationId": "healthz",
                 "summary": "The process is up and its event loop answers",
                 "security": [],
-                "responses": {"200": {"description": "Up", "content": _json(_ref("Health"))}},
+                "responses": {"200": {"description": "Up", "content": _json(ref("Health"))}},
             }
         },
         "/readyz": {
@@ -519,7 +321,7 @@ def _paths(
                 "summary": "The broker answers; send traffic only while this is 200",
                 "security": [],
                 "responses": {
-                    "200": {"description": "Ready", "content": _json(_ref("Ready"))},
+                    "200": {"description": "Ready", "content": _json(ref("Ready"))},
                     "503": _UNAVAILABLE,
                 },
             }
@@ -597,7 +399,7 @@ def build_document(settings: Settings) -> Schema:
         },
         "paths": _paths(settings, publisher, subscriber),
         "components": {
-            "schemas": {**_struct_schemas(), **_event_schemas(settings)},
+            "schemas": component_schemas(settings),
             "parameters": _parameters(),
             "securitySchemes": _security_schemes(settings),
             "responses": {
