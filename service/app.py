@@ -9,7 +9,7 @@ from aiohttp import web
 from service.auth import Credentials
 from service.brokers import create_broker
 from service.config import Settings
-from service.http import health, jobs, streams
+from service.http import health, jobs, openapi, streams
 from service.http.cors import Cors
 from service.http.errors import json_errors
 from service.http.inflight import InFlight
@@ -20,6 +20,7 @@ from service.keys import (
     HUB,
     IN_FLIGHT,
     METRICS,
+    OPENAPI,
     PUBLISH_RATE,
     REAPER,
     SETTINGS,
@@ -48,9 +49,11 @@ def create_app(settings: Settings) -> web.Application:
     app[CREDENTIALS] = Credentials(settings.auth)
     app[PUBLISH_RATE] = RateLimiter(settings.limits.publish_rate, settings.limits.publish_burst)
     app[REAPER] = Reaper(broker, hub, settings.reaper.interval)
+    app[OPENAPI] = openapi.encode_document(settings)
     app.add_routes(jobs.routes)
     app.add_routes(streams.routes)
     app.add_routes(health.routes)
+    app.add_routes(openapi.routes)
     app.on_response_prepare.append(cors.on_prepare)
     app.cleanup_ctx.append(_relay)
     app.on_shutdown.append(_end_streams)

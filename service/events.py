@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Meta, Raw, Struct
+from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from service import sse
 from service.errors import InvalidEvent, InvalidJson, PayloadTooLarge
@@ -64,13 +64,17 @@ class CancelledData(Struct):
 
 Payload = ProgressData | LogData | ContentData | CompleteData | FailedData | CancelledData
 
+# The known event names and the schema of their `data`; any other name carries any JSON.
+PAYLOAD_TYPES: dict[str, type[Payload]] = {
+    "progress": ProgressData,
+    "log": LogData,
+    "content": ContentData,
+    "complete": CompleteData,
+    "failed": FailedData,
+    "cancelled": CancelledData,
+}
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
-    "progress": msgspec.json.Decoder(ProgressData),
-    "log": msgspec.json.Decoder(LogData),
-    "content": msgspec.json.Decoder(ContentData),
-    "complete": msgspec.json.Decoder(CompleteData),
-    "failed": msgspec.json.Decoder(FailedData),
-    "cancelled": msgspec.json.Decoder(CancelledData),
+    name: msgspec.json.Decoder(payload_type) for name, payload_type in PAYLOAD_TYPES.items()
 }
 
 EventName = Annotated[str, Meta(pattern=EVENT_NAME_PATTERN)]
@@ -85,7 +89,8 @@ class PublishIn(Struct, forbid_unknown_fields=True):
     """One event (``event`` and ``data``) or a batch (``events``), never both."""
 
     event: EventName | None = None
-    data: Raw = Raw(b"{}")
+    # UNSET, not a default payload: `data` beside `events` must be refused, not dropped.
+    data: Raw | UnsetType = UNSET
     events: list[EventIn] | None = None
 
 
@@ -159,7 +164,7 @@ def parse_publish(body: bytes, *, max_event_bytes: int, max_batch_events: int) -
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
     if request.events is not None:
-        if request.event is not None:
+        if request.event is not None or request.data is not UNSET:
             raise InvalidEvent("send either `event` and `data`, or `events`, not both")
         if not request.events:
             raise InvalidEvent("`events` must not be empty - at `$.events`")
@@ -174,7 +179,8 @@ def parse_publish(body: bytes, *, max_event_bytes: int, max_batch_events: int) -
         ]
     if request.event is None:
         raise InvalidEvent("Object missing required field `event` - at `$`")
-    return [make_draft(request.event, request.data, "$", max_event_bytes)]
+    data = Raw(b"{}") if isinstance(request.data, UnsetType) else request.data
+    return [make_draft(request.event, data, "$", max_event_bytes)]
 
 
 def make_draft(name: str, raw: Raw | bytes, path: str, max_event_bytes: int) -> Draft:

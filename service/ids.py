@@ -14,8 +14,9 @@ import time
 from typing import NamedTuple
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+EVENT_ID_PATTERN = r"^([a-z0-9]{1,32})-(0|[1-9][0-9]{0,18})$"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
-_EVENT_ID = re.compile(r"^([a-z0-9]{1,32})-(0|[1-9][0-9]{0,18})$")
+_EVENT_ID = re.compile(EVENT_ID_PATTERN)
 
 
 def is_valid_job_id(job_id: str) -> bool:

@@ -21,3 +21,5 @@ CREDENTIALS = web.AppKey("credentials", Credentials)
 PUBLISH_RATE = web.AppKey("publish_rate", RateLimiter)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 METRICS = web.AppKey("metrics", Metrics)
+# The OpenAPI document, encoded once when the app is made.
+OPENAPI = web.AppKey("openapi", bytes)

@@ -348,6 +348,16 @@ BAD: list[tuple[str, str, str, dict[str, Any], int, str, str]] = [
         "events",
     ),
     (
+        # the batch used to be published and this `data` silently dropped
+        "data-and-events",
+        "POST",
+        "/v1/jobs/t/events",
+        {"json": {"data": {"percent": 5}, "events": [{"event": "progress"}]}},
+        422,
+        "invalid_event",
+        "events",
+    ),
+    (
         "empty-batch",
         "POST",
         "/v1/jobs/t/events",

@@ -192,3 +192,15 @@ async def test_bad_job_id_in_stream_path_is_400(client) -> None:
         response = await client.get(f"/v1/jobs/{bad}/stream")
         assert response.status == 400, bad
         assert (await response.json())["error"]["code"] == "invalid_job_id"
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs/h/stream", "/v1/stream?job=h"])
+async def test_head_on_a_stream_is_405_whatever_the_job(client, path: str) -> None:
+    """A stream has no headers-only form. HEAD used to run the handler: 204 for a job seen to its
+    end, 405 otherwise, a subscriber opened and dropped each time, and a route that claimed HEAD."""
+    last = await publish(client, "h", "complete", {})
+    for headers in ({}, {"Last-Event-ID": last}):
+        response = await client.head(path, headers=headers)
+        assert (response.status, response.headers["Allow"]) == (405, "GET")
+    other_method = await client.put(path)
+    assert (other_method.status, other_method.headers["Allow"]) == (405, "GET")

@@ -22,7 +22,7 @@ from service.events import parse_publish, validate_order
 from service.http import params
 from service.ids import parse_event_id
 from service.keys import BROKER, CREDENTIALS, HUB, METRICS, PUBLISH_RATE, SETTINGS
-from service.snapshot import Snapshot
+from service.snapshot import Snapshot, Status
 
 routes = web.RouteTableDef()
 _encode = msgspec.json.Encoder().encode
@@ -42,7 +42,7 @@ class HistoryEvent(Struct):
 
 class HistoryOut(Struct):
     job: str
-    status: str
+    status: Status
     events: list[HistoryEvent]
     truncated: bool
     has_more: bool

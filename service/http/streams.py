@@ -20,13 +20,15 @@ routes = web.RouteTableDef()
 
 _REPLAY_MODES = ("history", "snapshot", "none")
 
+# No HEAD: a stream has no headers-only form, and answering one would open a subscriber.
 
-@routes.get("/v1/jobs/{job_id}/stream")
+
+@routes.get("/v1/jobs/{job_id}/stream", allow_head=False)
 async def stream_job(request: web.Request) -> web.StreamResponse:
     return await _stream(request, [params.job_id(request)], multi=False)
 
 
-@routes.get("/v1/stream")
+@routes.get("/v1/stream", allow_head=False)
 async def stream_jobs(request: web.Request) -> web.StreamResponse:
     """One stream for several jobs; each frame's data is ``{"job": ID, "data": PAYLOAD}``."""
     names = request.query.getall("job", [])
