@@ -176,14 +176,17 @@ async def test_a_stalled_client_gets_conflated_progress_in_bounded_memory() -> N
         async with aiohttp.ClientSession() as session:
             # The same readers without a stalled client first, to compare their timing with
             # (printed, not asserted: this machine is too noisy for a threshold).
-            calm: list[tuple[Frame, float]] = []
-            reader = asyncio.create_task(
-                read_everything(session, f"{base}/v1/jobs/calm/stream", EVENTS // 5, calm)
-            )
+            calm: list[list[tuple[Frame, float]]] = [[], []]
+            calm_readers = [
+                asyncio.create_task(
+                    read_everything(session, f"{base}/v1/jobs/calm/stream", EVENTS // 5, got)
+                )
+                for got in calm
+            ]
             await asyncio.sleep(0.2)
             calm_ids, calm_sent = await publish_all(session, base, "calm", events[: EVENTS // 5])
-            await asyncio.wait_for(reader, 60)
-            calm_delay = delays(calm, dict(zip(calm_ids, calm_sent, strict=True)))
+            await asyncio.wait_for(asyncio.gather(*calm_readers), 60)
+            calm_delay = delays(calm[0], dict(zip(calm_ids, calm_sent, strict=True)))
             await session.post(f"{base}/v1/jobs", json={"id": "big"})
             stalled = StalledClient(base, "/v1/jobs/big/stream?replay=none")
             await asyncio.sleep(0.2)
