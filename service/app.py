@@ -9,7 +9,7 @@ from aiohttp import web
 from service.auth import Credentials
 from service.brokers import create_broker
 from service.config import Settings
-from service.http import health, jobs, openapi, streams
+from service.http import health, jobs, openapi, static, streams
 from service.http.cors import Cors
 from service.http.errors import json_errors
 from service.http.inflight import InFlight
@@ -53,6 +53,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(jobs.routes)
     app.add_routes(streams.routes)
     app.add_routes(health.routes)
+    app.add_routes(static.routes)
     app.add_routes(openapi.routes)
     app.on_response_prepare.append(cors.on_prepare)
     app.cleanup_ctx.append(_relay)

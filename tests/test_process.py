@@ -63,8 +63,8 @@ class Relay:
         self.wait()
 
 
-def start_relay(*args: str, env: dict[str, str] | None = None) -> Relay:
-    port = free_port()
+def start_relay(*args: str, env: dict[str, str] | None = None, port: int | None = None) -> Relay:
+    port = port or free_port()
     command = [str(ENTRY_POINT), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     process = subprocess.Popen(
         command,

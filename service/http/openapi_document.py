@@ -334,6 +334,20 @@ def _paths(
                 },
             }
         },
+        "/static/progress-relay.js": {
+            "get": {
+                "operationId": "browserClient",
+                "summary": "The browser client, an ES module (see the README)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The module",
+                        "content": {"text/javascript": {"schema": {"type": "string"}}},
+                    },
+                    "304": {"description": "Not modified (If-None-Match)"},
+                },
+            }
+        },
         "/metrics": {
             "get": {
                 "operationId": "metrics",

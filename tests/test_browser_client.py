@@ -1,0 +1,152 @@
+"""progress-relay.js in a real headless Chromium (Debian's), against the real relay process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.redis_server import RedisServer
+from tests.test_process import Relay, start_relay
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# Loads the client into a page of the relay's origin and records what it sees per job.
+WATCH = """async ({ jobs, options }) => {
+  const { ProgressRelay } = await import("/static/progress-relay.js");
+  const relay = new ProgressRelay(options || {});
+  window.relay = relay;
+  window.seen = {};
+  window.connections = [];
+  relay.on("connection", (state) => window.connections.push(state));
+  for (const id of jobs) {
+    const job = relay.watch(id);
+    window.seen[id] = { events: [], states: [] };
+    for (const name of ["progress", "log", "content", "complete", "failed", "cancelled", "reset"]) {
+      job.on(name, (data, job) => window.seen[id].events.push([name, job.state.last_event_id]));
+    }
+    job.on("state", (state) => { window.seen[id].state = JSON.parse(JSON.stringify(state)); });
+  }
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def relay() -> Iterator[Relay]:
+    relay = start_relay(env={"PROGRESS_RELAY_STREAM_HEARTBEAT": "1"})
+    yield relay
+    relay.close()
+
+
+def open_page(browser: Browser, relay: Relay, jobs: list[str], **options: Any) -> Page:
+    page = browser.new_page()
+    page.goto(f"{relay.base_url}/healthz")
+    page.evaluate(WATCH, {"jobs": jobs, "options": options})
+    return page
+
+
+def publish(base: str, job: str, event: str, data: dict[str, Any] | None = None) -> str:
+    response = httpx.post(f"{base}/v1/jobs/{job}/events", json={"event": event, "data": data or {}})
+    assert response.status_code == 200, response.text
+    event_id: str = response.json()["ids"][0]
+    return event_id
+
+
+def wait_for(page: Page, expression: str, timeout: float = 10) -> Any:
+    page.wait_for_function(expression, timeout=timeout * 1000)
+    return page.evaluate(expression)
+
+
+def test_a_job_runs_to_completion_and_a_failed_one_keeps_its_message(
+    browser: Browser, relay: Relay
+) -> None:
+    base = relay.base_url
+    publish(base, "ok", "progress", {"percent": 0, "stage": "queued"})
+    page = open_page(browser, relay, ["ok", "bad"])
+    wait_for(page, "window.relay.connection === 'open'")
+    ids = [
+        publish(base, "ok", "progress", {"percent": p, "stage": "working", "message": f"{p} %"})
+        for p in (25, 50, 75)
+    ]
+    ids.append(publish(base, "ok", "log", {"message": "almost", "level": "success"}))
+    ids.append(publish(base, "ok", "complete", {"message": "done"}))
+    publish(base, "bad", "failed", {"message": "the disk is full", "code": "disk"})
+    state = wait_for(page, "window.seen.ok.state?.status === 'completed' && window.seen.ok.state")
+    assert state["percent"] == 100
+    assert state["logs"][-1]["message"] == "almost"
+    events = page.evaluate("window.seen.ok.events")
+    # Every event once, in order (the first one came with the stream's history or a reset).
+    applied = [event_id for name, event_id in events if name != "reset"]
+    assert applied[-len(ids) :] == ids
+    assert len(applied) == len(set(applied))
+    failed = wait_for(page, "window.seen.bad.state?.status === 'failed' && window.seen.bad.state")
+    assert failed["error"]["message"] == "the disk is full"
+    # Every job has ended: the client closes its stream and does not come back.
+    wait_for(page, "window.relay.connection === 'closed'")
+    time.sleep(0.5)
+    assert httpx.get(f"{base}/healthz").json()["streams"] == 0
+    page.close()
+
+
+def test_one_stream_for_all_jobs_of_a_page(browser: Browser, relay: Relay) -> None:
+    page = open_page(browser, relay, ["a", "b", "c"])
+    wait_for(page, "window.relay.connection === 'open'")
+    for job in ("a", "b", "c"):
+        publish(relay.base_url, job, "progress", {"percent": 10})
+    wait_for(page, "['a','b','c'].every((j) => window.seen[j].state?.percent === 10)")
+    assert httpx.get(f"{relay.base_url}/healthz").json()["streams"] == 1
+    page.close()
+
+
+def test_a_relay_restart_on_redis_leaves_no_gap_and_no_duplicate(
+    browser: Browser, redis_server: RedisServer
+) -> None:
+    """The relay stops mid-job and a new one starts on the same port and Redis: the page
+    reconnects with its last id, and its log list has every line once, in order."""
+    env = {
+        "PROGRESS_RELAY_BROKER_URL": redis_server.url,
+        "PROGRESS_RELAY_BROKER_KEY_PREFIX": f"browser{time.monotonic_ns()}:",
+        "PROGRESS_RELAY_STREAM_HEARTBEAT": "1",
+    }
+    first = start_relay(env=env)
+    port = int(first.base_url.rsplit(":", 1)[1])
+    messages = [f"line {n}" for n in range(10)]
+    try:
+        page = open_page(browser, first, ["long"])
+        for message in messages[:5]:
+            publish(first.base_url, "long", "log", {"message": message})
+        wait_for(page, "window.seen.long.state?.logs.length === 5")
+    finally:
+        first.stop()
+    second = start_relay(env=env, port=port)
+    try:
+        for message in messages[5:]:
+            publish(second.base_url, "long", "log", {"message": message})
+        publish(second.base_url, "long", "complete")
+        state = wait_for(
+            page, "window.seen.long.state?.status === 'completed' && window.seen.long.state", 30
+        )
+        assert [entry["message"] for entry in state["logs"]] == messages
+        assert "reconnecting" in page.evaluate("window.connections")
+        page.close()
+    finally:
+        second.close()
