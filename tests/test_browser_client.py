@@ -150,3 +150,65 @@ def test_a_relay_restart_on_redis_leaves_no_gap_and_no_duplicate(
         page.close()
     finally:
         second.close()
+
+
+TABS = 8
+
+
+def _applied(page: Page, job: str) -> list[str]:
+    events = page.evaluate(f"window.seen[{job!r}].events")
+    return [event_id for name, event_id in events if name != "reset"]
+
+
+def test_eight_tabs_share_one_stream_and_survive_the_leader_closing(
+    browser: Browser, relay: Relay
+) -> None:
+    """8 tabs of one origin, 3 jobs each (6 jobs in all): the relay sees one stream; every tab
+    gets every event of its jobs once, in order, also after the leader tab closes mid-job."""
+    base = relay.base_url
+    context = browser.new_context()
+    jobs = [f"job-{n}" for n in range(6)]
+    watched = {tab: [jobs[(tab + k) % 6] for k in range(3)] for tab in range(TABS)}
+    for job in jobs:
+        publish(base, job, "progress", {"percent": 1})
+    pages = []
+    for tab in range(TABS):
+        page = context.new_page()
+        page.goto(f"{base}/healthz")
+        page.evaluate(WATCH, {"jobs": watched[tab], "options": {}})
+        pages.append(page)
+    for page in pages:
+        wait_for(page, "window.relay.connection === 'open'")
+    published: dict[str, list[str]] = {job: [] for job in jobs}
+    for n in range(5):
+        for job in jobs:
+            published[job].append(publish(base, job, "log", {"message": f"{job} {n}"}))
+    for tab, page in enumerate(pages):
+        wait_for(page, f"{watched[tab]}.every((j) => window.seen[j].state?.logs.length === 5)")
+    assert httpx.get(f"{base}/healthz").json()["streams"] == 1
+    leaders = [tab for tab, page in enumerate(pages) if page.evaluate("window.relay.leader")]
+    assert len(leaders) == 1
+
+    pages[leaders[0]].close()  # mid-job: another tab takes the stream over
+    rest = [page for tab, page in enumerate(pages) if tab != leaders[0]]
+    for n in range(5, 10):
+        for job in jobs:
+            published[job].append(publish(base, job, "log", {"message": f"{job} {n}"}))
+    for job in jobs:
+        published[job].append(publish(base, job, "complete"))
+    for tab, page in enumerate(pages):
+        if tab == leaders[0]:
+            continue
+        wait_for(
+            page,
+            f"{watched[tab]}.every((j) => window.seen[j].state?.status === 'completed')",
+            timeout=20,
+        )
+        for job in watched[tab]:
+            applied = _applied(page, job)
+            assert applied[-len(published[job]) :] == published[job], (tab, job)
+            assert len(applied) == len(set(applied)), (tab, job)
+            logs = page.evaluate(f"window.seen[{job!r}].state.logs.map((l) => l.message)")
+            assert logs == [f"{job} {n}" for n in range(10)], (tab, job)
+    assert sum(page.evaluate("window.relay.leader") for page in rest) == 1
+    context.close()

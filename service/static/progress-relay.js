@@ -13,7 +13,7 @@
 // at or below the job's last one is ignored), and `reset` replaces a job's state wholesale.
 
 const TERMINAL = new Set(["complete", "failed", "cancelled"]);
-const FINISHED = { complete: "completed", failed: "failed", cancelled: "cancelled" };
+const FINISHED_STATUS = { completed: 1, failed: 1, cancelled: 1 };
 
 function seqOf(id) {
   // Ids are "<epoch>-<seq>"; clients otherwise treat them as opaque.
@@ -42,7 +42,7 @@ export class JobWatch {
   }
 
   get finished() {
-    return this.state.status in { completed: 1, failed: 1, cancelled: 1 };
+    return this.state.status in FINISHED_STATUS;
   }
 
   /** `job.on(name, fn)`: fn(data, job); names: progress, log, content, complete, failed,
@@ -149,22 +149,35 @@ export class JobWatch {
   }
 }
 
-/** A connection to one relay, shared by every job this page watches. */
+/** A connection to one relay, shared by every job this page watches and, where the browser has
+ * Web Locks and BroadcastChannel, by every tab of the origin: the tab holding the lock (the
+ * leader) keeps one stream for the jobs any tab watches and passes each event to the others.
+ * When the leader closes or freezes, another tab takes the lock and resumes from the last id
+ * every tab has seen; events are applied once per job, so nothing is lost or shown twice. */
 export class ProgressRelay {
-  constructor({ baseUrl = "", token = null, stallAfter = 45000, maxBackoff = 30000 } = {}) {
+  constructor({ baseUrl = "", token = null, stallAfter = 45000, maxBackoff = 30000,
+    shared = true } = {}) {
     this.baseUrl = baseUrl.replace(/\/$/, "");
     this.token = token;
     this.stallAfter = stallAfter;
     this.maxBackoff = maxBackoff;
     this.connection = "closed";
     this.lastEventId = null;
+    this.leader = false;
     this._jobs = new Map();
     this._listeners = new Map();
     this._source = null;
+    this._streamed = new Set(); // job ids in the open stream
+    this._ended = new Set(); // job ids whose terminal event went by
+    this._remote = new Map(); // leader only: tab id -> job ids that tab watches
+    this._covered = new Set(); // the jobs of the last leader's stream, as it announced them
     this._attempt = 0;
     this._retryTimer = null;
     this._stallTimer = null;
     this._stalled = false;
+    this._tab = Math.random().toString(36).slice(2);
+    this._shared = shared && typeof BroadcastChannel !== "undefined" && !!globalThis.navigator?.locks;
+    if (this._shared) this._share();
   }
 
   /** Watch a job (the same handle for the same id). */
@@ -173,7 +186,8 @@ export class ProgressRelay {
     if (job) return job;
     job = new JobWatch(this, jobId);
     this._jobs.set(jobId, job);
-    this._reconnect(job);
+    this._ended.delete(jobId);
+    this._changed();
     return job;
   }
 
@@ -187,12 +201,97 @@ export class ProgressRelay {
     return () => this._listeners.get(name).delete(fn);
   }
 
-  /** Close the stream and forget every job. */
+  /** Close the stream, forget every job, and hand the stream to another tab. */
   close() {
     this._jobs.clear();
     this._stop();
     this._setConnection("closed");
+    if (this._shared) {
+      this._post({ t: "bye", tab: this._tab });
+      this._unlock?.();
+      this._channel.close();
+      this._shared = false;
+    }
   }
+
+  // -- tabs ------------------------------------------------------------------------------
+
+  _share() {
+    const name = `progress-relay ${this.baseUrl || location.origin}`;
+    this._channel = new BroadcastChannel(name);
+    this._channel.onmessage = (message) => this._onTabMessage(message.data);
+    const lead = () => navigator.locks.request(name, () => new Promise((release) => {
+      this._unlock = () => { this._unlock = null; release(); };
+      this._lead();
+    }));
+    lead();
+    // A frozen tab cannot forward events: it hands the stream over and asks again on resume.
+    addEventListener("freeze", () => { if (this.leader) this._resign(); });
+    addEventListener("resume", () => { if (this._shared && !this.leader && !this._unlock) lead(); });
+    addEventListener("pagehide", () => this._post({ t: "bye", tab: this._tab }));
+  }
+
+  _lead() {
+    this.leader = true;
+    // The last leader's stream covered its jobs up to this id: a job of it that joins this
+    // tab's stream later (once its tab has answered) resumes from here, not from a later id.
+    this._coveredSince = this.lastEventId;
+    this._remote.clear();
+    this._post({ t: "who" }); // every tab answers with the jobs it watches
+    this._schedule();
+  }
+
+  _resign() {
+    this.leader = false;
+    this._stop();
+    this._streamed.clear();
+    this._unlock?.();
+  }
+
+  _post(message) {
+    if (this._shared) this._channel.postMessage(message);
+  }
+
+  _changed() {
+    if (this.leader || !this._shared) this._schedule();
+    else {
+      this._post({ t: "jobs", tab: this._tab, jobs: [...this._jobs.keys()] });
+      if (this.connection === "closed") this._setConnection("connecting");
+    }
+  }
+
+  _onTabMessage(message) {
+    switch (message.t) {
+      case "who":
+        if (!this.leader) this._post({ t: "jobs", tab: this._tab, jobs: [...this._jobs.keys()] });
+        break;
+      case "jobs":
+        if (this.leader) {
+          const before = this._remote.get(message.tab) || new Set();
+          // A job a tab starts to watch is followed again even if it ended: the tab needs
+          // its state (a snapshot) once.
+          for (const id of message.jobs) if (!before.has(id)) this._ended.delete(id);
+          this._remote.set(message.tab, new Set(message.jobs));
+          this._post({ t: "conn", state: this.connection, jobs: [...this._streamed] });
+          this._schedule();
+        }
+        break;
+      case "bye":
+        if (this.leader) this._remote.delete(message.tab);
+        break;
+      case "ev":
+        if (!this.leader) this._dispatch(message.job, message.id, message.name, message.data);
+        break;
+      case "conn":
+        if (!this.leader) {
+          this._covered = new Set(message.jobs);
+          this._setConnection(message.state);
+        }
+        break;
+    }
+  }
+
+  // -- the stream (leader, or a tab on its own) ------------------------------------------
 
   _emit(name, value) {
     for (const fn of this._listeners.get(name) || []) {
@@ -201,6 +300,7 @@ export class ProgressRelay {
   }
 
   _setConnection(state) {
+    if (this.leader) this._post({ t: "conn", state, jobs: [...this._streamed] });
     if (this.connection === state) return;
     this.connection = state;
     this._emit("connection", state);
@@ -215,55 +315,64 @@ export class ProgressRelay {
   _unwatch(job) {
     if (this._jobs.get(job.id) !== job) return;
     this._jobs.delete(job.id);
-    this._schedule(null);
+    this._changed();
   }
 
-  _live() {
-    return [...this._jobs.values()].filter((job) => !job.finished);
+  /** The jobs the stream should follow: every tab's, less the ended ones. */
+  _wanted() {
+    const ids = new Set(this._jobs.keys());
+    for (const jobs of this._remote.values()) for (const id of jobs) ids.add(id);
+    for (const id of this._ended) ids.delete(id);
+    return [...ids].sort();
   }
 
-  _reconnect(added) {
-    this._schedule(added);
-  }
-
-  /** (Re)open the stream for the jobs still running, once per turn of the event loop however
-   * many jobs were watched in it. A job new to a stream that already has a last id gets its
-   * snapshot first: the last id then resumes the other jobs exactly, and the snapshot covers
-   * everything of the new job up to that id. */
-  _schedule(added) {
-    if (added) (this._added ||= new Set()).add(added);
+  /** (Re)open the stream when the jobs it should follow changed, once per turn of the event
+   * loop however many changed in it. A job new to a stream that already has a last id gets its
+   * snapshot first (as a `reset`): the last id then resumes the other jobs exactly, and the
+   * snapshot covers everything of the new job up to that id. */
+  _schedule() {
     if (this._scheduled) return;
     this._scheduled = true;
     setTimeout(async () => {
       this._scheduled = false;
-      const added = [...(this._added || [])];
-      this._added = null;
+      const wanted = this._wanted();
+      if (this._source && wanted.length === this._streamed.size &&
+          wanted.every((id) => this._streamed.has(id))) return;
+      // What the stream (this tab's, or the last leader's) already covered up to the last id
+      // needs no snapshot.
+      const fresh = wanted.filter((id) => !this._streamed.has(id));
+      const added = fresh.filter((id) => !this._covered.has(id));
+      const since = fresh.length > added.length ? this._coveredSince : null;
       this._stop();
       if (this.lastEventId) {
-        await Promise.all(added.map(async (job) => {
+        await Promise.all(added.map(async (id) => {
           try {
-            const response = await this._fetch(`/v1/jobs/${encodeURIComponent(job.id)}`);
-            if (response.ok) job._apply(null, "reset", await response.json());
+            const response = await this._fetch(`/v1/jobs/${encodeURIComponent(id)}`);
+            if (response.ok) this._dispatch(id, null, "reset", await response.json());
           } catch (error) { /* the stream's own reset covers it */ }
         }));
       }
-      if (!this._scheduled) this._open();
+      // Resuming from the earlier id sends some events again; each job applies them once.
+      if (!this._scheduled && (this.leader || !this._shared)) this._open(since);
     }, 0);
   }
 
   /** The stream is read with fetch rather than EventSource: it sees heartbeats (for the stall
    * warning), status codes (204 ends for good; a 502/503 is retried, where EventSource would
    * give up) and can send the token as a header. */
-  async _open() {
-    const live = this._live();
-    if (!live.length) { this._setConnection("closed"); return; }
+  async _open(since = null) {
+    const wanted = this._wanted();
+    if (!wanted.length) { this._setConnection("closed"); return; }
     const params = new URLSearchParams();
-    for (const job of live) params.append("job", job.id);
+    for (const id of wanted) params.append("job", id);
     const headers = { Accept: "text/event-stream" };
-    if (this.lastEventId) headers["Last-Event-ID"] = this.lastEventId;
-    this._setConnection(this._attempt ? "reconnecting" : "connecting");
+    const from = since || this.lastEventId;
+    if (from) headers["Last-Event-ID"] = from;
     const controller = new AbortController();
     this._source = controller;
+    this._streamed = new Set(wanted);
+    for (const id of wanted) this._covered.delete(id);
+    this._setConnection(this._attempt ? "reconnecting" : "connecting");
     let retryAfter = null;
     try {
       const response = await this._fetch(`/v1/stream?${params}`,
@@ -288,7 +397,7 @@ export class ProgressRelay {
     }
     if (this._source !== controller) return;
     this._source = null;
-    if (this._live().length) this._retry(retryAfter); else this._setConnection("closed");
+    if (this._wanted().length) this._retry(retryAfter); else this._setConnection("closed");
   }
 
   async _read(body, controller) {
@@ -320,10 +429,19 @@ export class ProgressRelay {
     if (!data.length) return;
     let frame;
     try { frame = JSON.parse(data.join("\n")); } catch (error) { return; }
+    this._dispatch(frame.job, id, name, frame.data);
+    if (!this._wanted().length) this._finish(controller);
+  }
+
+  /** One event of one job, from the stream or from the leader: to this tab's watcher, and
+   * (from the leader) to every other tab. */
+  _dispatch(jobId, id, name, data) {
     if (id) this.lastEventId = id;
-    const job = this._jobs.get(frame.job);
-    if (job) job._apply(id, name, frame.data);
-    if (TERMINAL.has(name) && !this._live().length) this._finish(controller);
+    if (TERMINAL.has(name) || (name === "reset" && data?.status in FINISHED_STATUS)) {
+      this._ended.add(jobId);
+    }
+    if (this.leader) this._post({ t: "ev", job: jobId, id, name, data });
+    this._jobs.get(jobId)?._apply(id, name, data);
   }
 
   _finish(controller) {
@@ -348,6 +466,7 @@ export class ProgressRelay {
 
   _stop() {
     if (this._source) { this._source.abort(); this._source = null; }
+    this._streamed = new Set();
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
     clearTimeout(this._stallTimer);
