@@ -212,3 +212,112 @@ def test_eight_tabs_share_one_stream_and_survive_the_leader_closing(
             assert logs == [f"{job} {n}" for n in range(10)], (tab, job)
     assert sum(page.evaluate("window.relay.leader") for page in rest) == 1
     context.close()
+
+
+ELEMENT_PAGE = """async ({ job }) => {
+  await import("/static/progress-relay.js");
+  document.body.innerHTML = "";
+  const element = document.createElement("job-progress");
+  element.setAttribute("job", job);
+  document.body.append(element);
+}"""
+
+
+def shadow(page: Page, selector: str) -> Any:
+    return page.evaluate(
+        "(s) => { const e = document.querySelector('job-progress').shadowRoot.querySelector(s);"
+        " return { text: e.textContent, html: e.innerHTML, hidden: e.hidden,"
+        " now: e.getAttribute('aria-valuenow'), role: e.getAttribute('role') }; }",
+        selector,
+    )
+
+
+def test_the_element_shows_progress_and_job_text_only_as_text(
+    browser: Browser, relay: Relay
+) -> None:
+    base = relay.base_url
+    page = browser.new_page()
+    page.goto(f"{base}/healthz")
+    page.evaluate(ELEMENT_PAGE, {"job": "el"})
+    evil = '<img src=x onerror="window.pwned=1">'
+    publish(base, "el", "progress", {"percent": 40, "stage": "indexing", "message": evil})
+    publish(base, "el", "log", {"message": f"log {evil}", "level": "warning"})
+    page.wait_for_function(
+        "document.querySelector('job-progress').getAttribute('status') === 'running'"
+        " && document.querySelector('job-progress').shadowRoot.querySelectorAll('li').length"
+    )
+    bar = shadow(page, ".bar")
+    assert (bar["role"], bar["now"]) == ("progressbar", "40")
+    assert shadow(page, ".message")["text"] == evil
+    assert "<img" not in shadow(page, ".message")["html"]  # escaped: &lt;img
+    assert shadow(page, "li")["text"] == f"log {evil}"
+    assert (
+        page.evaluate("document.querySelector('job-progress').shadowRoot.querySelector('img')")
+        is None
+    )
+    assert page.evaluate("window.pwned") is None
+    publish(base, "el", "failed", {"message": f"broke: {evil}"})
+    page.wait_for_function(
+        "document.querySelector('job-progress').getAttribute('status') === 'failed'"
+    )
+    error = shadow(page, ".error")
+    assert not error["hidden"] and error["text"] == f"broke: {evil}"
+    assert shadow(page, "button")["hidden"]
+    page.close()
+
+
+def test_cancel_button_reaches_the_worker_and_the_page_shows_cancelled(
+    browser: Browser, relay: Relay
+) -> None:
+    base = relay.base_url
+    publish(base, "c1", "progress", {"percent": 10})
+    page = browser.new_page()
+    page.goto(f"{base}/healthz")
+    page.evaluate(ELEMENT_PAGE, {"job": "c1"})
+    page.wait_for_function(
+        "document.querySelector('job-progress').getAttribute('status') === 'running'"
+    )
+    page.evaluate(
+        "document.querySelector('job-progress').shadowRoot.querySelector('button').click()"
+    )
+    # The worker: its next publish tells it a viewer asked to cancel, and it ends the job.
+    deadline = time.monotonic() + 10
+    while True:
+        response = httpx.post(
+            f"{base}/v1/jobs/c1/events", json={"event": "progress", "data": {"percent": 20}}
+        )
+        if response.json()["cancel_requested"]:
+            break
+        assert time.monotonic() < deadline, "the cancel request never reached the worker"
+        time.sleep(0.1)
+    publish(base, "c1", "cancelled", {"message": "stopped by a viewer"})
+    page.wait_for_function(
+        "document.querySelector('job-progress').getAttribute('status') === 'cancelled'"
+    )
+    assert shadow(page, ".status")["text"] == "cancelled"
+    page.close()
+
+
+def test_navigating_away_and_back_shows_the_current_state_at_once(
+    browser: Browser, relay: Relay
+) -> None:
+    base = relay.base_url
+    page = browser.new_page()
+    page.goto(f"{base}/healthz")
+    page.evaluate(ELEMENT_PAGE, {"job": "nav"})
+    publish(base, "nav", "progress", {"percent": 30, "stage": "one"})
+    page.wait_for_function(
+        "document.querySelector('job-progress').getAttribute('status') === 'running'"
+    )
+    page.goto(f"{base}/readyz")  # away: the stream closes with the page
+    publish(base, "nav", "progress", {"percent": 70, "stage": "two"})
+    publish(base, "nav", "log", {"message": "while away"})
+    page.goto(f"{base}/healthz")
+    page.evaluate(ELEMENT_PAGE, {"job": "nav"})
+    page.wait_for_function(
+        "document.querySelector('job-progress').shadowRoot.querySelector('.bar')"
+        ".getAttribute('aria-valuenow') === '70'"
+    )
+    assert shadow(page, ".stage")["text"] == "two"
+    assert shadow(page, "li")["text"] == "while away"
+    page.close()

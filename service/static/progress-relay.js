@@ -472,3 +472,130 @@ export class ProgressRelay {
     clearTimeout(this._stallTimer);
   }
 }
+
+// -- <job-progress job="..." base-url="..." token="..."> ------------------------------------
+
+const relays = new Map();
+
+/** The relay for these settings, shared by every element that uses them. */
+export function sharedRelay(baseUrl = "", token = null) {
+  const key = `${baseUrl} ${token || ""}`;
+  if (!relays.has(key)) relays.set(key, new ProgressRelay({ baseUrl, token }));
+  return relays.get(key);
+}
+
+const STYLE = `
+:host { display: block; font: 14px/1.4 system-ui, sans-serif; border: 1px solid #ccd;
+  border-radius: 6px; padding: 10px 12px; margin: 8px 0; }
+.top { display: flex; gap: 8px; align-items: baseline; }
+.title { font-weight: 600; flex: 1; overflow-wrap: anywhere; }
+.status { font-size: 12px; padding: 1px 6px; border-radius: 8px; background: #eef; }
+.bar { height: 10px; background: #eef; border-radius: 5px; overflow: hidden; margin: 8px 0 4px; }
+.fill { height: 100%; width: 0; background: #4a7; transition: width .2s; }
+:host([status="failed"]) .fill { background: #c44; }
+:host([status="cancelled"]) .fill { background: #999; }
+.line { display: flex; gap: 8px; color: #445; font-size: 13px; }
+.message { flex: 1; overflow-wrap: anywhere; }
+.error { color: #b22; margin-top: 4px; overflow-wrap: anywhere; }
+ol { margin: 4px 0 0; padding-left: 20px; max-height: 12em; overflow: auto; font-size: 12px; }
+li[data-level="warning"] { color: #a60; } li[data-level="error"] { color: #b22; }
+li[data-level="success"] { color: #272; } li[data-level="debug"] { color: #889; }
+button { margin-left: 8px; }
+`;
+
+function eta(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  if (seconds < 60) return `about ${Math.max(1, Math.round(seconds))} s left`;
+  return `about ${Math.round(seconds / 60)} min left`;
+}
+
+/** A job's progress: bar with percent, stage, message and ETA; its log; its end; a cancel
+ * button. Everything from the job is set as text, never as HTML. */
+export class JobProgressElement extends (globalThis.HTMLElement || class {}) {
+  static get observedAttributes() { return ["job"]; }
+
+  constructor() {
+    super();
+    const root = this.attachShadow({ mode: "open" });
+    root.innerHTML = `<style>${STYLE}</style>
+      <div class="top"><span class="title" part="title"></span>
+        <span class="status" part="status"></span><button part="cancel">Cancel</button></div>
+      <div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100">
+        <div class="fill"></div></div>
+      <div class="line"><span class="stage"></span><span class="message"></span>
+        <span class="percent"></span><span class="eta"></span></div>
+      <div class="error" hidden></div>
+      <details><summary>Log (<span class="count">0</span>)</summary><ol></ol></details>`;
+    this._$ = (selector) => root.querySelector(selector);
+    this._$("button").addEventListener("click", () => this._cancel());
+  }
+
+  connectedCallback() { this._follow(); }
+  disconnectedCallback() { this._unfollow(); }
+  attributeChangedCallback() { if (this.isConnected) this._follow(); }
+
+  /** The JobWatch this element shows. */
+  get watch() { return this._watch || null; }
+
+  _follow() {
+    this._unfollow();
+    const id = this.getAttribute("job");
+    if (!id) return;
+    const relay = sharedRelay(this.getAttribute("base-url") || "", this.getAttribute("token"));
+    this._watch = relay.watch(id);
+    this._$(".title").textContent = this.getAttribute("label") || id;
+    this._off = this._watch.on("state", (state) => this._render(state));
+    this._render(this._watch.state);
+  }
+
+  _unfollow() {
+    this._off?.();
+    this._off = null;
+  }
+
+  async _cancel() {
+    const button = this._$("button");
+    button.disabled = true;
+    button.textContent = "Cancelling…";
+    try { await this._watch?.cancel(); } catch (error) {
+      button.disabled = false;
+      button.textContent = "Cancel";
+    }
+  }
+
+  _render(state) {
+    const $ = this._$;
+    this.setAttribute("status", state.status);
+    const percent = typeof state.percent === "number" ? Math.round(state.percent) : null;
+    const bar = $(".bar");
+    if (percent === null) bar.removeAttribute("aria-valuenow");
+    else bar.setAttribute("aria-valuenow", String(percent));
+    $(".fill").style.width = `${percent ?? 0}%`;
+    $(".status").textContent = state.cancel_requested && state.status === "running"
+      ? "cancelling" : state.status;
+    $(".stage").textContent = state.stage || "";
+    $(".message").textContent = state.message || "";
+    $(".percent").textContent = percent === null ? "" : `${percent} %`;
+    $(".eta").textContent = state.status === "running" ? eta(state.eta_seconds) : "";
+    const error = $(".error");
+    error.hidden = !state.error;
+    error.textContent = state.error ? state.error.message : "";
+    const finished = state.status in FINISHED_STATUS;
+    const button = $("button");
+    button.hidden = finished;
+    if (state.cancel_requested) { button.disabled = true; button.textContent = "Cancelling…"; }
+    const list = $("ol");
+    if (state.logs !== this._logs) { list.replaceChildren(); this._logs = state.logs; } // a reset
+    for (const entry of state.logs.slice(list.childElementCount)) {
+      const item = document.createElement("li");
+      item.dataset.level = entry.level || "info";
+      item.textContent = entry.message;
+      list.append(item);
+    }
+    $(".count").textContent = String(state.logs.length);
+  }
+}
+
+if (globalThis.customElements && !customElements.get("job-progress")) {
+  customElements.define("job-progress", JobProgressElement);
+}
