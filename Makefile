@@ -31,8 +31,8 @@ $(STAMP): pyproject.toml | $(PYTHON)
 
 venv: $(STAMP) ## create .venv and install the project with its dev extras
 
-run: venv ## start the relay (HOST, PORT, CONFIG)
-	exec $(VENV)/bin/progress-relay serve$(if $(HOST), --host "$(HOST)")$(if $(PORT), --port "$(PORT)")$(if $(CONFIG), --config "$(CONFIG)")
+run: venv ## start the relay with its demo at / (HOST, PORT, CONFIG)
+	PROGRESS_RELAY_DEMO_ENABLED=$${PROGRESS_RELAY_DEMO_ENABLED:-true} exec $(VENV)/bin/progress-relay serve$(if $(HOST), --host "$(HOST)")$(if $(PORT), --port "$(PORT)")$(if $(CONFIG), --config "$(CONFIG)")
 
 test: venv ## install redis-server, chromium and nginx-light if missing, then run pytest
 	.ci/install-system-deps

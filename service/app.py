@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from service import demo
 from service.auth import Credentials
 from service.brokers import create_broker
 from service.config import Settings
@@ -54,6 +55,8 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(streams.routes)
     app.add_routes(health.routes)
     app.add_routes(static.routes)
+    if settings.demo.enabled:
+        demo.install(app)
     app.add_routes(openapi.routes)
     app.on_response_prepare.append(cors.on_prepare)
     app.cleanup_ctx.append(_relay)

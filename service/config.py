@@ -93,6 +93,12 @@ class CorsSettings(Struct, forbid_unknown_fields=True, frozen=True):
     max_age: Annotated[int, Meta(ge=0)] = 600
 
 
+class DemoSettings(Struct, forbid_unknown_fields=True, frozen=True):
+    enabled: bool = False
+    # Multiplies every pause of the demo worker's flows (tests run them fast).
+    speed: Annotated[float, Meta(gt=0)] = 1.0
+
+
 class LogSettings(Struct, forbid_unknown_fields=True, frozen=True):
     format: Literal["text", "json"] = "text"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -108,6 +114,7 @@ class Settings(Struct, forbid_unknown_fields=True, frozen=True):
     auth: AuthSettings = AuthSettings()
     cors: CorsSettings = CorsSettings()
     log: LogSettings = LogSettings()
+    demo: DemoSettings = DemoSettings()
 
     def __post_init__(self) -> None:
         auth = self.auth

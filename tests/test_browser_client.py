@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -321,3 +322,155 @@ def test_navigating_away_and_back_shows_the_current_state_at_once(
     assert shadow(page, ".stage")["text"] == "two"
     assert shadow(page, "li")["text"] == "while away"
     page.close()
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def test_the_demo_runs_its_flows_in_every_tab(browser: Browser) -> None:
+    """The demo page: four flows started from one tab are followed by a second tab too; the
+    failing one shows its message, a cancelled one ends as cancelled. Screenshots of the demo
+    in progress and finished go to test-artifacts/."""
+    relay = start_relay(
+        env={"PROGRESS_RELAY_DEMO_ENABLED": "true", "PROGRESS_RELAY_DEMO_SPEED": "0.5"}
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 900, "height": 1100})
+    try:
+        first, second = context.new_page(), context.new_page()
+        for page in (first, second):
+            page.goto(f"{relay.base_url}/")
+        for kind in ("transcription", "rag", "answer", "failing"):
+            first.click(f"button[data-kind={kind}]")
+        count = "document.querySelectorAll('job-progress').length === 4"
+        for page in (first, second):
+            page.wait_for_function(count, timeout=10_000)
+        first.screenshot(path=ARTIFACTS / "demo-in-progress.png")
+        finished = (
+            "[...document.querySelectorAll('job-progress')].every("
+            "(e) => ['completed', 'failed'].includes(e.getAttribute('status')))"
+        )
+        for page in (first, second):
+            page.wait_for_function(finished, timeout=30_000)
+        first.screenshot(path=ARTIFACTS / "demo-finished.png")
+        for page in (first, second):
+            statuses = page.evaluate(
+                "Object.fromEntries([...document.querySelectorAll('job-progress')].map("
+                "(e) => [e.getAttribute('label'), e.getAttribute('status')]))"
+            )
+            assert statuses == {
+                "transcription": "completed",
+                "rag": "completed",
+                "answer": "completed",
+                "failing": "failed",
+            }
+            error = page.evaluate(
+                "document.querySelector('job-progress[label=failing]').shadowRoot"
+                ".querySelector('.error').textContent"
+            )
+            assert error == "Rendering failed: the render farm is unavailable"
+        assert httpx.get(f"{relay.base_url}/healthz").json()["streams"] <= 1
+
+        # Cancel: the demo worker sees cancel_requested on its next publish and stops.
+        first.click("button[data-kind=transcription]")
+        first.wait_for_function("document.querySelectorAll('job-progress').length === 5")
+        newest = "document.querySelector('job-progress')"
+        first.wait_for_function(f"{newest}.getAttribute('status') === 'running'")
+        first.evaluate(f"{newest}.shadowRoot.querySelector('button').click()")
+        for page in (first, second):
+            page.wait_for_function(
+                f"{newest}.getAttribute('status') === 'cancelled'", timeout=10_000
+            )
+    finally:
+        context.close()
+        relay.close()
+
+
+def test_a_503_is_retried_after_its_retry_after_where_eventsource_would_give_up(
+    browser: Browser,
+) -> None:
+    relay = start_relay(
+        env={"PROGRESS_RELAY_LIMITS_MAX_STREAMS": "1", "PROGRESS_RELAY_STREAM_RETRY_MS": "1000"}
+    )
+    try:
+        with httpx.stream("GET", f"{relay.base_url}/v1/jobs/occupant/stream") as occupant:
+            assert occupant.status_code == 200
+            page = open_page(browser, relay, ["wanted"])
+            wait_for(page, "window.connections.includes('reconnecting')")
+        # The occupant has gone: the retry (after Retry-After: 1) gets the stream.
+        wait_for(page, "window.relay.connection === 'open'")
+        publish(relay.base_url, "wanted", "log", {"message": "through"})
+        state = wait_for(
+            page, "window.seen.wanted.state?.logs.length === 1 && window.seen.wanted.state"
+        )
+        assert state["logs"][0]["message"] == "through"
+        page.close()
+    finally:
+        relay.close()
+
+
+def test_a_stall_warning_comes_and_goes_with_the_heartbeats(browser: Browser) -> None:
+    relay = start_relay(env={"PROGRESS_RELAY_STREAM_HEARTBEAT": "1.5"})
+    try:
+        page = open_page(browser, relay, ["quiet"], stallAfter=600)
+        page.evaluate(
+            "window.stalls = []; window.relay.on('stall', (s) => window.stalls.push(s)); 0"
+        )
+        # No event and no heartbeat for 0.6 s: a warning; the next heartbeat ends it.
+        wait_for(page, "window.stalls.length >= 2", timeout=10)
+        assert page.evaluate("window.stalls.slice(0, 2)") == [True, False]
+        page.close()
+    finally:
+        relay.close()
+
+
+def test_without_sharing_each_tab_has_its_own_stream(browser: Browser, relay: Relay) -> None:
+    context = browser.new_context()
+    pages = []
+    for _ in range(2):
+        page = context.new_page()
+        page.goto(f"{relay.base_url}/healthz")
+        page.evaluate(WATCH, {"jobs": ["own"], "options": {"shared": False}})
+        pages.append(page)
+    for page in pages:
+        wait_for(page, "window.relay.connection === 'open'")
+    assert httpx.get(f"{relay.base_url}/healthz").json()["streams"] == 2
+    publish(relay.base_url, "own", "progress", {"percent": 50})
+    for page in pages:
+        wait_for(page, "window.seen.own.state?.percent === 50")
+    context.close()
+
+
+def test_a_leader_that_freezes_hands_the_stream_over(browser: Browser, relay: Relay) -> None:
+    """The page lifecycle's `freeze` event (dispatched here: headless Chromium does not freeze
+    pages on request) makes the leader hand the stream over; the other tab resumes without a
+    gap, and after `resume` the first tab follows again, as a follower."""
+    context = browser.new_context()
+    pages = []
+    for _ in range(2):
+        page = context.new_page()
+        page.goto(f"{relay.base_url}/healthz")
+        page.evaluate(WATCH, {"jobs": ["frozen"], "options": {}})
+        pages.append(page)
+    for page in pages:
+        wait_for(page, "window.relay.connection === 'open'")
+    leader = next(page for page in pages if page.evaluate("window.relay.leader"))
+    other = next(page for page in pages if page is not leader)
+    first = publish(relay.base_url, "frozen", "log", {"message": "before"})
+    wait_for(other, "window.seen.frozen.state?.logs.length === 1")
+    leader.evaluate("dispatchEvent(new Event('freeze')); 0")
+    wait_for(other, "window.relay.leader === true && window.relay.connection === 'open'")
+    assert leader.evaluate("window.relay.leader") is False
+    second = publish(relay.base_url, "frozen", "log", {"message": "after"})
+    state = wait_for(
+        other, "window.seen.frozen.state?.logs.length === 2 && window.seen.frozen.state"
+    )
+    assert [entry["id"] for entry in state["logs"]] == [first, second]
+    leader.evaluate("dispatchEvent(new Event('resume')); 0")
+    third = publish(relay.base_url, "frozen", "log", {"message": "back"})
+    state = wait_for(
+        leader, "window.seen.frozen.state?.logs.length === 3 && window.seen.frozen.state"
+    )
+    assert [entry["id"] for entry in state["logs"]] == [first, second, third]
+    assert httpx.get(f"{relay.base_url}/healthz").json()["streams"] == 1
+    context.close()

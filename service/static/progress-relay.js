@@ -125,7 +125,7 @@ export class JobWatch {
         if (state.status === "pending") state.status = "running";
     }
     this._emit(name, data);
-    this._emit("state", state);
+    this._emit("state", this.state);
     return true;
   }
 
@@ -497,6 +497,7 @@ const STYLE = `
 .line { display: flex; gap: 8px; color: #445; font-size: 13px; }
 .message { flex: 1; overflow-wrap: anywhere; }
 .error { color: #b22; margin-top: 4px; overflow-wrap: anywhere; }
+.content { margin-top: 6px; white-space: pre-wrap; overflow-wrap: anywhere; }
 ol { margin: 4px 0 0; padding-left: 20px; max-height: 12em; overflow: auto; font-size: 12px; }
 li[data-level="warning"] { color: #a60; } li[data-level="error"] { color: #b22; }
 li[data-level="success"] { color: #272; } li[data-level="debug"] { color: #889; }
@@ -509,8 +510,8 @@ function eta(seconds) {
   return `about ${Math.round(seconds / 60)} min left`;
 }
 
-/** A job's progress: bar with percent, stage, message and ETA; its log; its end; a cancel
- * button. Everything from the job is set as text, never as HTML. */
+/** A job's progress: bar with percent, stage, message and ETA; the `content` it streamed; its
+ * log; its end; a cancel button. Everything from the job is set as text, never as HTML. */
 export class JobProgressElement extends (globalThis.HTMLElement || class {}) {
   static get observedAttributes() { return ["job"]; }
 
@@ -524,6 +525,7 @@ export class JobProgressElement extends (globalThis.HTMLElement || class {}) {
         <div class="fill"></div></div>
       <div class="line"><span class="stage"></span><span class="message"></span>
         <span class="percent"></span><span class="eta"></span></div>
+      <div class="content" part="content" hidden></div>
       <div class="error" hidden></div>
       <details><summary>Log (<span class="count">0</span>)</summary><ol></ol></details>`;
     this._$ = (selector) => root.querySelector(selector);
@@ -577,6 +579,9 @@ export class JobProgressElement extends (globalThis.HTMLElement || class {}) {
     $(".message").textContent = state.message || "";
     $(".percent").textContent = percent === null ? "" : `${percent} %`;
     $(".eta").textContent = state.status === "running" ? eta(state.eta_seconds) : "";
+    const content = $(".content");
+    content.hidden = !state.content;
+    content.textContent = state.content;
     const error = $(".error");
     error.hidden = !state.error;
     error.textContent = state.error ? state.error.message : "";
