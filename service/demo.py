@@ -19,7 +19,7 @@ import msgspec
 from aiohttp import web
 
 from service.events import parse_publish
-from service.keys import BROKER, SETTINGS
+from service.keys import BROKER, HUB, SETTINGS
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -104,6 +104,7 @@ async def run_job(app: web.Application, job_id: str, kind: str) -> None:
             max_batch_events=settings.limits.max_batch_events,
         )
         published = await broker.publish(job_id, drafts)
+        app[HUB].counts.published += len(published.events)
         if published.cancel_requested:
             stop = _encode({"event": "cancelled", "data": {"message": "Cancelled by a viewer"}})
             await broker.publish(
