@@ -93,29 +93,25 @@ def _flow(kind: str) -> list[Step]:
 
 
 async def run_job(app: web.Application, job_id: str, kind: str) -> None:
-    broker, settings = app[BROKER], app[SETTINGS]
-    speed = settings.demo.speed
+    speed = app[SETTINGS].demo.speed
     for event, data, wait in _flow(kind):
         await asyncio.sleep(wait * speed)
-        body = _encode({"event": event, "data": data})
-        drafts = parse_publish(
-            body,
-            max_event_bytes=settings.limits.max_event_bytes,
-            max_batch_events=settings.limits.max_batch_events,
-        )
-        published = await broker.publish(job_id, drafts)
-        app[HUB].counts.published += len(published.events)
-        if published.cancel_requested:
-            stop = _encode({"event": "cancelled", "data": {"message": "Cancelled by a viewer"}})
-            await broker.publish(
-                job_id,
-                parse_publish(
-                    stop,
-                    max_event_bytes=settings.limits.max_event_bytes,
-                    max_batch_events=settings.limits.max_batch_events,
-                ),
-            )
+        if await _publish(app, job_id, event, data):
+            await _publish(app, job_id, "cancelled", {"message": "Cancelled by a viewer"})
             return
+
+
+async def _publish(app: web.Application, job_id: str, event: str, data: dict[str, Any]) -> bool:
+    """Publish as a worker does, validated like a request; whether a viewer asked to cancel."""
+    limits = app[SETTINGS].limits
+    drafts = parse_publish(
+        _encode({"event": event, "data": data}),
+        max_event_bytes=limits.max_event_bytes,
+        max_batch_events=limits.max_batch_events,
+    )
+    published = await app[BROKER].publish(job_id, drafts)
+    app[HUB].counts.published += len(published.events)
+    return published.cancel_requested
 
 
 @routes.get("/")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
+from service.config import JobSettings
+from service.errors import TooManyJobs
 from service.events import Draft, Event
 from service.snapshot import Snapshot
 
@@ -37,6 +39,15 @@ class Replay(NamedTuple):
 class Expired(NamedTuple):
     job_id: str
     status: str
+
+
+def too_many_jobs(settings: JobSettings) -> TooManyJobs:
+    """What either broker answers to a new job past ``jobs.max_jobs``: come back when finished
+    jobs have had time to be evicted."""
+    return TooManyJobs(
+        f"the relay holds its maximum of {settings.max_jobs} jobs",
+        headers={"Retry-After": str(int(settings.finished_ttl))},
+    )
 
 
 class Broker(Protocol):

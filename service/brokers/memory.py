@@ -7,9 +7,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from service.brokers.base import Expired, Listener, Published, Replay, Resync
+from service.brokers.base import Expired, Listener, Published, Replay, Resync, too_many_jobs
 from service.config import JobSettings
-from service.errors import JobFinished, JobNotFound, TooManyJobs
+from service.errors import JobFinished, JobNotFound
 from service.events import Draft, Event
 from service.ids import Position, new_epoch
 from service.ring import Ring
@@ -65,10 +65,7 @@ class MemoryBroker:
 
     def _new_job(self, job_id: str, ttl: float | None, meta: Any) -> _Job:
         if len(self._jobs) >= self._settings.max_jobs:
-            raise TooManyJobs(
-                f"the relay holds its maximum of {self._settings.max_jobs} jobs",
-                headers={"Retry-After": str(int(self._settings.finished_ttl))},
-            )
+            raise too_many_jobs(self._settings)
         settings = self._settings
         job = _Job(new_snapshot(job_id, meta), Ring(settings.ring_events, settings.ring_bytes), ttl)
         self._jobs[job_id] = job

@@ -24,10 +24,10 @@ from msgspec import Raw
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from service.brokers.base import Expired, Listener, Published, Replay, Resync
+from service.brokers.base import Expired, Listener, Published, Replay, Resync, too_many_jobs
 from service.brokers.redis_channel import Channel
 from service.config import Settings
-from service.errors import BrokerUnavailable, JobFinished, JobNotFound, TooManyJobs
+from service.errors import BrokerUnavailable, JobFinished, JobNotFound
 from service.events import Draft, Event, LogData
 from service.ids import Position, new_epoch
 from service.snapshot import EtaEstimator, LogEntry, Snapshot, changes, progress_percent
@@ -192,7 +192,7 @@ class RedisBroker:
                 ],
             )
         if created == -1:
-            raise self._too_many_jobs()
+            raise too_many_jobs(self._settings)
         snapshot = await self.snapshot(job_id)
         if snapshot is None:  # expired in between: only with a lifetime shorter than a request
             raise JobNotFound(f"no job {job_id}")
@@ -259,7 +259,7 @@ class RedisBroker:
             reply = await self._publish(keys=keys, args=args)
         outcome = reply[0]
         if outcome == b"full":
-            raise self._too_many_jobs()
+            raise too_many_jobs(self._settings)
         if outcome == b"finished":
             raise JobFinished(f"job {job_id} has already {reply[1].decode().strip(chr(34))}")
         if outcome == b"missing":
@@ -270,12 +270,6 @@ class RedisBroker:
         first = int(reply[2])
         events = [self._event(job_id, first + i, d.name, d.data) for i, d in enumerate(drafts)]
         return Published(events, bool(reply[3]))
-
-    def _too_many_jobs(self) -> TooManyJobs:
-        return TooManyJobs(
-            f"the relay holds its maximum of {self._settings.max_jobs} jobs",
-            headers={"Retry-After": str(int(self._settings.finished_ttl))},
-        )
 
     def _event(self, job_id: str, seq: int, name: str, data: bytes) -> Event:
         return Event(job_id, seq, str(Position(self._epoch, seq)), name, data)
