@@ -29,13 +29,33 @@ function emptyState(id) {
   };
 }
 
+/** Named listeners; a listener that throws is logged and does not stop the others. */
+class Emitter {
+  constructor() {
+    this._listeners = new Map();
+  }
+
+  /** Returns a function that removes the listener. */
+  on(name, fn) {
+    if (!this._listeners.has(name)) this._listeners.set(name, new Set());
+    this._listeners.get(name).add(fn);
+    return () => this._listeners.get(name).delete(fn);
+  }
+
+  _emit(name, ...args) {
+    for (const fn of this._listeners.get(name) || []) {
+      try { fn(...args); } catch (error) { console.error(error); }
+    }
+  }
+}
+
 /** One watched job: its state, kept from its events, and listeners. */
-export class JobWatch {
+export class JobWatch extends Emitter {
   constructor(relay, id) {
+    super();
     this.relay = relay;
     this.id = id;
     this.state = emptyState(id);
-    this._listeners = new Map();
     this._epoch = null;
     this._seq = 0;
     this._progressAt = null; // [time, percent] of the first progress seen, for the ETA
@@ -45,13 +65,8 @@ export class JobWatch {
     return this.state.status in FINISHED_STATUS;
   }
 
-  /** `job.on(name, fn)`: fn(data, job); names: progress, log, content, complete, failed,
-   * cancelled, reset, cancel_requested, state (after every change). Returns an unsubscribe. */
-  on(name, fn) {
-    if (!this._listeners.has(name)) this._listeners.set(name, new Set());
-    this._listeners.get(name).add(fn);
-    return () => this._listeners.get(name).delete(fn);
-  }
+  // `job.on(name, fn)`: fn(data, job); names: progress, log, content, complete, failed,
+  // cancelled, reset, cancel_requested, state (after every change). Returns an unsubscribe.
 
   /** Ask the worker to cancel the job (it ends as `cancelled` when the worker says so). */
   async cancel() {
@@ -68,9 +83,7 @@ export class JobWatch {
   }
 
   _emit(name, data) {
-    for (const fn of this._listeners.get(name) || []) {
-      try { fn(data, this); } catch (error) { console.error(error); }
-    }
+    super._emit(name, data, this);
   }
 
   /** Apply one event of this job; false when it was already applied. */
@@ -154,9 +167,10 @@ export class JobWatch {
  * leader) keeps one stream for the jobs any tab watches and passes each event to the others.
  * When the leader closes or freezes, another tab takes the lock and resumes from the last id
  * every tab has seen; events are applied once per job, so nothing is lost or shown twice. */
-export class ProgressRelay {
+export class ProgressRelay extends Emitter {
   constructor({ baseUrl = "", token = null, stallAfter = 45000, maxBackoff = 30000,
     shared = true } = {}) {
+    super();
     this.baseUrl = baseUrl.replace(/\/$/, "");
     this.token = token;
     this.stallAfter = stallAfter;
@@ -165,7 +179,6 @@ export class ProgressRelay {
     this.lastEventId = null;
     this.leader = false;
     this._jobs = new Map();
-    this._listeners = new Map();
     this._source = null;
     this._streamed = new Set(); // job ids in the open stream
     this._ended = new Set(); // job ids whose terminal event went by
@@ -191,15 +204,10 @@ export class ProgressRelay {
     return job;
   }
 
-  /** `relay.on("connection", fn)`: fn(state) on connecting/open/reconnecting/closed;
-   * `relay.on("stall", fn)`: fn(true|false) when nothing (not even a heartbeat) arrived for
-   * `stallAfter` ms, and when something did again; `relay.on("error", fn)`: fn({code, message})
-   * when the relay refused the stream for good (401, 403). */
-  on(name, fn) {
-    if (!this._listeners.has(name)) this._listeners.set(name, new Set());
-    this._listeners.get(name).add(fn);
-    return () => this._listeners.get(name).delete(fn);
-  }
+  // `relay.on("connection", fn)`: fn(state) on connecting/open/reconnecting/closed;
+  // `relay.on("stall", fn)`: fn(true|false) when nothing (not even a heartbeat) arrived for
+  // `stallAfter` ms, and when something did again; `relay.on("error", fn)`: fn({code, message})
+  // when the relay refused the stream for good (401, 403).
 
   /** Close the stream, forget every job, and hand the stream to another tab. */
   close() {
@@ -292,12 +300,6 @@ export class ProgressRelay {
   }
 
   // -- the stream (leader, or a tab on its own) ------------------------------------------
-
-  _emit(name, value) {
-    for (const fn of this._listeners.get(name) || []) {
-      try { fn(value); } catch (error) { console.error(error); }
-    }
-  }
 
   _setConnection(state) {
     if (this.leader) this._post({ t: "conn", state, jobs: [...this._streamed] });
