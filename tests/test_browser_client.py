@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from tests.redis_server import RedisServer
 from tests.test_process import Relay, start_relay
@@ -58,8 +58,12 @@ def relay() -> Iterator[Relay]:
     relay.close()
 
 
-def open_page(browser: Browser, relay: Relay, jobs: list[str], **options: Any) -> Page:
-    page = browser.new_page()
+def open_page(
+    owner: Browser | BrowserContext, relay: Relay, jobs: list[str], **options: Any
+) -> Page:
+    """A page of the relay's origin watching ``jobs``; pages of one context are tabs that share
+    a stream."""
+    page = owner.new_page()
     page.goto(f"{relay.base_url}/healthz")
     page.evaluate(WATCH, {"jobs": jobs, "options": options})
     return page
@@ -172,12 +176,7 @@ def test_eight_tabs_share_one_stream_and_survive_the_leader_closing(
     watched = {tab: [jobs[(tab + k) % 6] for k in range(3)] for tab in range(TABS)}
     for job in jobs:
         publish(base, job, "progress", {"percent": 1})
-    pages = []
-    for tab in range(TABS):
-        page = context.new_page()
-        page.goto(f"{base}/healthz")
-        page.evaluate(WATCH, {"jobs": watched[tab], "options": {}})
-        pages.append(page)
+    pages = [open_page(context, relay, watched[tab]) for tab in range(TABS)]
     for page in pages:
         wait_for(page, "window.relay.connection === 'open'")
     published: dict[str, list[str]] = {job: [] for job in jobs}
@@ -224,6 +223,13 @@ ELEMENT_PAGE = """async ({ job }) => {
 }"""
 
 
+def open_element_page(browser: Browser, relay: Relay, job: str) -> Page:
+    page = browser.new_page()
+    page.goto(f"{relay.base_url}/healthz")
+    page.evaluate(ELEMENT_PAGE, {"job": job})
+    return page
+
+
 def shadow(page: Page, selector: str) -> Any:
     return page.evaluate(
         "(s) => { const e = document.querySelector('job-progress').shadowRoot.querySelector(s);"
@@ -237,9 +243,7 @@ def test_the_element_shows_progress_and_job_text_only_as_text(
     browser: Browser, relay: Relay
 ) -> None:
     base = relay.base_url
-    page = browser.new_page()
-    page.goto(f"{base}/healthz")
-    page.evaluate(ELEMENT_PAGE, {"job": "el"})
+    page = open_element_page(browser, relay, "el")
     evil = '<img src=x onerror="window.pwned=1">'
     publish(base, "el", "progress", {"percent": 40, "stage": "indexing", "message": evil})
     publish(base, "el", "log", {"message": f"log {evil}", "level": "warning"})
@@ -272,9 +276,7 @@ def test_cancel_button_reaches_the_worker_and_the_page_shows_cancelled(
 ) -> None:
     base = relay.base_url
     publish(base, "c1", "progress", {"percent": 10})
-    page = browser.new_page()
-    page.goto(f"{base}/healthz")
-    page.evaluate(ELEMENT_PAGE, {"job": "c1"})
+    page = open_element_page(browser, relay, "c1")
     page.wait_for_function(
         "document.querySelector('job-progress').getAttribute('status') === 'running'"
     )
@@ -303,9 +305,7 @@ def test_navigating_away_and_back_shows_the_current_state_at_once(
     browser: Browser, relay: Relay
 ) -> None:
     base = relay.base_url
-    page = browser.new_page()
-    page.goto(f"{base}/healthz")
-    page.evaluate(ELEMENT_PAGE, {"job": "nav"})
+    page = open_element_page(browser, relay, "nav")
     publish(base, "nav", "progress", {"percent": 30, "stage": "one"})
     page.wait_for_function(
         "document.querySelector('job-progress').getAttribute('status') === 'running'"
@@ -426,12 +426,7 @@ def test_a_stall_warning_comes_and_goes_with_the_heartbeats(browser: Browser) ->
 
 def test_without_sharing_each_tab_has_its_own_stream(browser: Browser, relay: Relay) -> None:
     context = browser.new_context()
-    pages = []
-    for _ in range(2):
-        page = context.new_page()
-        page.goto(f"{relay.base_url}/healthz")
-        page.evaluate(WATCH, {"jobs": ["own"], "options": {"shared": False}})
-        pages.append(page)
+    pages = [open_page(context, relay, ["own"], shared=False) for _ in range(2)]
     for page in pages:
         wait_for(page, "window.relay.connection === 'open'")
     assert httpx.get(f"{relay.base_url}/healthz").json()["streams"] == 2
@@ -446,12 +441,7 @@ def test_a_leader_that_freezes_hands_the_stream_over(browser: Browser, relay: Re
     pages on request) makes the leader hand the stream over; the other tab resumes without a
     gap, and after `resume` the first tab follows again, as a follower."""
     context = browser.new_context()
-    pages = []
-    for _ in range(2):
-        page = context.new_page()
-        page.goto(f"{relay.base_url}/healthz")
-        page.evaluate(WATCH, {"jobs": ["frozen"], "options": {}})
-        pages.append(page)
+    pages = [open_page(context, relay, ["frozen"]) for _ in range(2)]
     for page in pages:
         wait_for(page, "window.relay.connection === 'open'")
     leader = next(page for page in pages if page.evaluate("window.relay.leader"))

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from tests.conftest import MakeClient, publish, publish_many, stream_opener
+from tests.conftest import MakeClient, parse_metrics, publish, publish_many, stream_opener
 
 
 async def scrape(client: Any) -> dict[str, float]:
     response = await client.get("/metrics")
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=")
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(await response.text()):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return values
+    return parse_metrics(await response.text())
 
 
 async def test_metrics_count_what_happened(make_client: MakeClient) -> None:

@@ -16,12 +16,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.events import Event
 from service.keys import HUB
 from service.subscriber import Subscriber
-from tests.conftest import MakeClient
+from tests.conftest import MakeClient, parse_metrics
 from tests.sse_client import Frame, SSEReader, parse_frame
 from tests.test_process import Relay, start_relay
 
@@ -147,11 +146,7 @@ async def publish_all(
 async def scrape_metrics(session: aiohttp.ClientSession, base: str) -> dict[str, float]:
     async with session.get(f"{base}/metrics") as response:
         text = await response.text()
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    return parse_metrics(text)
 
 
 def progress_events(n: int) -> list[dict[str, Any]]:
