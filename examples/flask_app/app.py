@@ -88,6 +88,7 @@ def create_app(
 def main() -> None:
     args = arguments("progress-relay example: a Flask backend", default_port=8001)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line for every publish
     app = create_app(
         args.relay,
         public_relay_url=args.public_relay,
