@@ -58,6 +58,10 @@ class JobSettings(Struct, forbid_unknown_fields=True, frozen=True):
     ring_bytes: Positive = 1024 * 1024
     log_tail: Positive = 20
     max_jobs: Positive = 100_000
+    # A publisher's idempotency key is remembered this long (and at most this many per job,
+    # newest kept), so a retried publish returns the original ids instead of publishing again.
+    idempotency_window: Seconds = 300.0
+    idempotency_keys: Positive = 10_000
 
 
 class LimitSettings(Struct, forbid_unknown_fields=True, frozen=True):
