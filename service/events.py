@@ -78,11 +78,14 @@ _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
 }
 
 EventName = Annotated[str, Meta(pattern=EVENT_NAME_PATTERN)]
+# Chosen by the publisher, once per event, and sent again unchanged when it retries the publish.
+IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=200)]
 
 
 class EventIn(Struct, forbid_unknown_fields=True):
     event: EventName
     data: Raw = Raw(b"{}")
+    key: IdempotencyKey | UnsetType = UNSET
 
 
 class PublishIn(Struct, forbid_unknown_fields=True):
@@ -91,6 +94,7 @@ class PublishIn(Struct, forbid_unknown_fields=True):
     event: EventName | None = None
     # UNSET, not a default payload: `data` beside `events` must be refused, not dropped.
     data: Raw | UnsetType = UNSET
+    key: IdempotencyKey | UnsetType = UNSET
     events: list[EventIn] | None = None
 
 
@@ -99,14 +103,18 @@ _WHITESPACE = re.compile(rb"[ \t\r\n]")
 
 
 class Draft:
-    """A validated event that has no id yet. ``payload`` is typed for the known names."""
+    """A validated event that has no id yet. ``payload`` is typed for the known names; ``key``
+    is the publisher's idempotency key, if it sent one."""
 
-    __slots__ = ("data", "name", "payload")
+    __slots__ = ("data", "key", "name", "payload")
 
-    def __init__(self, name: str, data: bytes, payload: Payload | None) -> None:
+    def __init__(
+        self, name: str, data: bytes, payload: Payload | None, key: str | None = None
+    ) -> None:
         self.name = name
         self.data = data
         self.payload = payload
+        self.key = key
 
     @property
     def terminal(self) -> bool:
@@ -164,8 +172,8 @@ def parse_publish(body: bytes, *, max_event_bytes: int, max_batch_events: int) -
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
     if request.events is not None:
-        if request.event is not None or request.data is not UNSET:
-            raise InvalidEvent("send either `event` and `data`, or `events`, not both")
+        if request.event is not None or request.data is not UNSET or request.key is not UNSET:
+            raise InvalidEvent("send either `event`, `data` and `key`, or `events`, not both")
         if not request.events:
             raise InvalidEvent("`events` must not be empty - at `$.events`")
         if len(request.events) > max_batch_events:
@@ -173,17 +181,38 @@ def parse_publish(body: bytes, *, max_event_bytes: int, max_batch_events: int) -
                 f"a batch holds at most {max_batch_events} events, got {len(request.events)}"
                 " - at `$.events`"
             )
-        return [
-            make_draft(item.event, item.data, f"$.events[{index}]", max_event_bytes)
+        drafts = [
+            make_draft(item.event, item.data, f"$.events[{index}]", max_event_bytes, _key(item.key))
             for index, item in enumerate(request.events)
         ]
+        _check_unique_keys(drafts)
+        return drafts
     if request.event is None:
         raise InvalidEvent("Object missing required field `event` - at `$`")
     data = Raw(b"{}") if isinstance(request.data, UnsetType) else request.data
-    return [make_draft(request.event, data, "$", max_event_bytes)]
+    return [make_draft(request.event, data, "$", max_event_bytes, _key(request.key))]
 
 
-def make_draft(name: str, raw: Raw | bytes, path: str, max_event_bytes: int) -> Draft:
+def _key(key: str | UnsetType) -> str | None:
+    return None if isinstance(key, UnsetType) else key
+
+
+def _check_unique_keys(drafts: Sequence[Draft]) -> None:
+    seen: set[str] = set()
+    for index, draft in enumerate(drafts):
+        if draft.key is None:
+            continue
+        if draft.key in seen:
+            raise InvalidEvent(
+                f"idempotency key {draft.key!r} is used twice in the batch - at"
+                f" `$.events[{index}].key`"
+            )
+        seen.add(draft.key)
+
+
+def make_draft(
+    name: str, raw: Raw | bytes, path: str, max_event_bytes: int, key: str | None = None
+) -> Draft:
     data = bytes(raw)
     if len(data) > max_event_bytes:
         raise PayloadTooLarge(
@@ -208,7 +237,7 @@ def make_draft(name: str, raw: Raw | bytes, path: str, max_event_bytes: int) -> 
     if _WHITESPACE.search(data) is not None:
         # Frames carry data on one `data:` line: drop every insignificant byte of whitespace.
         data = msgspec.json.format(data, indent=-1)
-    return Draft(name, data, payload)
+    return Draft(name, data, payload, key)
 
 
 def _at_path(message: str, path: str) -> str:

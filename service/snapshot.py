@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 from msgspec import Struct
@@ -20,6 +20,7 @@ from service.events import (
 )
 
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
+STATUSES: frozenset[str] = frozenset(get_args(Status))
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
 

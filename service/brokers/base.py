@@ -18,7 +18,12 @@ Resync = Callable[[list[str], bool], Awaitable[None]]
 
 
 class Published(NamedTuple):
+    """``ids`` has one id per draft, in order: a draft whose idempotency key was already seen
+    gets the id it was published with then, and is not in ``events`` (the events published
+    now)."""
+
     events: list[Event]
+    ids: list[str]
     cancel_requested: bool
 
 
@@ -34,6 +39,13 @@ class Replay(NamedTuple):
     events: list[Event]
     complete: bool
     seq: int
+
+
+class JobPage(NamedTuple):
+    """Jobs newest first; ``before`` is where the next page starts (None: no more jobs)."""
+
+    snapshots: list[Snapshot]
+    before: int | None
 
 
 class Expired(NamedTuple):
@@ -80,7 +92,10 @@ class Broker(Protocol):
         """The job's snapshot, and whether this call created it (creating is idempotent)."""
 
     async def publish(self, job_id: str, drafts: Sequence[Draft]) -> Published:
-        """Append events to a job (creating it if unknown). JobFinished after a terminal event."""
+        """Append events to a job (creating it if unknown). JobFinished after a terminal event,
+        unless every draft's idempotency key was seen: a retry gets its original ids even then.
+        Checking the keys and appending is one atomic step, so two concurrent retries of the
+        same key publish it once."""
 
     async def request_cancel(self, job_id: str) -> tuple[Snapshot, Event | None]:
         """Mark a job's cancellation as requested; the event is None when it already was."""
@@ -97,6 +112,11 @@ class Broker(Protocol):
 
     async def delete(self, job_id: str) -> Snapshot | None:
         """Drop a job and its history; its snapshot as it was, or None if it did not exist."""
+
+    async def jobs(self, statuses: frozenset[str], limit: int, before: int | None) -> JobPage:
+        """Up to ``limit`` jobs created before position ``before`` (None: the newest), newest
+        first, of the given statuses (empty: all). A page may hold fewer than ``limit`` when
+        a broker bounds the work of one call; only ``before`` None means the end."""
 
     async def existing(self, job_ids: Iterable[str]) -> set[str]:
         """Which of these jobs exist (the others were never created, expired or were deleted)."""

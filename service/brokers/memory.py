@@ -7,26 +7,37 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from service.brokers.base import Expired, Listener, Published, Replay, Resync, too_many_jobs
+from service.brokers.base import (
+    Expired,
+    JobPage,
+    Listener,
+    Published,
+    Replay,
+    Resync,
+    too_many_jobs,
+)
 from service.config import JobSettings
 from service.errors import JobFinished, JobNotFound
 from service.events import Draft, Event
+from service.idempotency import SeenKeys
 from service.ids import Position, new_epoch
 from service.ring import Ring
 from service.snapshot import EtaEstimator, Snapshot, apply, new_snapshot
 
 
 class _Job:
-    __slots__ = ("eta", "finished_at", "ring", "seq", "snapshot", "touched", "ttl")
+    __slots__ = ("eta", "finished_at", "order", "ring", "seen", "seq", "snapshot", "touched", "ttl")
 
-    def __init__(self, snapshot: Snapshot, ring: Ring, ttl: float | None) -> None:
+    def __init__(self, snapshot: Snapshot, ring: Ring, ttl: float | None, order: int) -> None:
         self.snapshot = snapshot
         self.ring = ring
         self.eta = EtaEstimator()
         self.ttl = ttl
+        self.order = order  # creation order, the position of the job in the job list
         self.touched = time.monotonic()
         self.finished_at: float | None = None
         self.seq = 0  # of the job's newest event
+        self.seen: SeenKeys | None = None  # made on the first idempotency key
 
 
 def _no_listener(job_id: str, events: Sequence[Event]) -> None:
@@ -38,6 +49,7 @@ class MemoryBroker:
         self._settings = settings
         self._epoch = new_epoch()
         self._seq = 0
+        self._created = 0
         self._jobs: dict[str, _Job] = {}
         self._listener: Listener = _no_listener
 
@@ -67,7 +79,9 @@ class MemoryBroker:
         if len(self._jobs) >= self._settings.max_jobs:
             raise too_many_jobs(self._settings)
         settings = self._settings
-        job = _Job(new_snapshot(job_id, meta), Ring(settings.ring_events, settings.ring_bytes), ttl)
+        self._created += 1
+        ring = Ring(settings.ring_events, settings.ring_bytes)
+        job = _Job(new_snapshot(job_id, meta), ring, ttl, self._created)
         self._jobs[job_id] = job
         return job
 
@@ -80,23 +94,37 @@ class MemoryBroker:
     async def publish(self, job_id: str, drafts: Sequence[Draft]) -> Published:
         job = self._jobs.get(job_id) or self._new_job(job_id, None, None)
         snapshot = job.snapshot
-        if snapshot.finished:
+        seen = job.seen
+        known = [None if seen is None or d.key is None else seen.get(d.key) for d in drafts]
+        if None in known and snapshot.finished:
             raise JobFinished(f"job {job_id} has already {snapshot.status}")
-        events = []
+        events: list[Event] = []
+        ids: list[str] = []
         tail = self._settings.log_tail
-        for draft in drafts:
+        for draft, known_id in zip(drafts, known, strict=True):
+            if known_id is not None:
+                ids.append(known_id)
+                continue
             self._seq += 1
             event_id = str(Position(self._epoch, self._seq))
             event = Event(job_id, self._seq, event_id, draft.name, draft.data)
             job.ring.append(event)
             apply(snapshot, draft, event_id, job.eta, tail)
             events.append(event)
-        job.seq = self._seq
-        job.touched = time.monotonic()
-        if snapshot.finished:
-            job.finished_at = job.touched
-        self._listener(job_id, events)
-        return Published(events, snapshot.cancel_requested)
+            ids.append(event_id)
+            if draft.key is not None:
+                if seen is None:
+                    settings = self._settings
+                    seen = SeenKeys(settings.idempotency_window, settings.idempotency_keys)
+                    job.seen = seen
+                seen.add(draft.key, event_id)
+        if events:
+            job.seq = self._seq
+            job.touched = time.monotonic()
+            if snapshot.finished:
+                job.finished_at = job.touched
+            self._listener(job_id, events)
+        return Published(events, ids, snapshot.cancel_requested)
 
     async def request_cancel(self, job_id: str) -> tuple[Snapshot, Event | None]:
         job = self._jobs.get(job_id)
@@ -132,6 +160,18 @@ class MemoryBroker:
     async def delete(self, job_id: str) -> Snapshot | None:
         job = self._jobs.pop(job_id, None)
         return None if job is None else job.snapshot
+
+    async def jobs(self, statuses: frozenset[str], limit: int, before: int | None) -> JobPage:
+        found: list[_Job] = []
+        for job in reversed(self._jobs.values()):  # creation order
+            if before is not None and job.order >= before:
+                continue
+            if statuses and job.snapshot.status not in statuses:
+                continue
+            if len(found) == limit:
+                return JobPage([job.snapshot for job in found], found[-1].order)
+            found.append(job)
+        return JobPage([job.snapshot for job in found], None)
 
     async def existing(self, job_ids: Iterable[str]) -> set[str]:
         return {job_id for job_id in job_ids if job_id in self._jobs}

@@ -24,7 +24,15 @@ from msgspec import Raw
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from service.brokers.base import Expired, Listener, Published, Replay, Resync, too_many_jobs
+from service.brokers.base import (
+    Expired,
+    JobPage,
+    Listener,
+    Published,
+    Replay,
+    Resync,
+    too_many_jobs,
+)
 from service.brokers.redis_channel import Channel
 from service.config import Settings
 from service.errors import BrokerUnavailable, JobFinished, JobNotFound
@@ -37,18 +45,28 @@ log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 _BATCH = msgspec.json.Decoder(list[tuple[str, Raw]])
 _LOG_ENTRY = msgspec.json.Decoder(tuple[int, int, str, str])
+# Jobs a listing reads at most for one page (when few of them match its statuses).
+_LIST_SCAN = 5000
 _SNAPSHOT_FIELDS = {f.name for f in msgspec.structs.fields(Snapshot)}
+# KEYS: job hash, jobs by expiry, jobs by creation, creation counter (as in redis_publish.lua)
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+repeat
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms, 'LIMIT', 0, 1000)
+  if #gone > 0 then
+    redis.call('ZREM', KEYS[2], unpack(gone))
+    redis.call('ZREM', KEYS[3], unpack(gone))
+  end
+until #gone < 1000
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
 redis.call('HSET', KEYS[1], 'created_at', now_ms, 'updated_at', now_ms, 'status', '"pending"',
   'meta', ARGV[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'ttl', ARGV[2]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[3]), ARGV[5])
+redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[5])
 return 1
 """
 _EPOCH = """
@@ -92,6 +110,10 @@ class RedisBroker:
         self._seq_key = f"{prefix}seq"
         # Every job's id, scored by when it expires: counts jobs for `jobs.max_jobs`.
         self._jobs_key = f"{prefix}jobs"
+        # Every job's id, scored by a creation number: the job list, newest first. Expired
+        # jobs leave it when a new job is created, or when a listing finds them gone.
+        self._created_key = f"{prefix}jobs:created"
+        self._created_count_key = f"{prefix}jobs:n"
         self._pool = ConnectionPool.from_url(
             settings.broker.url,
             socket_timeout=self._timeout,
@@ -170,8 +192,10 @@ class RedisBroker:
     # -- keys -----------------------------------------------------------------------------
 
     def _keys(self, job_id: str) -> list[str]:
+        """The job's hash, history, log tail, ETA points, and its seen idempotency keys (a
+        hash of key → seq, and a sorted set of when each was seen)."""
         base = f"{self._prefix}job:{job_id}"
-        return [base, f"{base}:h", f"{base}:logs", f"{base}:eta"]
+        return [base, f"{base}:h", f"{base}:logs", f"{base}:eta", f"{base}:k", f"{base}:kt"]
 
     def _channel_name(self, job_id: str) -> bytes:
         return f"{self._prefix}events:{job_id}".encode()
@@ -182,7 +206,12 @@ class RedisBroker:
         lifetime = ttl or self._settings.pending_ttl
         async with _available(self._timeout):
             created = await self._create(
-                keys=[self._keys(job_id)[0], self._jobs_key],
+                keys=[
+                    self._keys(job_id)[0],
+                    self._jobs_key,
+                    self._created_key,
+                    self._created_count_key,
+                ],
                 args=[
                     _encode(meta),
                     str(_ms(ttl)) if ttl else "",
@@ -214,6 +243,40 @@ class RedisBroker:
         return snapshot, event
 
     async def _run_publish(self, job_id: str, drafts: Sequence[Draft], mode: str) -> Published:
+        """Publish, then publish again only the drafts whose keys were not seen if the script
+        found some that were (it publishes nothing then), until nothing new was seen."""
+        ids: list[str | None] = [None] * len(drafts)
+        while True:
+            pending = [index for index, known in enumerate(ids) if known is None]
+            reply = await self._run_script(job_id, [drafts[i] for i in pending], mode)
+            if reply[0] != b"seen":
+                break
+            epoch = reply[1].decode()
+            for index, seq in zip(pending, reply[3:], strict=True):
+                if seq != b"0":
+                    ids[index] = str(Position(epoch, int(seq)))
+            if None not in ids:
+                return Published([], [i for i in ids if i is not None], bool(reply[2]))
+        outcome = reply[0]
+        if outcome == b"full":
+            raise too_many_jobs(self._settings)
+        if outcome == b"finished":
+            raise JobFinished(f"job {job_id} has already {reply[1].decode().strip(chr(34))}")
+        if outcome == b"missing":
+            raise JobNotFound(f"no job {job_id}")
+        if outcome == b"already":
+            raise _AlreadyRequested
+        self._set_epoch(reply[1].decode())
+        first = int(reply[2])
+        events = [
+            self._event(job_id, first + offset, drafts[index].name, drafts[index].data)
+            for offset, index in enumerate(pending)
+        ]
+        for event, index in zip(events, pending, strict=True):
+            ids[index] = event.id
+        return Published(events, [i for i in ids if i is not None], bool(reply[3]))
+
+    async def _run_script(self, job_id: str, drafts: Sequence[Draft], mode: str) -> list[Any]:
         settings = self._settings
         names_data: list[Any] = []
         percents: list[str] = []
@@ -225,7 +288,7 @@ class RedisBroker:
                 _encode((payload.level, payload.message)) if isinstance(payload, LogData) else b""
             )
             entry = entry[1:-1] if entry else b""
-            names_data += [draft.name, draft.data, entry]
+            names_data += [draft.name, draft.data, entry, draft.key or ""]
             percent = progress_percent(draft)
             percents.append("" if percent is None else repr(percent))
             fields.update(changes(draft))
@@ -249,27 +312,20 @@ class RedisBroker:
             len(drafts),
             settings.max_jobs,
             job_id,
+            _ms(settings.idempotency_window),
+            settings.idempotency_keys,
             *names_data,
             *percents,
             len(fields),
             *pairs,
         ]
+        job, history, logs, eta, seen, seen_at = self._keys(job_id)
+        keys = [
+            *(self._epoch_key, self._seq_key, job, history, logs, eta, self._jobs_key),
+            *(seen, seen_at, self._created_key, self._created_count_key),
+        ]
         async with _available(self._timeout):
-            keys = [self._epoch_key, self._seq_key, *self._keys(job_id), self._jobs_key]
-            reply = await self._publish(keys=keys, args=args)
-        outcome = reply[0]
-        if outcome == b"full":
-            raise too_many_jobs(self._settings)
-        if outcome == b"finished":
-            raise JobFinished(f"job {job_id} has already {reply[1].decode().strip(chr(34))}")
-        if outcome == b"missing":
-            raise JobNotFound(f"no job {job_id}")
-        if outcome == b"already":
-            raise _AlreadyRequested
-        self._set_epoch(reply[1].decode())
-        first = int(reply[2])
-        events = [self._event(job_id, first + i, d.name, d.data) for i, d in enumerate(drafts)]
-        return Published(events, bool(reply[3]))
+            return cast(list[Any], await self._publish(keys=keys, args=args))
 
     def _event(self, job_id: str, seq: int, name: str, data: bytes) -> Event:
         return Event(job_id, seq, str(Position(self._epoch, seq)), name, data)
@@ -280,6 +336,7 @@ class RedisBroker:
             pipe = self._redis.pipeline(transaction=True)
             pipe.delete(*self._keys(job_id))
             pipe.zrem(self._jobs_key, job_id)
+            pipe.zrem(self._created_key, job_id)
             await pipe.execute()
         return snapshot
 
@@ -303,7 +360,7 @@ class RedisBroker:
         async with _available(self._timeout):
             pipe = self._redis.pipeline(transaction=True)
             for job_id, after in reads:
-                key, history, logs, eta = self._keys(job_id)
+                key, history, logs, eta, *_ = self._keys(job_id)
                 pipe.hgetall(key)
                 pipe.lrange(logs, 0, -1)
                 pipe.lrange(eta, 0, -1)
@@ -352,6 +409,41 @@ class RedisBroker:
                 at_ms, percent = point.split(b" ")
                 snapshot.eta_seconds = estimator.add(float(percent), int(at_ms) / 1000)
         return snapshot
+
+    async def jobs(self, statuses: frozenset[str], limit: int, before: int | None) -> JobPage:
+        """Reads the creation index in chunks and each job's snapshot; gives up a page after
+        ``_LIST_SCAN`` jobs that do not match, so one call stays bounded."""
+        found: list[Snapshot] = []
+        scanned = 0
+        position = before
+        async with _available(self._timeout):
+            while scanned < max(_LIST_SCAN, limit):
+                top = "+inf" if position is None else f"({position}"
+                rows = cast(
+                    list[tuple[bytes, float]],
+                    await self._redis.zrevrangebyscore(
+                        self._created_key, top, "-inf", start=0, num=limit + 1, withscores=True
+                    ),
+                )
+                if not rows:
+                    return JobPage(found, None)
+                job_ids = [member.decode() for member, _ in rows]
+                replays = await self.replays([(job_id, None) for job_id in job_ids])
+                gone = []
+                for job_id, (_, score), replay in zip(job_ids, rows, replays, strict=True):
+                    if len(found) == limit:
+                        return JobPage(found, position)
+                    scanned += 1
+                    position = int(score)
+                    if replay is None:
+                        gone.append(job_id)
+                    elif not statuses or replay.snapshot.status in statuses:
+                        found.append(replay.snapshot)
+                if gone:
+                    await self._redis.zrem(self._created_key, *gone)
+                if len(rows) <= limit:
+                    return JobPage(found, None)
+        return JobPage(found, position)
 
     async def existing(self, job_ids: Iterable[str]) -> set[str]:
         ids = list(job_ids)

@@ -4,14 +4,19 @@
 -- the batch to the job's channel. Nothing here can fail half-way on valid input.
 --
 -- KEYS: 1 epoch, 2 seq, 3 job hash, 4 history stream, 5 logs list, 6 eta list,
---       7 jobs index (sorted set of job ids by expiry time, ms)
+--       7 jobs index (sorted set of job ids by expiry time, ms), 8 seen idempotency keys
+--       (hash key -> seq), 9 the same keys by when they were seen (sorted set, ms),
+--       10 jobs by creation (sorted set of job ids by creation number), 11 creation counter
 -- ARGV: 1 candidate epoch, 2 channel, 3 ring events, 4 ring bytes, 5 log tail,
 --       6 idle ttl ms, 7 finished ttl ms, 8 mode ("publish" or "cancel"), 9 final status or "",
 --       10 batch body (JSON array of [name, data]), 11 n, 12 max jobs, 13 job id,
---       then n triples (name, data, log entry "[level,message]" or ""),
+--       14 idempotency window ms, 15 idempotency keys kept per job,
+--       then n quadruples (name, data, log entry "[level,message]" or "", key or ""),
 --       then n eta percents ("" when none), then m, then m pairs (field, JSON value)
 -- Returns {"ok", epoch, first seq, cancel_requested} or {"finished", status} or {"missing"}
--- or {"already"} (a cancel that was already requested) or {"full"} (a new job past max jobs).
+-- or {"already"} (a cancel that was already requested) or {"full"} (a new job past max jobs)
+-- or {"seen", epoch, cancel_requested, seq or "0" for each event}: some keys were seen
+-- before, nothing was published, and the caller publishes the others again on their own.
 
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
@@ -20,42 +25,87 @@ if not epoch then
   redis.call('DEL', KEYS[2])
 end
 
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local n = tonumber(ARGV[11])
+local base = 15
+local eta_base = base + 4 * n
+
+-- Forget members of `set` scored at most `score`, in `also` as well.
+local function forget(set, score, also)
+  repeat
+    local gone = redis.call('ZRANGEBYSCORE', set, '-inf', score, 'LIMIT', 0, 1000)
+    if #gone > 0 then
+      redis.call('ZREM', set, unpack(gone))
+      if also[1] then redis.call('ZREM', also[1], unpack(gone)) end
+      if also[2] then redis.call('HDEL', also[2], unpack(gone)) end
+    end
+  until #gone < 1000
+end
+
+-- Idempotency keys are checked before anything else: a retry whose events were all published
+-- gets their ids even after the job has finished.
+local has_keys = false
+for i = 1, n do
+  if ARGV[base + 4 * i] ~= '' then has_keys = true end
+end
+if has_keys then
+  forget(KEYS[9], now_ms - tonumber(ARGV[14]), {nil, KEYS[8]})
+  local known = {}
+  local any = false
+  for i = 1, n do
+    local key = ARGV[base + 4 * i]
+    local seq = key ~= '' and redis.call('HGET', KEYS[8], key)
+    if seq then
+      known[i] = seq
+      any = true
+    else
+      known[i] = '0'
+    end
+  end
+  if any then
+    local cancel = redis.call('HGET', KEYS[3], 'cancel_requested') == 'true'
+    return {'seen', epoch, cancel and 1 or 0, unpack(known)}
+  end
+end
+
 local status = redis.call('HGET', KEYS[3], 'status')
 local mode = ARGV[8]
 if status == '"completed"' or status == '"failed"' or status == '"cancelled"' then
   return {'finished', status}
 end
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 if not status then
   if mode == 'cancel' then
     return {'missing'}
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now_ms)
+  forget(KEYS[7], now_ms, {KEYS[10]})
   if redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[12]) then
     return {'full'}
   end
   redis.call('HSET', KEYS[3], 'created_at', now_ms, 'status', '"pending"')
+  redis.call('ZADD', KEYS[10], redis.call('INCR', KEYS[11]), ARGV[13])
   status = '"pending"'
 end
 if mode == 'cancel' and redis.call('HGET', KEYS[3], 'cancel_requested') == 'true' then
   return {'already'}
 end
 
-local n = tonumber(ARGV[11])
 local first = redis.call('INCRBY', KEYS[2], n) - n + 1
 local ring_events = tonumber(ARGV[3])
 local ring_bytes = tonumber(ARGV[4])
 local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0')
 local dropped = redis.call('HGET', KEYS[3], 'dropped') or '0'
-local base = 13
-local eta_base = base + 3 * n
 local has_logs = false
 for i = 1, n do
   local seq = first + i - 1
-  local name = ARGV[base + 3 * i - 2]
-  local data = ARGV[base + 3 * i - 1]
-  local log_entry = ARGV[base + 3 * i]
+  local name = ARGV[base + 4 * i - 3]
+  local data = ARGV[base + 4 * i - 2]
+  local log_entry = ARGV[base + 4 * i - 1]
+  local key = ARGV[base + 4 * i]
+  if key ~= '' then
+    redis.call('HSET', KEYS[8], key, seq)
+    redis.call('ZADD', KEYS[9], now_ms, key)
+  end
   -- the exact size of the frame "id: E-S\nevent: N\ndata: D\n\n", as the memory ring counts it
   local size = 22 + #epoch + #tostring(seq) + #name + #data
   redis.call('XADD', KEYS[4], seq .. '-0', 'e', name, 'd', data, 's', size)
@@ -71,6 +121,14 @@ for i = 1, n do
 end
 if has_logs then
   redis.call('LTRIM', KEYS[5], -tonumber(ARGV[5]), -1)
+end
+if has_keys then
+  local excess = redis.call('ZCARD', KEYS[9]) - tonumber(ARGV[15])
+  if excess > 0 then
+    local oldest = redis.call('ZRANGE', KEYS[9], 0, excess - 1)
+    redis.call('ZREM', KEYS[9], unpack(oldest))
+    redis.call('HDEL', KEYS[8], unpack(oldest))
+  end
 end
 redis.call('LTRIM', KEYS[6], -10, -1)
 
@@ -108,8 +166,8 @@ if ARGV[9] ~= '' then
 else
   ttl = tonumber(redis.call('HGET', KEYS[3], 'ttl') or ARGV[6])
 end
-for k = 3, 6 do
-  redis.call('PEXPIRE', KEYS[k], ttl)
+for k = 3, 9 do
+  if k ~= 7 then redis.call('PEXPIRE', KEYS[k], ttl) end
 end
 redis.call('ZADD', KEYS[7], now_ms + ttl, ARGV[13])
 

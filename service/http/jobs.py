@@ -22,7 +22,7 @@ from service.events import parse_publish, validate_order
 from service.http import params
 from service.ids import parse_event_id
 from service.keys import BROKER, CREDENTIALS, HUB, METRICS, PUBLISH_RATE, SETTINGS
-from service.snapshot import Snapshot, Status
+from service.snapshot import STATUSES, Snapshot, Status
 
 routes = web.RouteTableDef()
 _encode = msgspec.json.Encoder().encode
@@ -47,6 +47,11 @@ class HistoryOut(Struct):
     truncated: bool
     has_more: bool
     next_after: str | None
+
+
+class JobListOut(Struct):
+    jobs: list[Snapshot]
+    next_cursor: str | None
 
 
 _CREATE_DECODER = msgspec.json.Decoder(CreateJobIn)
@@ -109,9 +114,41 @@ async def publish(request: web.Request) -> web.Response:
     request.app[HUB].counts.published += len(published.events)
     return json_response(
         {
-            "ids": [event.id for event in published.events],
+            "ids": published.ids,
             "cancel_requested": published.cancel_requested,
         }
+    )
+
+
+@routes.get("/v1/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    """Jobs newest first, a page at a time, for dashboards and the CLI."""
+    request.app[CREDENTIALS].require_publisher(request)
+    statuses = frozenset(
+        status.strip()
+        for raw in request.query.getall("status", [])
+        for status in raw.split(",")
+        if status.strip()
+    )
+    unknown = sorted(statuses - STATUSES)
+    if unknown:
+        raise InvalidParameter(
+            f"`status` must be among {', '.join(sorted(STATUSES))}; got {', '.join(unknown)}"
+        )
+    limit = params.int_param(request, "limit", default=100, low=1, high=1000)
+    cursor = request.query.get("cursor")
+    before = None
+    if cursor is not None:
+        if not cursor.isascii() or not cursor.isdigit():
+            raise InvalidParameter(f"`cursor` is not a cursor of this relay: {cursor!r}")
+        before = int(cursor)
+    page = await request.app[BROKER].jobs(statuses, limit, before)
+    hub = request.app[HUB]
+    return json_response(
+        JobListOut(
+            jobs=[hub.snapshot_view(snapshot) for snapshot in page.snapshots],
+            next_cursor=None if page.before is None else str(page.before),
+        )
     )
 
 

@@ -172,7 +172,46 @@ def _paths(
                     "422": error("Wrong field type or unknown field", "invalid_body"),
                     "503": _FULL,
                 },
-            }
+            },
+            "get": {
+                "operationId": "listJobs",
+                "summary": "Jobs with their snapshots, newest first, a page at a time",
+                "description": "A page may hold fewer than `limit` jobs (a status filter that "
+                "few jobs match); follow `next_cursor` until it is null.",
+                "security": publisher,
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "description": "only jobs of these statuses: repeated or comma-separated",
+                        "style": "form",
+                        "explode": True,
+                        "schema": {"type": "array", "items": ref("JobStatus")},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 1000,
+                            "default": 100,
+                        },
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "description": "`next_cursor` of the previous page",
+                        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "A page of jobs", "content": _json(ref("JobListOut"))},
+                    "400": error("Bad request", "invalid_parameter"),
+                    "401": _UNAUTHORIZED,
+                    "503": _UNAVAILABLE,
+                },
+            },
         },
         "/v1/jobs/{job_id}/events": {
             "parameters": job_id,

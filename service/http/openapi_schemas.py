@@ -10,14 +10,21 @@ import msgspec
 
 from service.config import Settings
 from service.events import PAYLOAD_TYPES, RESERVED
-from service.http.jobs import CreateJobIn, HistoryOut
+from service.http.jobs import CreateJobIn, HistoryOut, JobListOut
 from service.ids import EVENT_ID_PATTERN, JOB_ID_PATTERN
 from service.snapshot import Snapshot
 
 Schema = dict[str, Any]
 
 # Structs the relay only encodes: msgspec writes every field, defaults included.
-_RESPONSE_STRUCTS = ("Snapshot", "JobError", "LogEntry", "HistoryOut", "HistoryEvent")
+_RESPONSE_STRUCTS = (
+    "Snapshot",
+    "JobError",
+    "LogEntry",
+    "HistoryOut",
+    "HistoryEvent",
+    "JobListOut",
+)
 # The event-name pattern as JSON Schema (ECMA 262) writes it: `$` there never matches before a
 # trailing newline, so it says what `\Z` says in service.events.
 EVENT_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
@@ -28,7 +35,7 @@ def ref(name: str) -> Schema:
 
 
 def _struct_schemas() -> dict[str, Schema]:
-    types = [*PAYLOAD_TYPES.values(), Snapshot, HistoryOut, CreateJobIn]
+    types = [*PAYLOAD_TYPES.values(), Snapshot, HistoryOut, CreateJobIn, JobListOut]
     _, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
@@ -79,6 +86,14 @@ def _wire_schemas(settings: Settings) -> dict[str, Schema]:
                     "an object of the name's schema for the known names",
                     "default": {},
                 },
+                "key": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 200,
+                    "description": "idempotency key: a publish whose key this job has seen in "
+                    f"the last {settings.jobs.idempotency_window:g} s is not published again, "
+                    "and its original id is returned. Unique within a batch",
+                },
             },
             "required": ["event"],
             "additionalProperties": False,
@@ -116,7 +131,13 @@ def _wire_schemas(settings: Settings) -> dict[str, Schema]:
         "Published": {
             "type": "object",
             "properties": {
-                "ids": {"type": "array", "items": ref("EventId"), "minItems": 1},
+                "ids": {
+                    "type": "array",
+                    "items": ref("EventId"),
+                    "minItems": 1,
+                    "description": "one per event, in order; for a key seen before, the id "
+                    "it was published with",
+                },
                 "cancel_requested": {"type": "boolean"},
             },
             "required": ["ids", "cancel_requested"],
