@@ -40,8 +40,9 @@ def arguments(description: str, default_port: int) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--relay",
-        default="http://127.0.0.1:8080",
-        help="the relay's URL as this backend reaches it (default: %(default)s)",
+        default=os.environ.get("PROGRESS_RELAY_URL", "http://127.0.0.1:8080"),
+        help="the relay's URL as this backend reaches it (default: $PROGRESS_RELAY_URL, or"
+        " http://127.0.0.1:8080)",
     )
     parser.add_argument(
         "--public-relay",
@@ -49,8 +50,8 @@ def arguments(description: str, default_port: int) -> argparse.Namespace:
     )
     parser.add_argument(
         "--token",
-        default=os.environ.get("RELAY_PUBLISH_TOKEN"),
-        help="a publisher token of the relay (auth.publish_tokens); default: $RELAY_PUBLISH_TOKEN",
+        default=os.environ.get("PROGRESS_RELAY_TOKEN"),
+        help="a publisher token of the relay (auth.publish_tokens); default: $PROGRESS_RELAY_TOKEN",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=default_port)

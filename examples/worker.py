@@ -4,7 +4,7 @@ progress-relay with the synchronous ``Relay``, no web framework involved.
     python examples/worker.py --relay http://127.0.0.1:8080 [--job ID] [--token TOKEN]
 
 It prints the job's id and stream URL first (follow it with ``curl -N URL``), then works
-through three stages with logs. Exit status: 0 completed, 1 failed, 3 cancelled by a viewer
+through three stages with logs. Exit status: 0 completed, 1 failed, 2 cancelled by a viewer
 (``curl -X POST RELAY/v1/jobs/ID/cancel``).
 """
 
@@ -22,7 +22,7 @@ SOURCES = {"sales.csv": 1204, "returns.csv": 87, "regions.json": 12}
 ANALYSES = ["totals by region", "month over month", "top products", "returns rate"]
 
 EXIT_FAILED = 1
-EXIT_CANCELLED = 3
+EXIT_CANCELLED = 2  # as `progress-relay watch` exits for a cancelled job
 
 
 def build_report(relay: Relay, job_id: str, *, delay: float, fail: bool) -> bool:
@@ -54,12 +54,16 @@ def build_report(relay: Relay, job_id: str, *, delay: float, fail: bool) -> bool
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--relay", default="http://127.0.0.1:8080", help="the relay's URL")
+    parser.add_argument(
+        "--relay",
+        default=os.environ.get("PROGRESS_RELAY_URL", "http://127.0.0.1:8080"),
+        help="the relay's URL (default: $PROGRESS_RELAY_URL, or http://127.0.0.1:8080)",
+    )
     parser.add_argument("--job", help="the job's id (default: the relay picks one)")
     parser.add_argument(
         "--token",
-        default=os.environ.get("RELAY_PUBLISH_TOKEN"),
-        help="a publisher token of the relay (auth.publish_tokens); default: $RELAY_PUBLISH_TOKEN",
+        default=os.environ.get("PROGRESS_RELAY_TOKEN"),
+        help="a publisher token of the relay (auth.publish_tokens); default: $PROGRESS_RELAY_TOKEN",
     )
     parser.add_argument("--delay", type=float, default=0.5, help="seconds each step takes")
     parser.add_argument(

@@ -329,7 +329,7 @@ def test_the_worker_script_fails_its_job_on_an_error_and_stops_on_a_cancel() -> 
             assert job_id
             cancel = httpx.post(f"{relay.base_url}/v1/jobs/{job_id}/cancel")
             assert cancel.status_code == 202, cancel.text
-            assert worker.wait(timeout=30) == 3
+            assert worker.wait(timeout=30) == 2
         finally:
             if worker.poll() is None:
                 worker.kill()
