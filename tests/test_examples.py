@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -216,6 +217,21 @@ def assert_stages(events: list[tuple[str, Any]], stages: list[str]) -> None:
     for data in progress:
         start = share * stages.index(data["stage"])
         assert start - 0.01 <= data["percent"] <= start + share + 0.01, data
+
+
+def test_stopping_the_aiohttp_backend_ends_its_running_jobs_as_cancelled() -> None:
+    with deployment("aiohttp_app", secured=False, delay=1.0) as (relay, app):
+        started = httpx.post(f"{app.base_url}/start", json={"file": "a.mp3"})
+        assert started.status_code == 200, started.text
+        job_id = started.json()["job_id"]
+        deadline = time.monotonic() + 10
+        while snapshot(relay, job_id)["status"] != "running":
+            assert time.monotonic() < deadline, app.log
+            time.sleep(0.05)
+        code, _, log = app.stop(signal.SIGTERM, timeout=15)
+        assert code == 0, log
+        state = snapshot(relay, job_id)
+        assert (state["status"], state["message"]) == ("cancelled", "the worker was cancelled")
 
 
 def run_worker(relay: Relay, *args: str) -> subprocess.CompletedProcess[str]:
