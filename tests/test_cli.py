@@ -84,7 +84,9 @@ def test_publish_errors_are_one_line_with_their_status(shared_relay: RunningRela
     down_url = f"http://127.0.0.1:{free_port()}"
     down = cli("publish", job, "log", "--message", "x", "--url", down_url, "--retry-budget", "0.3")
     assert down.returncode == 3
-    assert f"relay {down_url} is unavailable" in one_line_error(down)
+    line = one_line_error(down)
+    assert line.startswith("progress-relay: the relay is unavailable: publish log to job")
+    assert f"(relay {down_url}): gave up after" in line and "Connection refused" in line
 
 
 @pytest.mark.parametrize(
