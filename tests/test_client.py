@@ -63,17 +63,16 @@ async def test_every_method(relay: AsyncRelay, shared_relay: RunningRelay) -> No
     await relay.content(job.id, "tok")
     await relay.publish(job.id, "tool.call", {"name": "search"})
     await relay.batch(job.id, [("log", {"message": "b1"}), ("progress", {"percent": 50})])
+    assert (await relay.cancel(job.id))["cancel_requested"] is True
+    assert not relay.cancel_requested(job.id)  # no publish has said so yet
     done = await relay.complete(job.id, [1, 2], message="ok")
+    assert done.cancel_requested is True
     events = history(shared_relay.url, job.id)
+    assert (await relay.history(job.id))["events"] == events
     assert names(events) == [
-        "progress",
-        "log",
-        "content",
-        "tool.call",
-        "log",
-        "progress",
+        "progress", "log", "content", "tool.call", "log", "progress", "cancel_requested",
         "complete",
-    ]
+    ]  # fmt: skip
     assert events[0]["data"] == {"percent": 12.5, "stage": "upload", "message": "Uploading"}
     assert events[-1] == {
         "id": done.ids[0],

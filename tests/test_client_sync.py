@@ -75,6 +75,9 @@ def test_every_publish_method_reaches_the_job(relay: Relay, shared_relay: Runnin
     relay.publish(job, "stats.tokens", {"count": 512})
     both = relay.batch(job, [("log", {"message": "a"}), ("content", {"text": "b"})])
     assert len(both.ids) == 2
+    assert relay.history(job, after=both.ids[0])["events"] == [
+        {"id": both.ids[1], "event": "content", "data": {"text": "b"}}
+    ]
     done = relay.complete(job, {"pages": 12}, message="Report ready", redirect_url="/r/42")
     events = history(shared_relay.url, job)
     assert [(e["event"], e["data"]) for e in events] == [
@@ -99,6 +102,8 @@ def test_every_publish_method_reaches_the_job(relay: Relay, shared_relay: Runnin
     )
     with pytest.raises(JobFinished) as finished:
         relay.log(job, "too late")
+    with pytest.raises(JobFinished):
+        relay.cancel(job)
     assert (finished.value.status, finished.value.code) == (409, "job_finished")
     assert "already completed" in finished.value.message
 
@@ -261,6 +266,7 @@ def test_track_cancel_requested_by_a_viewer(relay: Relay, shared_relay: RunningR
         cancel = httpx.post(f"{shared_relay.url}/v1/jobs/{job}/cancel")
         assert cancel.status_code == 202
         tracker.log("still working")  # its answer says cancel_requested: true
+        assert relay.cancel_requested(job)
         reached.append("after the first call")
         tracker.log("never published")
         reached.append("never")
