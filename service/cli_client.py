@@ -102,7 +102,7 @@ def guarded(command: Command) -> Command:
         try:
             return command(args)
         except RelayUnavailable as error:
-            return fail(f"relay {args.url} is unavailable: {error.message}", EXIT_UNAVAILABLE)
+            return fail(f"the relay is unavailable: {error.message}", EXIT_UNAVAILABLE)
         except JobNotFound as error:
             return fail(f"job not found: {error.message}", EXIT_NOT_FOUND)
         except RelayError as error:

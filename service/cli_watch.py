@@ -37,18 +37,18 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
 @guarded
 def run_watch(args: argparse.Namespace) -> int:
     view = WatchView(sys.stdout, tty=sys.stdout.isatty())
-    with relay_for(args) as relay:
-        relay.snapshot(args.job)  # JobNotFound (exit 4) for a job that does not exist
-        try:
+    try:
+        with relay_for(args) as relay:
+            relay.snapshot(args.job)  # JobNotFound (exit 4) for a job that does not exist
             for event in relay.subscribe(args.job):
                 view.apply(event)
-        except KeyboardInterrupt:
-            view.close()
-            return 130
-        if view.status not in EXIT_BY_STATUS:
-            # The stream ended without a terminal event: the job was deleted or evicted.
-            view.show_snapshot(relay.snapshot(args.job), logs=False)
-    view.close()
+            if view.status not in EXIT_BY_STATUS:
+                # The stream ended without a terminal event: the job was deleted or evicted.
+                view.show_snapshot(relay.snapshot(args.job), logs=False)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        view.close()  # the cursor leaves the bar's line before any message on stderr
     if view.status not in EXIT_BY_STATUS:
         return fail(f"job {args.job} ended without a terminal event", EXIT_NOT_FOUND)
     return EXIT_BY_STATUS[view.status]

@@ -3,6 +3,7 @@ that can lose a response or cut every connection (what a flaky network does)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -256,10 +257,8 @@ class Proxy:
 
 
 def _close(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()
 
 

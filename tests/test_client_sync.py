@@ -29,7 +29,6 @@ from tests.client_support import (
     launch,
     own_relay,
     shared_relay,
-    snapshot,
     unavailable_response,
 )
 
@@ -76,6 +75,9 @@ def test_every_publish_method_reaches_the_job(relay: Relay, shared_relay: Runnin
     relay.publish(job, "stats.tokens", {"count": 512})
     both = relay.batch(job, [("log", {"message": "a"}), ("content", {"text": "b"})])
     assert len(both.ids) == 2
+    assert relay.history(job, after=both.ids[0])["events"] == [
+        {"id": both.ids[1], "event": "content", "data": {"text": "b"}}
+    ]
     done = relay.complete(job, {"pages": 12}, message="Report ready", redirect_url="/r/42")
     events = history(shared_relay.url, job)
     assert [(e["event"], e["data"]) for e in events] == [
@@ -100,6 +102,8 @@ def test_every_publish_method_reaches_the_job(relay: Relay, shared_relay: Runnin
     )
     with pytest.raises(JobFinished) as finished:
         relay.log(job, "too late")
+    with pytest.raises(JobFinished):
+        relay.cancel(job)
     assert (finished.value.status, finished.value.code) == (409, "job_finished")
     assert "already completed" in finished.value.message
 
@@ -133,17 +137,15 @@ def test_relay_errors_are_typed_and_not_retried(relay: Relay, proxy: Proxy) -> N
     with pytest.raises(JobNotFound):
         relay.delete(job)
     # A 4xx is answered once: no retry.
-    with Relay(proxy.url) as through_proxy:
-        with pytest.raises(JobNotFound):
-            through_proxy.snapshot(job)
+    with Relay(proxy.url) as through_proxy, pytest.raises(JobNotFound):
+        through_proxy.snapshot(job)
     assert len(proxy.requests) == 1
 
 
 def test_a_relay_that_is_down_raises_relay_unavailable_after_the_budget() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    with Relay(url, retry_budget=0.5) as relay:
-        with pytest.raises(RelayUnavailable) as down:
-            relay.log(job_id(), "x")
+    with Relay(url, retry_budget=0.5) as relay, pytest.raises(RelayUnavailable) as down:
+        relay.log(job_id(), "x")
     message = str(down.value)
     assert "gave up after" in message and "Connection refused" in message
     assert down.value.status == 0
@@ -154,9 +156,8 @@ def test_publisher_token(own_relay: Callable[..., RunningRelay]) -> None:
         PROGRESS_RELAY_AUTH_PUBLISH_TOKENS="pub-secret",
         PROGRESS_RELAY_AUTH_JWT_SECRET="s" * 40,
     )
-    with Relay(running.url) as anonymous:
-        with pytest.raises(Unauthorized) as refused:
-            anonymous.log(job_id(), "x")
+    with Relay(running.url) as anonymous, pytest.raises(Unauthorized) as refused:
+        anonymous.log(job_id(), "x")
     assert refused.value.code == "unauthorized"
     with Relay(running.url, token="pub-secret") as relay:
         job = relay.create_job()
@@ -175,7 +176,11 @@ def test_503_is_retried_after_retry_after(relay: Relay, proxy: Proxy) -> None:
     assert proxy.answered == 1
     assert waited >= 0.3  # Retry-After was honoured (a lower bound, not a speed claim)
     assert relay.history(job)["events"] == [
-        {"id": published.ids[0], "event": "log", "data": {"message": "after a 503", "level": "info"}}
+        {
+            "id": published.ids[0],
+            "event": "log",
+            "data": {"message": "after a 503", "level": "info"},
+        }
     ]
 
 
@@ -244,10 +249,10 @@ def test_track_with_explicit_end_percentages(relay: Relay, shared_relay: Running
 
 def test_track_failure_publishes_failed_and_reraises(relay: Relay) -> None:
     job = job_id()
-    with pytest.raises(ValueError, match="bad audio"):
-        with relay.track(job, stages=["upload", "transcribe"]) as tracker:
-            tracker.stage("upload")
-            raise ValueError("bad audio")
+    tracker = relay.track(job, stages=["upload", "transcribe"])
+    with pytest.raises(ValueError, match="bad audio"), tracker:
+        tracker.stage("upload")
+        raise ValueError("bad audio")
     state = relay.snapshot(job)
     assert state["status"] == "failed"
     assert state["error"] == {"message": "bad audio", "code": "ValueError", "details": None}
@@ -261,6 +266,7 @@ def test_track_cancel_requested_by_a_viewer(relay: Relay, shared_relay: RunningR
         cancel = httpx.post(f"{shared_relay.url}/v1/jobs/{job}/cancel")
         assert cancel.status_code == 202
         tracker.log("still working")  # its answer says cancel_requested: true
+        assert relay.cancel_requested(job)
         reached.append("after the first call")
         tracker.log("never published")
         reached.append("never")

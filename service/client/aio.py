@@ -23,7 +23,7 @@ from service.client.publishing import PublishState
 from service.client.retry import RetryPolicy
 from service.client.sse import End, Open, StreamSession
 from service.client.sync import DEFAULT_URL
-from service.client.tracking import Stages, TrackState, log_lost_terminal
+from service.client.tracking import Stages, TrackState, log_deferred, log_lost_terminal
 from service.client.waiting import Waiter
 
 T = TypeVar("T")
@@ -87,6 +87,7 @@ class AsyncRelay:
                 await asyncio.gather(*self._flushes, return_exceptions=True)
             await self.flush()
         finally:
+            log_deferred(self._state.take_deferred())
             if self._session is not None:
                 await self._session.close()
                 self._session = None
@@ -178,6 +179,10 @@ class AsyncRelay:
         return _sent(await self._publish(job_id, outgoing, coalesce=False))
 
     async def flush(self, job_id: str | None = None) -> None:
+        """Send held progress now (of one job, or of all); raises what a background flush of
+        that job met if its next call has not yet."""
+        if job_id is not None:
+            self._state.raise_deferred(job_id)
         jobs = [job_id] if job_id is not None else self._state.coalescer.held_jobs()
         for job in jobs:
             async with self._job_lock(job):

@@ -162,6 +162,16 @@ class Calls:
     def url(self, path: str) -> str:
         return self.base_url + path
 
+    def _call(
+        self,
+        request: Request,
+        parse: Callable[[int, bytes], T],
+        *,
+        ok: Iterable[int] = (200,),
+        what: str,
+    ) -> Call[T]:
+        return Call(request, parse, ok=ok, what=f"{what} (relay {self.base_url})")
+
     def create_job(self, job_id: str | None, ttl: float | None, meta: Any) -> Call[Job]:
         # The id is chosen here, not by the relay, so that a retried create cannot make two jobs.
         body: dict[str, Any] = {"id": job_id or uuid.uuid4().hex}
@@ -179,7 +189,7 @@ class Calls:
                 subscribe_token=answer.get("subscribe_token"),
             )
 
-        return Call(
+        return self._call(
             Request("POST", "/v1/jobs", _encode(body)),
             parse,
             ok=(200, 201),
@@ -199,14 +209,14 @@ class Calls:
         names = ", ".join(event.event for event in events[:3]) + (
             ", ..." if len(events) > 3 else ""
         )
-        return Call(
+        return self._call(
             Request("POST", job_path(job_id, "/events"), _encode(body)),
             parse,
             what=f"publish {names} to job {job_id}",
         )
 
     def snapshot(self, job_id: str) -> Call[dict[str, Any]]:
-        return Call(
+        return self._call(
             Request("GET", job_path(job_id)),
             lambda status, raw: dict(_json(raw)),
             what=f"read job {job_id}",
@@ -216,7 +226,7 @@ class Calls:
         self, job_id: str, after: str | None = None, limit: int = 1000
     ) -> Call[dict[str, Any]]:
         query = {"limit": str(limit)} | ({"after": after} if after else {})
-        return Call(
+        return self._call(
             Request("GET", job_path(job_id, "/events") + "?" + urlencode(query)),
             lambda status, raw: dict(_json(raw)),
             what=f"read the history of job {job_id}",
@@ -236,10 +246,10 @@ class Calls:
             answer = _json(raw)
             return JobsPage(list(answer["jobs"]), answer.get("next_cursor"))
 
-        return Call(Request("GET", path), parse, what="list jobs")
+        return self._call(Request("GET", path), parse, what="list jobs")
 
     def cancel(self, job_id: str) -> Call[dict[str, Any]]:
-        return Call(
+        return self._call(
             Request("POST", job_path(job_id, "/cancel")),
             lambda status, raw: dict(_json(raw)),
             ok=(200, 202),
@@ -247,7 +257,7 @@ class Calls:
         )
 
     def delete(self, job_id: str) -> Call[None]:
-        return Call(
+        return self._call(
             Request("DELETE", job_path(job_id)),
             lambda status, raw: None,
             ok=(204,),

@@ -53,6 +53,11 @@ class PublishState:
         """A background flush failed: the job's next call raises it."""
         self._deferred[job_id] = error
 
+    def take_deferred(self) -> list[RelayError]:
+        """Every failure of a background flush not raised yet (on flush and close)."""
+        errors, self._deferred = list(self._deferred.values()), {}
+        return errors
+
     def raise_deferred(self, job_id: str) -> None:
         error = self._deferred.pop(job_id, None)
         if error is not None:

@@ -3,8 +3,8 @@
 Connection errors, timeouts and the answers 502, 503, 504 and 429 are retried: every request
 the SDK sends is safe to repeat (each event carries its idempotency key; job ids are chosen
 before the first attempt). ``Retry-After`` is honoured; otherwise the wait is an exponential
-backoff with full jitter. The attempts stop when the next wait would go past ``budget`` seconds
-after the first attempt.
+backoff with jitter (drawn from the upper half of the doubled delay). The attempts stop when
+the next wait would go past ``budget`` seconds after the first attempt.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from service.client.protocol import Call, Calls, Done, Job, Published, Wait, hea
 from service.client.publishing import PublishState
 from service.client.retry import RetryPolicy
 from service.client.sse import End, Open, StreamSession
-from service.client.tracking import Stages, TrackState, log_lost_terminal
+from service.client.tracking import Stages, TrackState, log_deferred, log_lost_terminal
 from service.client.waiting import Waiter
 
 T = TypeVar("T")
@@ -92,6 +92,7 @@ class Relay:
         finally:
             with self._lock:
                 self._closed = True
+                log_deferred(self._state.take_deferred())
                 self._wake.notify_all()
             if self._flusher is not None and self._flusher is not threading.current_thread():
                 self._flusher.join(timeout=self._policy.budget + self._timeout)
@@ -189,8 +190,11 @@ class Relay:
         return self._sent(self._publish(job_id, outgoing, coalesce=False))
 
     def flush(self, job_id: str | None = None) -> None:
-        """Send held progress now (of one job, or of all)."""
+        """Send held progress now (of one job, or of all); raises what a background flush of
+        that job met (RelayUnavailable, JobFinished) if its next call has not yet."""
         with self._lock:
+            if job_id is not None:
+                self._state.raise_deferred(job_id)
             jobs = [job_id] if job_id is not None else self._state.coalescer.held_jobs()
         for job in jobs:
             with self._job_lock(job):

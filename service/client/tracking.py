@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service.client import events
-from service.client.errors import Cancelled
+from service.client.errors import Cancelled, RelayError
 from service.client.events import Outgoing
 from service.client.stages import StageTable
 
@@ -90,3 +90,8 @@ def log_lost_terminal(job_id: str, event: Outgoing) -> None:
     logging.getLogger("service.client").warning(
         "could not publish %s for job %s: the relay is unreachable", event.event, job_id
     )
+
+
+def log_deferred(errors: list[RelayError]) -> None:
+    for error in errors:
+        logging.getLogger("service.client").warning("a held progress was not delivered: %s", error)
