@@ -3,9 +3,9 @@ progress-relay with the synchronous ``Relay``, no web framework involved.
 
     python examples/worker.py --relay http://127.0.0.1:8080 [--job ID] [--token TOKEN]
 
-It prints the job's id and stream URL first (follow it with ``curl -N URL``), then works
-through three stages with logs. Exit status: 0 completed, 1 failed, 2 cancelled by a viewer
-(``curl -X POST RELAY/v1/jobs/ID/cancel``).
+It prints the job's id and stream URL first (follow the job with ``progress-relay watch ID``
+or ``curl -N URL``), then works through three stages with logs. Exit status: 0 completed,
+1 failed, 2 cancelled by a viewer (``curl -X POST RELAY/v1/jobs/ID/cancel``).
 """
 
 from __future__ import annotations
