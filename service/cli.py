@@ -1,4 +1,8 @@
-"""``progress-relay serve [--host] [--port] [--config FILE] [--broker URL]``."""
+"""``progress-relay serve|publish|watch|jobs|token``: run the relay, or talk to one.
+
+``serve [--host] [--port] [--config FILE] [--broker URL]`` runs it; the client commands are in
+``cli_client`` (publish, jobs, token) and ``cli_watch`` (watch).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from service import logs, server
+from service import cli_client, cli_watch, logs, server
 from service.app import create_app
 from service.config import ConfigError, Settings, load_settings
 
@@ -30,11 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log.level"
     )
+    serve.set_defaults(run=run_serve)
+    common = cli_client.common_options()
+    cli_client.add_commands(commands, common)
+    cli_watch.add_command(commands, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    status: int = args.run(args)
+    return status
+
+
+def run_serve(args: argparse.Namespace) -> int:
     server: dict[str, Any] = {}
     if args.host is not None:
         server["host"] = args.host

@@ -17,6 +17,9 @@ import msgspec
 from msgspec import Meta, Struct
 
 ENV_PREFIX = "PROGRESS_RELAY_"
+# Read by the client commands (`progress-relay watch`, ...), not settings of the relay: a shell
+# that exports them must still be able to run `progress-relay serve`.
+CLIENT_ENV = frozenset({"PROGRESS_RELAY_URL", "PROGRESS_RELAY_TOKEN"})
 
 Seconds = Annotated[float, Meta(gt=0)]
 Port = Annotated[int, Meta(ge=0, le=65535)]
@@ -186,7 +189,7 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     sections = _section_types()
     found: dict[str, dict[str, Any]] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in CLIENT_ENV:
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         section, _, key = rest.partition("_")

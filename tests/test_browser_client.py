@@ -9,20 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
+from tests.browser import chromium, shadow, wait_for
 from tests.redis_server import RedisServer
 from tests.test_process import Relay, start_relay
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 # Loads the client into a page of the relay's origin and records what it sees per job.
 WATCH = """async ({ jobs, options }) => {
@@ -45,10 +36,8 @@ WATCH = """async ({ jobs, options }) => {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -74,11 +63,6 @@ def publish(base: str, job: str, event: str, data: dict[str, Any] | None = None)
     assert response.status_code == 200, response.text
     event_id: str = response.json()["ids"][0]
     return event_id
-
-
-def wait_for(page: Page, expression: str, timeout: float = 10) -> Any:
-    page.wait_for_function(expression, timeout=timeout * 1000)
-    return page.evaluate(expression)
 
 
 def test_a_job_runs_to_completion_and_a_failed_one_keeps_its_message(
@@ -228,15 +212,6 @@ def open_element_page(browser: Browser, relay: Relay, job: str) -> Page:
     page.goto(f"{relay.base_url}/healthz")
     page.evaluate(ELEMENT_PAGE, {"job": job})
     return page
-
-
-def shadow(page: Page, selector: str) -> Any:
-    return page.evaluate(
-        "(s) => { const e = document.querySelector('job-progress').shadowRoot.querySelector(s);"
-        " return { text: e.textContent, html: e.innerHTML, hidden: e.hidden,"
-        " now: e.getAttribute('aria-valuenow'), role: e.getAttribute('role') }; }",
-        selector,
-    )
 
 
 def test_the_element_shows_progress_and_job_text_only_as_text(

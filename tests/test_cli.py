@@ -1,0 +1,256 @@
+"""The client commands of the CLI, run as processes against real relays (both brokers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+from service.client import Relay
+from tests.client_support import (
+    RunningRelay,
+    eventually,
+    free_port,
+    history,
+    job_id,
+    shared_relay,
+    snapshot,
+)
+from tests.test_process import start_relay
+
+__all__ = ["shared_relay"]  # fixture
+
+SECRET = "k" * 40
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PROGRESS_RELAY_")}
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("progress-relay: ")
+    return lines[0]
+
+
+def test_publish_builds_the_event_from_options(shared_relay: RunningRelay) -> None:
+    job = job_id()
+    url = shared_relay.url
+    first = cli("publish", job, "progress", "--percent", "40", "--stage", "searching",
+                "--message", "Searching documents", "--url", url)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    ids = json.loads(first.stdout)["ids"]
+    second = cli("publish", job, "log", "--data", '{"message": "found 12", "level": "success"}',
+                 env={"PROGRESS_RELAY_URL": url})  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    events = history(url, job)
+    assert events[0] == {
+        "id": ids[0],
+        "event": "progress",
+        "data": {"percent": 40, "stage": "searching", "message": "Searching documents"},
+    }
+    assert events[1]["data"] == {"message": "found 12", "level": "success"}
+
+
+def test_publish_errors_are_one_line_with_their_status(shared_relay: RunningRelay) -> None:
+    job = job_id()
+    url = shared_relay.url
+    bad = cli("publish", job, "log", "--data", "{nope", "--url", url)
+    assert bad.returncode == 2 and "--data is not valid JSON" in one_line_error(bad)
+    assert cli("publish", job, "complete", "--url", url).returncode == 0
+    finished = cli("publish", job, "log", "--message", "late", "--url", url)
+    assert finished.returncode == 5 and "job_finished" in one_line_error(finished)
+    invalid = cli("publish", job_id(), "progress", "--percent", "140", "--url", url)
+    assert invalid.returncode == 5 and "invalid_event" in one_line_error(invalid)
+    down_url = f"http://127.0.0.1:{free_port()}"
+    down = cli("publish", job, "log", "--message", "x", "--url", down_url, "--retry-budget", "0.3")
+    assert down.returncode == 3
+    line = one_line_error(down)
+    assert line.startswith("progress-relay: the relay is unavailable: publish log to job")
+    assert f"(relay {down_url}): gave up after" in line and "Connection refused" in line
+
+
+@pytest.mark.parametrize(
+    ("end", "data", "status", "last_line"),
+    [
+        ("complete", {"message": "Report ready", "result": {"pages": 3}}, 0,
+         'completed: Report ready  result: {"pages": 3}'),
+        ("failed", {"message": "Model timed out", "code": "timeout"}, 1,
+         "failed: Model timed out (timeout)"),
+        ("cancelled", {"message": "Stopped by user"}, 2, "cancelled: Stopped by user"),
+    ],
+)  # fmt: skip
+def test_watch_exits_with_the_status_of_the_end(
+    shared_relay: RunningRelay, end: str, data: dict[str, object], status: int, last_line: str
+) -> None:
+    job = job_id()
+    with Relay(shared_relay.url) as relay:
+        relay.progress(job, 40, stage="searching", message="Searching")
+        relay.log(job, "found 12 documents", level="success")
+        relay.content(job, "The answer\nis 42")
+        relay.publish(job, end, data)
+    result = cli("watch", job, "--url", shared_relay.url)
+    assert result.returncode == status, result.stderr
+    lines = result.stdout.splitlines()
+    assert "\x1b[" not in result.stdout  # no terminal: plain lines, no redrawing
+    assert lines[0] == "searching  [##########..............]   40%  Searching"
+    assert "success  found 12 documents" in lines
+    assert "The answer" in lines and "is 42" in lines
+    assert lines[-1] == last_line
+
+
+def test_watch_unknown_job_and_relay_down(shared_relay: RunningRelay) -> None:
+    missing = cli("watch", job_id(), "--url", shared_relay.url)
+    assert missing.returncode == 4 and "job not found" in one_line_error(missing)
+    down = cli("watch", "x", "--url", f"http://127.0.0.1:{free_port()}", "--retry-budget", "0.3")
+    assert down.returncode == 3 and "is unavailable" in one_line_error(down)
+
+
+def read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_watch_draws_a_live_bar_in_a_terminal(shared_relay: RunningRelay) -> None:
+    job = job_id()
+    url = shared_relay.url
+    with Relay(url) as relay:
+        relay.progress(job, 5, stage="upload", message="Uploading")
+    master, slave = pty.openpty()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PROGRESS_RELAY_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "watch", job, "--url", url],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**clean, "COLUMNS": "100", "LINES": "20", "TERM": "xterm"},
+    )
+    os.close(slave)
+    output: list[bytes] = []
+    reader = threading.Thread(target=lambda: output.append(read_all(master)))
+    reader.start()
+    try:
+        eventually(lambda: snapshot(url, job)["subscribers"] >= 1, timeout=30)
+        stages = {"upload": 20, "transcribe": 90, "summarize": 100}
+        with Relay(url, progress_rate=0) as relay, relay.track(job, stages=stages) as t:
+            t.stage("transcribe", message="Transcribing")
+            t.log("chunk 1 of 2 done")
+            t.progress(0.5, message="halfway")
+            t.log("chunk 2 of 2 done", level="warning")
+            t.stage("summarize", message="Summarizing")
+            t.result = {"words": 1234}
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        reader.join(timeout=10)
+        os.close(master)
+    text = b"".join(output).decode()
+    assert "\r\x1b[2K" in text  # the bar is redrawn in place
+    assert "transcribe  [#####" in text and "Transcribing" in text
+    assert "55%" in text and "halfway" in text
+    assert "   info  chunk 1 of 2 done" in text
+    assert "warning  chunk 2 of 2 done" in text
+    assert "summarize  [" in text
+    assert 'completed: result: {"words": 1234}' in text
+    # A log line is written on a cleared line, and the bar drawn again after it.
+    after_log = text.split("chunk 1 of 2 done", 1)[1]
+    assert after_log.startswith("\r\n\r\x1b[2Ktranscribe")
+
+
+def test_jobs_prints_a_table(shared_relay: RunningRelay) -> None:
+    url = shared_relay.url
+    running, done = job_id(), job_id()
+    with Relay(url) as relay:
+        relay.progress(running, 42, stage="searching")
+        relay.complete(done)
+    table = cli("jobs", "--status", "running", "--url", url)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["ID", "STATUS", "PERCENT", "STAGE", "UPDATED"]
+    row = next(line for line in lines if line.startswith(running))
+    assert row.split()[:4] == [running, "running", "42%", "searching"]
+    assert not any(line.startswith(done) for line in lines)
+    both = cli("jobs", "--status", "running,completed", "--url", url).stdout
+    assert running in both and done in both
+    one = cli("jobs", "--limit", "1", "--url", url)
+    assert len(one.stdout.splitlines()) == 2  # the header and one job
+
+
+def test_token_mints_a_subscriber_token(tmp_path: Path) -> None:
+    minted = cli(
+        "token", "report-42", "--ttl", "120", env={"PROGRESS_RELAY_AUTH_JWT_SECRET": SECRET}
+    )
+    assert minted.returncode == 0, minted.stderr
+    claims = jwt.decode(minted.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["jobs"] == ["report-42"]
+    assert claims["exp"] - claims["iat"] == 120
+    config = tmp_path / "relay.toml"
+    config.write_text(f'[auth]\njwt_secret = "{SECRET}"\n')
+    every = cli("token", "*", "--config", str(config))
+    assert jwt.decode(every.stdout.strip(), SECRET, algorithms=["HS256"])["jobs"] == "*"
+    missing = cli("token", "report-42")
+    assert missing.returncode == 2
+    assert "no auth.jwt_secret is configured" in one_line_error(missing)
+
+
+def test_a_minted_token_opens_the_stream_of_its_job() -> None:
+    env = {"PROGRESS_RELAY_AUTH_JWT_SECRET": SECRET, "PROGRESS_RELAY_AUTH_SUBSCRIBE": "token"}
+    relay = start_relay(env=env)
+    try:
+        token = cli("token", "j1", env=env).stdout.strip()
+        httpx.post(f"{relay.base_url}/v1/jobs/j1/events", json={"event": "complete"})
+        assert httpx.get(f"{relay.base_url}/v1/jobs/j1").status_code == 401
+        assert httpx.get(f"{relay.base_url}/v1/jobs/j1", params={"token": token}).status_code == 200
+        watched = cli("watch", "j1", "--url", relay.base_url, "--token", token)
+        assert watched.returncode == 0, watched.stderr
+    finally:
+        relay.close()
+
+
+def test_serve_ignores_the_client_environment() -> None:
+    relay = start_relay(env={"PROGRESS_RELAY_URL": "http://x:1", "PROGRESS_RELAY_TOKEN": "t"})
+    try:
+        assert httpx.get(f"{relay.base_url}/healthz").status_code == 200
+    finally:
+        relay.close()
+
+
+def test_publish_through_the_entry_point(shared_relay: RunningRelay) -> None:
+    entry = Path(sys.executable).with_name("progress-relay")
+    job = job_id()
+    result = subprocess.run(
+        [str(entry), "publish", job, "log", "--message", "hi", "--url", shared_relay.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert history(shared_relay.url, job)[0]["data"]["message"] == "hi"
