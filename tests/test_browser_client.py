@@ -11,6 +11,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
 
+from service.auth import Credentials
+from service.config import AuthSettings
 from tests.browser import chromium, shadow, wait_for
 from tests.redis_server import RedisServer
 from tests.test_process import Relay, start_relay
@@ -439,3 +441,57 @@ def test_a_leader_that_freezes_hands_the_stream_over(browser: Browser, relay: Re
     assert [entry["id"] for entry in state["logs"]] == [first, second, third]
     assert httpx.get(f"{relay.base_url}/healthz").json()["streams"] == 1
     context.close()
+
+
+TOKEN_ELEMENTS_PAGE = """async ({ elements }) => {
+  await import("/static/progress-relay.js");
+  document.body.innerHTML = "";
+  for (const [job, token] of elements) {
+    const element = document.createElement("job-progress");
+    element.setAttribute("job", job);
+    element.setAttribute("token", token);
+    document.body.append(element);
+  }
+}"""
+
+
+def test_elements_with_tokens_of_their_own_each_get_their_job(browser: Browser) -> None:
+    """Tokens granting different jobs cannot share one stream: the page gets one stream per
+    token (here: one job with its own token, two jobs under one token), and every job ends."""
+    secret = "s" * 40
+    relay = start_relay(
+        env={
+            "PROGRESS_RELAY_AUTH_SUBSCRIBE": "token",
+            "PROGRESS_RELAY_AUTH_JWT_SECRET": secret,
+            "PROGRESS_RELAY_STREAM_HEARTBEAT": "1",
+        }
+    )
+    try:
+        credentials = Credentials(AuthSettings(subscribe="token", jwt_secret=secret))
+        own = credentials.mint(["solo"])
+        pair = credentials.mint(["left", "right"])
+        page = browser.new_page()
+        page.goto(f"{relay.base_url}/healthz")
+        elements = [["solo", own], ["left", pair], ["right", pair]]
+        page.evaluate(TOKEN_ELEMENTS_PAGE, {"elements": elements})
+        for job in ("solo", "left", "right"):
+            publish(relay.base_url, job, "progress", {"percent": 40, "stage": job})
+        for index in range(3):
+            wait_for(
+                page,
+                f"document.querySelectorAll('job-progress')[{index}]"
+                ".shadowRoot.textContent.includes('40')",
+            )
+        assert httpx.get(f"{relay.base_url}/healthz").json()["streams"] == 2
+        for job in ("solo", "left", "right"):
+            publish(relay.base_url, job, "complete", {"message": f"{job} done"})
+        for index, job in enumerate(("solo", "left", "right")):
+            text = wait_for(
+                page,
+                f"(() => {{ const t = document.querySelectorAll('job-progress')[{index}]"
+                f".shadowRoot.textContent; return t.includes('{job} done') && t; }})()",
+            )
+            assert "forbidden" not in text.lower()
+        page.close()
+    finally:
+        relay.close()
