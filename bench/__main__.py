@@ -158,13 +158,16 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {load_cpu})
     # SIGTERM ends the run like Ctrl-C does, through the finally below.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        import uvloop
+    loop_factory: Any = None
+    if os.environ.get("BENCH_LOOP", "uvloop") == "uvloop":
+        try:
+            import uvloop
 
-        loop_factory: Any = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
+            loop_factory = uvloop.new_event_loop
+        except ImportError:
+            print("bench: uvloop is not installed; the generator uses asyncio's loop", file=sys.stderr)
     meta = machine()
+    meta["generator loop"] = "uvloop" if loop_factory is not None else "asyncio"
     meta["runs"] = args.runs
     meta["scale"] = args.scale
     meta["command"] = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])

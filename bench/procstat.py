@@ -49,6 +49,17 @@ def usage(pids: Iterable[int]) -> Usage:
     return Usage(rss, peak, ticks / _TICKS)
 
 
+def run_queue_wait(pids: Iterable[int]) -> float:
+    """Seconds the processes were runnable but waiting for a CPU (/proc/<pid>/schedstat): on a
+    shared machine, the time other programs took from them."""
+    waited = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            with open(f"/proc/{pid}/schedstat", "rb") as fh:
+                waited += int(fh.read().split()[1])
+    return waited / 1e9
+
+
 def self_cpu() -> float:
     """CPU seconds of this process (the load generator)."""
     times = os.times()

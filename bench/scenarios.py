@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import statistics
 import time
 import uuid
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from bench import servers
 from bench.load import CONNECT_CONCURRENCY, Load, spread
-from bench.procstat import Sampler, self_cpu, usage
+from bench.procstat import Sampler, run_queue_wait, self_cpu, usage
 from bench.publisher import (
     PipelinedConnection,
     PublishTally,
@@ -79,6 +80,8 @@ class Window:
         self.started = time.perf_counter()
         self.server_cpu_start = usage(self.pids).cpu_s
         self.generator_cpu_start = self_cpu()
+        self.server_wait_start = run_queue_wait(self.pids)
+        self.generator_wait_start = run_queue_wait([os.getpid()])
         self.sampler.__enter__()
         return self
 
@@ -87,6 +90,8 @@ class Window:
         self.wall = time.perf_counter() - self.started
         self.server_cpu = usage(self.pids).cpu_s - self.server_cpu_start
         self.generator_cpu = self_cpu() - self.generator_cpu_start
+        self.server_wait = run_queue_wait(self.pids) - self.server_wait_start
+        self.generator_wait = run_queue_wait([os.getpid()]) - self.generator_wait_start
 
     def metrics(self) -> Metrics:
         wall = max(self.wall, 1e-9)
@@ -94,7 +99,14 @@ class Window:
             "server_cpu_pct": 100.0 * self.server_cpu / wall,
             "server_peak_rss_mb": self.sampler.peak_rss_kb / 1024.0,
             "generator_cpu_pct": 100.0 * self.generator_cpu / wall,
+            "server_cpu_wait_pct": 100.0 * self.server_wait / wall,
+            "generator_cpu_wait_pct": 100.0 * self.generator_wait / wall,
         }
+
+    def generator_capacity(self, events: int) -> float:
+        """Events the generator would take per second of a whole CPU, at its cost per event
+        in this window: far above the server's rate means the generator was not the limit."""
+        return events / self.generator_cpu if self.generator_cpu > 0 else float("nan")
 
 
 def _delivery(load: Load) -> Metrics:
@@ -176,6 +188,7 @@ async def fanout(server: Server, options: Options) -> Metrics:
     latencies = load.tally.latencies_us
     return {
         "delivered_per_s": delivered / (ended - started),
+        "generator_capacity_per_s": window.generator_capacity(delivered),
         "events_published": published,
         "publish_per_s": published / (published_at - started),
         "latency_p50_ms": _percentile(latencies, 0.50),
@@ -244,6 +257,7 @@ async def many(
         "publish_target_per_s": target_rate,
         "publish_per_s": sent / publishing_s,
         "delivered_per_s": delivered / (ended - started),
+        "generator_capacity_per_s": window.generator_capacity(delivered),
         "latency_p50_ms": _percentile(latencies, 0.50),
         "latency_p99_ms": _percentile(latencies, 0.99),
         "connect_s": connect_s,
@@ -326,6 +340,7 @@ async def storm(server: Server, options: Options) -> Metrics:
         "catch_up_s": ended - started,
         "reconnect_s": reconnect_s,
         "delivered_per_s": len(load.subscriptions) * missed / (ended - started),
+        "generator_capacity_per_s": window.generator_capacity(len(load.subscriptions) * missed),
         **window.metrics(),
         **_delivery(load),
         "publish_errors": first.errors + away.errors,
@@ -421,8 +436,10 @@ _CORRECTNESS = (
 )
 _RESOURCES = (
     Metric("server_cpu_pct", "server CPU %", "lower"),
+    Metric("server_cpu_wait_pct", "server waiting for its CPU % (machine noise)", "lower"),
     Metric("server_peak_rss_mb", "server peak RSS MB", "lower", 1),
-    Metric("generator_cpu_pct", "generator CPU % (headroom check)", "lower"),
+    Metric("generator_cpu_pct", "generator CPU %", "lower"),
+    Metric("generator_capacity_per_s", "generator capacity events/s (per CPU s)", "higher"),
 )
 _MANY_METRICS = (
     Metric("publish_per_s", "publishes/s reached", "higher"),

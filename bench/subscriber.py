@@ -89,12 +89,12 @@ class SseSubscriber(asyncio.Protocol):
         "_chunked",
         "_head",
         "_in_head",
+        "_last_part",
         "_pending",
         "closing",
         "connected",
         "done",
         "expected",
-        "last_id",
         "next_seq",
         "on_lost",
         "sample",
@@ -112,7 +112,7 @@ class SseSubscriber(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.done = target <= first_seq
-        self.last_id = b""
+        self._last_part = b""  # the frames of the last read that held events
         self.closing = False
         self.on_lost: Callable[[SseSubscriber], None] | None = None
         self._in_head = True
@@ -146,7 +146,12 @@ class SseSubscriber(asyncio.Protocol):
             data = self._dechunk(data)
         if self._body:
             data = self._body + data
+            self._body = b""
         # A frame ends with an empty line: "\n\n" (relay, Nchan) or "\r\n\r\n" (aiohttp-sse).
+        # Most reads end with a whole frame.
+        if data.endswith(b"\n\n"):
+            self._frames(data)
+            return
         end = max(data.rfind(b"\n\n"), data.rfind(b"\n\r\n"))
         if end < 0:
             self._body = data
@@ -247,7 +252,7 @@ class SseSubscriber(asyncio.Protocol):
             self.next_seq = position + count
         else:
             self._check_slowly(seqs)
-        self._note_last_id(part)
+        self._last_part = part
         if not self.done and self.next_seq >= self.target:
             self.done = True
             tally.complete += 1
@@ -271,14 +276,18 @@ class SseSubscriber(asyncio.Protocol):
                 position = seq + 1
         self.next_seq = position
 
-    def _note_last_id(self, part: bytes) -> None:
+    @property
+    def last_id(self) -> bytes:
+        """The id of the last event received (what a reconnect sends as Last-Event-ID); found
+        when asked, not on every read."""
+        part = self._last_part
         at = part.rfind(b"id: ")
         while at > 0 and part[at - 1] != 10:
             at = part.rfind(b"id: ", 0, at)
         if at < 0:
-            return
+            return b""
         end = part.find(b"\n", at)
-        self.last_id = part[at + 4 : end].rstrip(b"\r")
+        return part[at + 4 : end].rstrip(b"\r")
 
     # -- control ------------------------------------------------------------------------------
 
