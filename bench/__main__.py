@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
 
             loop_factory = uvloop.new_event_loop
         except ImportError:
-            print("bench: uvloop is not installed; the generator uses asyncio's loop", file=sys.stderr)
+            print(
+                "bench: uvloop is not installed; the generator uses asyncio's loop", file=sys.stderr
+            )
     meta = machine()
     meta["generator loop"] = "uvloop" if loop_factory is not None else "asyncio"
     meta["runs"] = args.runs

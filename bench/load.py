@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bench.servers import HOST, Server
-from bench.subscriber import SseSubscriber, Tally, stream_request
+from bench.subscriber import SseSubscriber, Tally, expected_sequences, stream_request
 
 # Connection attempts in flight at once. The kernel's accept queue and SYN backlog are a few
 # thousand here; more at once only measures SYN retransmits (a one-second penalty each).
@@ -121,6 +121,7 @@ class Load:
             if protocol is None:
                 continue
             protocol.target = target_of
+            protocol.expected = expected_sequences(target_of)
             protocol.done = protocol.next_seq >= target_of
             if protocol.done:
                 self.tally.complete += 1

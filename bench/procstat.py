@@ -54,9 +54,11 @@ def run_queue_wait(pids: Iterable[int]) -> float:
     shared machine, the time other programs took from them."""
     waited = 0
     for pid in pids:
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            with open(f"/proc/{pid}/schedstat", "rb") as fh:
-                waited += int(fh.read().split()[1])
+        with (
+            contextlib.suppress(FileNotFoundError, ProcessLookupError),
+            open(f"/proc/{pid}/schedstat", "rb") as fh,
+        ):
+            waited += int(fh.read().split()[1])
     return waited / 1e9
 
 

@@ -207,7 +207,11 @@ async def fanout(server: Server, options: Options) -> Metrics:
 async def many(
     server: Server, options: Options, connect_concurrency: int = CONNECT_CONCURRENCY
 ) -> Metrics:
-    """10,000 subscribers over 1,000 jobs; 10 events/s per job (10,000 publishes/s) for 10 s."""
+    """10,000 subscribers over 1,000 jobs; 10 events/s per job (10,000 publishes/s) for 10 s.
+
+    A server that does not take the target rate is measured again for half the duration at
+    80 % of the rate it reached: the latency of a rate it sustains, next to the latency of the
+    overload (where every queue is full and latency only says how long the queues are)."""
     job_count = _count(1000, options.scale)
     per_job = 10
     per_job_rate = 10.0
@@ -227,39 +231,68 @@ async def many(
         (j % len(ports)) * per_port + (j // len(ports)) % per_port for j in range(job_count)
     ]
     requests_port = [ports[j % len(ports)] for j in range(job_count)]
+    job_index = {job: j for j, job in enumerate(jobs)}
+    next_seq = [0] * job_count
+    issued = [0]  # publishes so far, over both phases: the round-robin over jobs continues
+
+    def request(i: int) -> bytes:
+        job = (issued[0] + i) % job_count
+        seq = next_seq[job]
+        next_seq[job] = seq + 1
+        return server.publish_request(jobs[job], requests_port[job], payload(seq))
+
+    async def phase(rate: float, seconds: float) -> tuple[int, float, bool]:
+        total = max(1, round(rate * seconds))
+        offset = issued[0]
+        sent, publishing_s = await paced(
+            connections,
+            rate,
+            total,
+            lambda i: job_connection[(offset + i) % job_count],
+            request,
+            # A server that cannot take the rate gets what it took in 1.5 times the duration.
+            deadline=asyncio.get_running_loop().time() + seconds * 1.5,
+        )
+        issued[0] += sent
+        await drain_all(connections)
+        load.retarget(lambda job: next_seq[job_index[job]])
+        complete = await load.wait_complete(within=15.0)
+        return sent, publishing_s, complete
+
     target_rate = per_job_rate * job_count
     try:
         with Window(server) as window:
             started = time.perf_counter()
-            sent, publishing_s = await paced(
-                connections,
-                target_rate,
-                job_count * events,
-                lambda i: job_connection[i % job_count],
-                lambda i: server.publish_request(
-                    jobs[i % job_count], requests_port[i % job_count], payload(i // job_count)
-                ),
-                # A server that cannot take the rate gets what it took in 1.5 times the duration.
-                deadline=asyncio.get_running_loop().time() + duration * 1.5,
-            )
-            await drain_all(connections)
-            if sent < job_count * events:
-                index = {job: j for j, job in enumerate(jobs)}
-                load.retarget(lambda job: sent // job_count + (index[job] < sent % job_count))
-            complete = await load.wait_complete(within=15.0)
+            sent, publishing_s, complete = await phase(target_rate, duration)
             ended = load.tally.completed_at if complete else time.perf_counter()
+        reached = sent / publishing_s
+        latencies = load.tally.latencies_us
+        at_target = {
+            "latency_p50_ms": _percentile(latencies, 0.50),
+            "latency_p99_ms": _percentile(latencies, 0.99),
+        }
+        delivered = per_job * sent - load.lost - load.undelivered
+        sustained = {"sustained_per_s": reached, **at_target}
+        if reached < 0.95 * target_rate and complete:
+            load.tally.latencies_us = []
+            sent2, publishing2_s, complete = await phase(0.8 * reached, duration / 2)
+            latencies = load.tally.latencies_us
+            sustained = {
+                "sustained_per_s": sent2 / publishing2_s,
+                "latency_p50_ms": _percentile(latencies, 0.50),
+                "latency_p99_ms": _percentile(latencies, 0.99),
+            }
     finally:
         close_all(connections)
         load.close_all()
-    latencies = load.tally.latencies_us
-    delivered = per_job * sent - load.lost - load.undelivered
     return {
         "publish_target_per_s": target_rate,
-        "publish_per_s": sent / publishing_s,
+        "publish_per_s": reached,
         "delivered_per_s": delivered / (ended - started),
         "generator_capacity_per_s": window.generator_capacity(delivered),
-        "latency_p50_ms": _percentile(latencies, 0.50),
-        "latency_p99_ms": _percentile(latencies, 0.99),
+        "latency_p50_at_target_ms": at_target["latency_p50_ms"],
+        "latency_p99_at_target_ms": at_target["latency_p99_ms"],
+        **sustained,
         "connect_s": connect_s,
         **window.metrics(),
         **_delivery(load),
@@ -442,10 +475,14 @@ _RESOURCES = (
     Metric("generator_capacity_per_s", "generator capacity events/s (per CPU s)", "higher"),
 )
 _MANY_METRICS = (
+    Metric("publish_target_per_s", "publishes/s asked (10 per job)", "higher"),
     Metric("publish_per_s", "publishes/s reached", "higher"),
     Metric("delivered_per_s", "delivered events/s", "higher"),
-    Metric("latency_p50_ms", "latency p50 ms", "lower", 1),
-    Metric("latency_p99_ms", "latency p99 ms", "lower", 1),
+    Metric("latency_p50_at_target_ms", "latency p50 ms at the target rate", "lower", 1),
+    Metric("latency_p99_at_target_ms", "latency p99 ms at the target rate", "lower", 1),
+    Metric("sustained_per_s", "sustained publishes/s (80 % of reached)", "higher"),
+    Metric("latency_p50_ms", "latency p50 ms, sustained rate", "lower", 1),
+    Metric("latency_p99_ms", "latency p99 ms, sustained rate", "lower", 1),
     Metric("connect_s", "connect 10k s", "lower", 2),
     *_RESOURCES,
     *_CORRECTNESS,
