@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -46,7 +47,7 @@ RELAY_ENV = {
 NCHAN_CONF = """\
 load_module {module};
 worker_processes 1;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile {nofile};
 error_log {prefix}/error.log warn;
 pid {prefix}/nginx.pid;
 events {{ worker_connections 65536; multi_accept on; }}
@@ -89,10 +90,16 @@ def free_port() -> int:
         return port
 
 
+# Read once, at import: the bench then pins itself to the load CPU, and what the servers are
+# pinned to must not depend on that.
+_CPUS = sorted(os.sched_getaffinity(0))
+
+
 def cpus() -> tuple[str | None, int | None]:
-    """(server CPU, load CPU): 0 and 1 when there are two CPUs and taskset, else no pinning."""
-    if len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset"):
-        return "0", 1
+    """(server CPU, load CPU): the first two CPUs this may use, when there are two and taskset;
+    else no pinning."""
+    if len(_CPUS) >= 2 and shutil.which("taskset"):
+        return str(_CPUS[0]), _CPUS[1]
     return None, None
 
 
@@ -302,7 +309,12 @@ def nchan() -> Iterator[Server]:
         os.chmod(prefix, 0o755)
         port = free_port()
         conf = Path(prefix) / "nginx.conf"
-        conf.write_text(NCHAN_CONF.format(module=NCHAN_MODULE, prefix=prefix, host=HOST, port=port))
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        conf.write_text(
+            NCHAN_CONF.format(
+                module=NCHAN_MODULE, prefix=prefix, host=HOST, port=port, nofile=nofile
+            )
+        )
         log = Path(prefix) / "stdout.log"
         process = _spawn([NGINX, "-p", prefix, "-c", str(conf), "-g", "daemon off;"], log)
         try:

@@ -24,7 +24,9 @@ from collections.abc import Callable
 # (the naive relay with `json.dumps`, which may add spaces).
 _SEQ = re.compile(rb'"s": ?(\d+)')
 _SEQ_TIME = re.compile(rb'"s": ?(\d+), ?"t": ?(\d+)')
+# Heartbeat comments: ": ping" (progress-relay, aiohttp-sse) and ":ping" (Nchan).
 _PING = b": ping"
+_PING_NCHAN = b":ping"
 # SO_LINGER 0: close with RST, so that 10,000 closed streams do not leave 10,000 TIME_WAIT
 # sockets (and used-up ports) behind for the next run.
 _LINGER_RST = struct.pack("ii", 1, 0)
@@ -232,8 +234,8 @@ class SseSubscriber(asyncio.Protocol):
 
     def _frames(self, part: bytes) -> None:
         tally = self.tally
-        if _PING in part:
-            tally.heartbeats += part.count(_PING)
+        if b"ping" in part:
+            tally.heartbeats += part.count(_PING) + part.count(_PING_NCHAN)
         if self.sample:
             found = _SEQ_TIME.findall(part)
             if not found:
