@@ -50,7 +50,7 @@ worker_processes 1;
 worker_rlimit_nofile {nofile};
 error_log {prefix}/error.log warn;
 pid {prefix}/nginx.pid;
-events {{ worker_connections 65536; multi_accept on; }}
+events {{ worker_connections {nofile}; multi_accept on; }}
 http {{
     access_log off;
     client_body_temp_path {prefix}/body;
