@@ -177,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             results = runner.run(run(args))
+    except KeyboardInterrupt:
+        print("bench: interrupted; every server it started is stopped", file=sys.stderr)
+        return 130
     finally:
         servers.kill_all()
     meta["duration_s"] = round(time.perf_counter() - started, 1)
