@@ -48,7 +48,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=env.get("SERVERS") or "progress-relay,nchan,naive",
         help="comma-separated subset of progress-relay, nchan, naive",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where the results go")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where the results go (default: bench/results/ for a full run of every scenario "
+        "and server at scale 1, else bench/results/scratch/, which git ignores)",
+    )
     parser.add_argument("--name", help="file name stem (default: the UTC date and time)")
     args = parser.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -56,6 +61,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if args.out is None:
+        full = (
+            args.scale == 1.0
+            and set(args.scenarios) == set(SCENARIOS)
+            and {"progress-relay", "nchan", "naive"} <= set(args.servers)
+        )
+        args.out = RESULTS if full else RESULTS / "scratch"
     return args
 
 
