@@ -18,6 +18,7 @@ from service.config import Settings
 from service.counts import RelayCounts
 from service.errors import RelayError, ShuttingDown, TooManyStreams
 from service.events import Event
+from service.flusher import Flusher
 from service.ids import Position, parse_event_id
 from service.snapshot import Snapshot, new_snapshot
 from service.subscriber import Subscriber
@@ -38,6 +39,7 @@ class Hub:
         self.streams = 0
         self.draining = False
         self.counts = RelayCounts()
+        self.flusher = Flusher()
         broker.set_listener(self.deliver)
         broker.set_resync(self.catch_up)
 
@@ -63,6 +65,7 @@ class Hub:
             max_frames=stream.queue_frames,
             max_bytes=stream.queue_bytes,
             counts=self.counts,
+            flusher=self.flusher,
         )
         self.streams += 1
         try:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import cast
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp_sse import EventSourceResponse
 
 from service import sse
@@ -68,17 +70,33 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
         subscriber.buffered = transport.get_write_buffer_size
     counts = hub.counts
     try:
-        await response.prepare(request)
+        writer = await response.prepare(request)
         async with response:
+            # The first chunk (`retry:` and the replay) goes out with the response's head.
+            chunk = await subscriber.next_chunk()
+            if chunk is None or transport is None or writer is None:
+                return response
+            async with asyncio.timeout(settings.write_timeout):
+                await response.write(chunk)
+            counts.writes += 1
+            counts.delivered += subscriber.taken
+            sink = _chunk_sink(transport, writer)
+            protocol = request.protocol
+            subscriber.pushing_back = lambda: protocol.writing_paused
+            subscriber.sink = sink
             while (chunk := await subscriber.next_chunk()) is not None:
-                subscriber.writing = True
-                try:
-                    async with asyncio.timeout(settings.write_timeout):
-                        await response.write(chunk)
-                finally:
-                    subscriber.writing = False
-                counts.writes += 1
-                counts.delivered += subscriber.taken
+                if chunk:
+                    sink(chunk)
+                    counts.writes += 1
+                    counts.delivered += subscriber.taken
+                if protocol.writing_paused:
+                    # Only here can a write block: a timer per wait, none per write.
+                    subscriber.writing = True
+                    try:
+                        async with asyncio.timeout(settings.write_timeout):
+                            await writer.drain()
+                    finally:
+                        subscriber.writing = False
         return response
     except TimeoutError:
         log.info("dropped a stream whose client read nothing for %ss", settings.write_timeout)
@@ -88,4 +106,21 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
     except ConnectionResetError:
         return response  # the client went away; nothing to report
     finally:
+        subscriber.sink = None
         hub.close(subscriber)
+
+
+def _chunk_sink(
+    transport: asyncio.Transport, writer: AbstractStreamWriter
+) -> Callable[[bytes], None]:
+    """Writes one chunk of the response's chunked body straight to the socket (the head is
+    out): the same bytes aiohttp would write, without a coroutine per write."""
+
+    def sink(chunk: bytes) -> None:
+        if transport.is_closing():
+            return  # the client went away; the handler is being cancelled
+        data = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        writer.output_size += len(data)
+        transport.write(data)
+
+    return sink
