@@ -1,4 +1,4 @@
-"""Writes what idle streams have pending, once per turn of the event loop, from the fan-out.
+"""Writes what topics and idle streams have pending, once per turn of the event loop.
 
 Waking each stream's handler task for every publish costs a future, a task step and a trip
 through the response's write path per subscriber per event. Instead, a subscriber whose handler is
@@ -10,7 +10,15 @@ the stream ends or the socket pushes back (see ``Subscriber.flush``).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+def chunked(data: bytes) -> bytes:
+    """``data`` as one chunk of an HTTP/1.1 chunked body (never empty: that would end it)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 class Flushable(Protocol):
@@ -32,7 +40,14 @@ class Flusher:
             asyncio.get_running_loop().call_soon(self._run)
 
     def _run(self) -> None:
-        self._scheduled = False
-        pending, self._pending = self._pending, []
-        for stream in pending:
-            stream.flush()
+        try:
+            # A flush may add more (a topic hands events to streams that queue them): same turn.
+            while self._pending:
+                pending, self._pending = self._pending, []
+                for stream in pending:
+                    try:
+                        stream.flush()
+                    except Exception:
+                        log.exception("flushing %r failed", stream)
+        finally:
+            self._scheduled = False

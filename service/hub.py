@@ -190,7 +190,7 @@ class Hub:
         while the first one's watch is under way waits for the same watch."""
         topic = self._topics.get(job_id)
         if topic is None:
-            topic = self._topics[job_id] = Topic(job_id)
+            topic = self._topics[job_id] = Topic(job_id, self.flusher, self.counts)
             topic.watching = asyncio.ensure_future(self.broker.watch(job_id))
         topic.subscribers.add(subscriber)
         assert topic.watching is not None
@@ -216,6 +216,7 @@ class Hub:
         topic = self._topics.get(job_id)
         if topic is None:
             return
+        topic.flush()  # what was published before goes out before the end
         frame_data: bytes | None = None
         seq = 0
         told = [s for s in topic.subscribers if job_id in s.active]
@@ -309,6 +310,8 @@ class Hub:
         self.draining = True
         longest = self.settings.server.drain_retry_ms
         ended: set[Subscriber] = set()
+        for topic in self._topics.values():
+            topic.flush()  # what was published before goes out before the `retry:`
         for topic in self._topics.values():
             for subscriber in topic.subscribers:
                 if subscriber in ended:

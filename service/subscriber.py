@@ -56,6 +56,7 @@ class Subscriber:
         "pushing_back",
         "sink",
         "taken",
+        "write_chunks",
         "writing",
     )
 
@@ -94,6 +95,9 @@ class Subscriber:
         self.taken = 0  # frames in the last chunk handed out
         # Set by the stream handler once the response's head is out: writes a chunk now.
         self.sink: Callable[[bytes], None] | None = None
+        # Set with the sink when the body is HTTP-chunked: writes bytes already framed as chunks
+        # (a topic frames a turn's events once for all its streams).
+        self.write_chunks: Callable[[bytes], None] | None = None
         # Set by the stream handler: whether the socket's buffer is past its high-water mark.
         self.pushing_back: Callable[[], bool] = _never
         self._flusher = flusher
@@ -139,6 +143,36 @@ class Subscriber:
             self.drop()
             return
         self._wake()
+
+    def take(self, events: Sequence[Event], wire: bytes | None) -> bool:
+        """A turn's events of one job from its topic, with ``wire``, their frames as one HTTP
+        chunk. Written straight to the socket when the stream is idle and in step (nothing
+        waiting, all of them new); else queued as by ``push``. True when written."""
+        waiter = self._waiter
+        write = self.write_chunks
+        if (
+            write is None
+            or wire is None
+            or waiter is None
+            or waiter.done()
+            or self._frames
+            or self.multi
+        ):
+            self.push(events)
+            return False
+        first = events[0]
+        job_id = first.job_id
+        if job_id not in self.active or self._high.get(job_id, 0) >= first.seq:
+            self.push(events)
+            return False
+        last = events[-1]
+        self._high[job_id] = last.seq
+        write(wire)
+        if last.terminal:
+            self.active.discard(job_id)
+        if not self.active or self.pushing_back():
+            waiter.set_result(None)  # the handler ends the stream, or waits for the socket
+        return True
 
     def _conflate(self, job_id: str) -> None:
         """Blank the job's waiting `progress` frame; the one about to be appended replaces it."""

@@ -13,6 +13,7 @@ from aiohttp_sse import EventSourceResponse
 
 from service import sse
 from service.errors import InvalidParameter, PayloadTooLarge
+from service.flusher import chunked
 from service.http import params
 from service.hub import ReplayMode
 from service.keys import CREDENTIALS, HUB, SETTINGS
@@ -80,10 +81,11 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
                 await response.write(chunk)
             counts.writes += 1
             counts.delivered += subscriber.taken
-            sink = _chunk_sink(transport, writer)
+            sink, write_chunks = _body_writers(transport, writer, request.version >= (1, 1))
             protocol = request.protocol
             subscriber.pushing_back = lambda: protocol.writing_paused
             subscriber.sink = sink
+            subscriber.write_chunks = write_chunks
             while (chunk := await subscriber.next_chunk()) is not None:
                 if chunk:
                     sink(chunk)
@@ -106,21 +108,24 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
     except ConnectionResetError:
         return response  # the client went away; nothing to report
     finally:
-        subscriber.sink = None
+        subscriber.sink = subscriber.write_chunks = None
         hub.close(subscriber)
 
 
-def _chunk_sink(
-    transport: asyncio.Transport, writer: AbstractStreamWriter
-) -> Callable[[bytes], None]:
-    """Writes one chunk of the response's chunked body straight to the socket (the head is
-    out): the same bytes aiohttp would write, without a coroutine per write."""
+def _body_writers(
+    transport: asyncio.Transport, writer: AbstractStreamWriter, framed: bool
+) -> tuple[Callable[[bytes], None], Callable[[bytes], None] | None]:
+    """Writes to the response's body straight to the socket (the head is out): the same bytes
+    aiohttp would write, without a coroutine per write. The first takes a piece of the body; the
+    second, bytes already framed as chunks (None when the body is not chunked: HTTP/1.0)."""
 
-    def sink(chunk: bytes) -> None:
+    def write_chunks(data: bytes) -> None:
         if transport.is_closing():
             return  # the client went away; the handler is being cancelled
-        data = b"%x\r\n%s\r\n" % (len(chunk), chunk)
         writer.output_size += len(data)
         transport.write(data)
 
-    return sink
+    def sink(piece: bytes) -> None:
+        write_chunks(chunked(piece) if framed else piece)
+
+    return sink, write_chunks if framed else None
