@@ -1,10 +1,11 @@
 """Writes what topics and idle streams have pending, once per turn of the event loop.
 
 Waking each stream's handler task for every publish costs a future, a task step and a trip
-through the response's write path per subscriber per event. Instead, a subscriber whose handler is
-idle and whose socket takes everything is written to here: all its frames published during one
-turn of the loop go out in one write, and its handler sleeps on. The handler is woken only when
-the stream ends or the socket pushes back (see ``Subscriber.flush``).
+through the response's write path per subscriber per event. Instead, a topic hands out all the
+events published during one turn of the loop at its end, framed once as one HTTP chunk and
+written as the same bytes to each of its idle streams (``Topic.flush``), and a stream that had
+frames queued writes them all in one write (``Subscriber.flush``); the handlers sleep on. A
+handler is woken only when its stream ends or its socket pushes back.
 """
 
 from __future__ import annotations

@@ -32,6 +32,14 @@ class Subscriber:
     or ``max_bytes`` waiting counting the socket's write buffer while it pushes back, the
     subscriber is dropped: its queue is emptied, the stream ends, and the client resumes from
     history with its last id. A subscriber with nothing waiting always takes a whole publish.
+
+    Writing: once the handler has sent the response's head it gives the subscriber a ``sink``
+    (a write to the socket). From then on the handler sleeps while the stream is idle: at the end
+    of each turn of the loop the topic writes that turn's events, framed once for all its
+    streams, to every idle stream in step (``take``), and the ``Flusher`` writes what others
+    have queued, all of it in one write. The handler is woken to end the stream, or when the
+    socket pushes back, to wait for it to drain (under the write timeout) and write what queued
+    up meanwhile itself.
     """
 
     __slots__ = (
