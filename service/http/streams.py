@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import cast
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.base_protocol import BaseProtocol
 from aiohttp_sse import EventSourceResponse
 
 from service import sse
@@ -81,14 +81,14 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
                 await response.write(chunk)
             counts.writes += 1
             counts.delivered += subscriber.taken
-            sink, write_chunks = _body_writers(transport, writer, request.version >= (1, 1))
             protocol = request.protocol
-            subscriber.pushing_back = lambda: protocol.writing_paused
-            subscriber.sink = sink
-            subscriber.write_chunks = write_chunks
+            body = _Body(transport, writer, protocol, framed=request.version >= (1, 1))
+            subscriber.pushing_back = body.pushing_back
+            subscriber.sink = body.write
+            subscriber.write_chunks = body.write_chunks if body.framed else None
             while (chunk := await subscriber.next_chunk()) is not None:
                 if chunk:
-                    sink(chunk)
+                    body.write(chunk)
                     counts.writes += 1
                     counts.delivered += subscriber.taken
                 if protocol.writing_paused:
@@ -112,20 +112,37 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
         hub.close(subscriber)
 
 
-def _body_writers(
-    transport: asyncio.Transport, writer: AbstractStreamWriter, framed: bool
-) -> tuple[Callable[[bytes], None], Callable[[bytes], None] | None]:
+class _Body:
     """Writes to the response's body straight to the socket (the head is out): the same bytes
-    aiohttp would write, without a coroutine per write. The first takes a piece of the body; the
-    second, bytes already framed as chunks (None when the body is not chunked: HTTP/1.0)."""
+    aiohttp would write, without a coroutine per write. (A class, not closures: a stream holds
+    it as long as it is open, and this is the smaller.)"""
 
-    def write_chunks(data: bytes) -> None:
-        if transport.is_closing():
+    __slots__ = ("_protocol", "_transport", "_writer", "framed")
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        writer: AbstractStreamWriter,
+        protocol: BaseProtocol,
+        *,
+        framed: bool,
+    ) -> None:
+        self._transport = transport
+        self._writer = writer
+        self._protocol = protocol
+        self.framed = framed  # HTTP-chunked; HTTP/1.0 bodies are not
+
+    def write(self, piece: bytes) -> None:
+        """A piece of the body, framed as one chunk when the body is chunked."""
+        self.write_chunks(chunked(piece) if self.framed else piece)
+
+    def write_chunks(self, data: bytes) -> None:
+        """Bytes as they go on the wire (already framed as chunks, if chunked)."""
+        if self._transport.is_closing():
             return  # the client went away; the handler is being cancelled
-        writer.output_size += len(data)
-        transport.write(data)
+        self._writer.output_size += len(data)
+        self._transport.write(data)
 
-    def sink(piece: bytes) -> None:
-        write_chunks(chunked(piece) if framed else piece)
-
-    return sink, write_chunks if framed else None
+    def pushing_back(self) -> bool:
+        """Whether the socket's buffer is past its high-water mark."""
+        return self._protocol.writing_paused
