@@ -26,21 +26,39 @@ class Flushable(Protocol):
     def flush(self) -> None: ...
 
 
+# The longest a flush waits for the one before it to be paid off (see Flusher).
+MAX_DELAY = 0.005
+
+
 class Flusher:
-    __slots__ = ("_pending", "_scheduled")
+    """Flushes at the end of the loop's turn, but never sooner after the last flush than that
+    flush took (at most ``MAX_DELAY``): when writing to many sockets is what keeps the loop
+    busy, the publishes that arrive meanwhile go out together, one write per stream instead of
+    one per publish, and reading publishes gets at least half the time. Idle, a flush is
+    immediate."""
+
+    __slots__ = ("_next_at", "_pending", "_scheduled")
 
     def __init__(self) -> None:
         self._pending: list[Flushable] = []
         self._scheduled = False
+        self._next_at = 0.0  # loop time before which the next flush does not start
 
     def add(self, stream: Flushable) -> None:
-        """Flush ``stream`` at the end of this turn of the loop (the caller adds it once)."""
+        """Flush ``stream`` soon (the caller adds it once)."""
         self._pending.append(stream)
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._run)
+            loop = asyncio.get_running_loop()
+            wait = self._next_at - loop.time()
+            if wait > 0:
+                loop.call_later(wait, self._run)
+            else:
+                loop.call_soon(self._run)
 
     def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             # A flush may add more (a topic hands events to streams that queue them): same turn.
             while self._pending:
@@ -52,3 +70,5 @@ class Flusher:
                         log.exception("flushing %r failed", stream)
         finally:
             self._scheduled = False
+            now = loop.time()
+            self._next_at = now + min(now - started, MAX_DELAY)
