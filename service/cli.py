@@ -75,7 +75,9 @@ def serve(settings: Settings) -> None:
         settings.server.port,
         _redacted(settings.broker.url),
     )
-    asyncio.run(server.serve(create_app(settings), settings))
+    app = create_app(settings)
+    server.tune_gc()
+    asyncio.run(server.serve(app, settings))
 
 
 def _redacted(url: str) -> str:

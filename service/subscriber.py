@@ -7,10 +7,15 @@ from collections.abc import Callable, Iterable, Sequence
 
 from service.counts import RelayCounts
 from service.events import Event
+from service.flusher import Flusher
 
 
 def _nothing_buffered() -> int:
     return 0
+
+
+def _never() -> bool:
+    return False
 
 
 class Subscriber:
@@ -27,11 +32,21 @@ class Subscriber:
     or ``max_bytes`` waiting counting the socket's write buffer while it pushes back, the
     subscriber is dropped: its queue is emptied, the stream ends, and the client resumes from
     history with its last id. A subscriber with nothing waiting always takes a whole publish.
+
+    Writing: once the handler has sent the response's head it gives the subscriber a ``sink``
+    (a write to the socket). From then on the handler sleeps while the stream is idle: at the end
+    of each turn of the loop the topic writes that turn's events, framed once for all its
+    streams, to every idle stream in step (``take``), and the ``Flusher`` writes what others
+    have queued, all of it in one write. The handler is woken to end the stream, or when the
+    socket pushes back, to wait for it to drain (under the write timeout) and write what queued
+    up meanwhile itself.
     """
 
     __slots__ = (
         "_bytes",
         "_count",
+        "_flusher",
+        "_flushing",
         "_frames",
         "_held",
         "_high",
@@ -46,7 +61,10 @@ class Subscriber:
         "max_frames",
         "multi",
         "on_drop",
+        "pushing_back",
+        "sink",
         "taken",
+        "write_chunks",
         "writing",
     )
 
@@ -58,6 +76,7 @@ class Subscriber:
         max_frames: int,
         max_bytes: int = 1 << 62,
         counts: RelayCounts | None = None,
+        flusher: Flusher | None = None,
     ) -> None:
         self.job_ids = tuple(job_ids)
         self.multi = multi
@@ -82,6 +101,15 @@ class Subscriber:
         self.on_drop: Callable[[], None] | None = None
         self.counts = counts if counts is not None else RelayCounts()
         self.taken = 0  # frames in the last chunk handed out
+        # Set by the stream handler once the response's head is out: writes a chunk now.
+        self.sink: Callable[[bytes], None] | None = None
+        # Set with the sink when the body is HTTP-chunked: writes bytes already framed as chunks
+        # (a topic frames a turn's events once for all its streams).
+        self.write_chunks: Callable[[bytes], None] | None = None
+        # Set by the stream handler: whether the socket's buffer is past its high-water mark.
+        self.pushing_back: Callable[[], bool] = _never
+        self._flusher = flusher
+        self._flushing = False  # in the flusher's list for this turn of the loop
 
     @property
     def closed(self) -> bool:
@@ -123,6 +151,36 @@ class Subscriber:
             self.drop()
             return
         self._wake()
+
+    def take(self, events: Sequence[Event], wire: bytes | None) -> bool:
+        """A turn's events of one job from its topic, with ``wire``, their frames as one HTTP
+        chunk. Written straight to the socket when the stream is idle and in step (nothing
+        waiting, all of them new); else queued as by ``push``. True when written."""
+        waiter = self._waiter
+        write = self.write_chunks
+        if (
+            write is None
+            or wire is None
+            or waiter is None
+            or waiter.done()
+            or self._frames
+            or self.multi
+        ):
+            self.push(events)
+            return False
+        first = events[0]
+        job_id = first.job_id
+        if job_id not in self.active or self._high.get(job_id, 0) >= first.seq:
+            self.push(events)
+            return False
+        last = events[-1]
+        self._high[job_id] = last.seq
+        write(wire)
+        if last.terminal:
+            self.active.discard(job_id)
+        if not self.active or self.pushing_back():
+            waiter.set_result(None)  # the handler ends the stream, or waits for the socket
+        return True
 
     def _conflate(self, job_id: str) -> None:
         """Blank the job's waiting `progress` frame; the one about to be appended replaces it."""
@@ -205,7 +263,31 @@ class Subscriber:
 
     def _wake(self) -> None:
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
+        if waiter is None or waiter.done():
+            return  # the handler is busy; it looks at the queue when it is done
+        if self.sink is not None and self._flusher is not None and not self.closed:
+            if not self._flushing:
+                self._flushing = True
+                self._flusher.add(self)
+            return
+        waiter.set_result(None)
+
+    def flush(self) -> None:
+        """The Flusher's turn: write everything queued, unless the handler has taken over."""
+        self._flushing = False
+        waiter = self._waiter
+        sink = self.sink
+        if waiter is None or waiter.done() or sink is None or not self._frames:
+            return
+        frames = self._frames
+        chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+        taken = self._count
+        self._clear()
+        sink(chunk)
+        counts = self.counts
+        counts.writes += 1
+        counts.delivered += taken
+        if self.closed or self.pushing_back():
             waiter.set_result(None)
 
     def _clear(self) -> None:
@@ -215,18 +297,20 @@ class Subscriber:
         self._progress_at.clear()
 
     async def next_chunk(self) -> bytes | None:
-        """Everything queued, as one chunk for one write; None once the stream is over."""
-        while True:
-            frames = self._frames
-            if frames and not self.dropped:
-                chunk = frames[0] if len(frames) == 1 else b"".join(frames)
-                self.taken = self._count
-                self._clear()
-                return chunk
-            if self.closed:
-                return None
+        """Everything queued, as one chunk for one write; None once the stream is over; b""
+        when the handler was woken with nothing queued (the socket pushes back)."""
+        if not self._frames and not self.closed:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+        if self.dropped:
+            return None
+        frames = self._frames
+        if frames:
+            chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+            self.taken = self._count
+            self._clear()
+            return chunk
+        return None if self.closed else b""

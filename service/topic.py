@@ -6,14 +6,27 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+from service.counts import RelayCounts
 from service.events import Event
+from service.flusher import Flusher, chunked
 from service.subscriber import Subscriber
 
 
 class Topic:
-    __slots__ = ("created", "job_id", "status", "subscribers", "watching")
+    __slots__ = (
+        "_batch",
+        "_counts",
+        "_flusher",
+        "created",
+        "job_id",
+        "status",
+        "subscribers",
+        "watching",
+    )
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(
+        self, job_id: str, flusher: Flusher | None = None, counts: RelayCounts | None = None
+    ) -> None:
         self.job_id = job_id
         self.subscribers: set[Subscriber] = set()
         self.created = time.monotonic()
@@ -23,6 +36,9 @@ class Topic:
         self.status: str | None = None
         # the broker's watch of the job; subscribers start reading history once it is done
         self.watching: asyncio.Future[None] | None = None
+        self._flusher = flusher
+        self._counts = counts if counts is not None else RelayCounts()
+        self._batch: list[Event] = []  # published during this turn of the loop, not handed out
 
     def restart(self) -> None:
         """The broker lost the job's history: wait for its events again as if new."""
@@ -30,7 +46,34 @@ class Topic:
         self.status = None
 
     def publish(self, events: Sequence[Event]) -> None:
-        """Hand the same frames to every subscriber; costs each subscriber a list append."""
+        """Never blocks: the events are handed to the subscribers at the end of this turn of
+        the loop, all of that turn's publishes at once (``flush``)."""
         self.status = "running"
+        if self._flusher is None:
+            for subscriber in self.subscribers:
+                subscriber.push(events)
+            return
+        if not self._batch:
+            self._flusher.add(self)
+        self._batch.extend(events)
+
+    def flush(self) -> None:
+        """Hand this turn's events out: the frames are joined and framed as one HTTP chunk once,
+        and the same bytes are written to every stream that is idle and in step; the others
+        queue them (``Subscriber.push``)."""
+        events = self._batch
+        if not events:
+            return
+        self._batch = []
+        if any(event.terminal for event in events[:-1]):
+            wire = None  # (publishing ends at a terminal event; this is never the case)
+        else:
+            frames = [event.frame for event in events]
+            wire = chunked(frames[0] if len(frames) == 1 else b"".join(frames))
+        written = 0
         for subscriber in self.subscribers:
-            subscriber.push(events)
+            written += subscriber.take(events, wire)
+        if written:
+            counts = self._counts
+            counts.writes += written
+            counts.delivered += written * len(events)
