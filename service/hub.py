@@ -192,7 +192,7 @@ class Hub:
         if topic is None:
             topic = self._topics[job_id] = Topic(job_id, self.flusher, self.counts)
             topic.watching = asyncio.ensure_future(self.broker.watch(job_id))
-        topic.subscribers.add(subscriber)
+        topic.add(subscriber)
         assert topic.watching is not None
         await asyncio.shield(topic.watching)
 
@@ -206,7 +206,7 @@ class Hub:
             topic = self._topics.get(job_id)
             if topic is None:
                 continue
-            topic.subscribers.discard(subscriber)
+            topic.discard(subscriber)
             if not topic.subscribers:
                 del self._topics[job_id]
                 self.broker.unwatch(job_id)

@@ -17,6 +17,7 @@ class Topic:
         "_batch",
         "_counts",
         "_flusher",
+        "_multi",
         "created",
         "job_id",
         "status",
@@ -39,6 +40,18 @@ class Topic:
         self._flusher = flusher
         self._counts = counts if counts is not None else RelayCounts()
         self._batch: list[Event] = []  # published during this turn of the loop, not handed out
+        # Multi-job subscribers get each publish at once: batching per topic until the end of
+        # the turn would hand them one job's later events before another job's earlier ones.
+        self._multi: set[Subscriber] = set()
+
+    def add(self, subscriber: Subscriber) -> None:
+        self.subscribers.add(subscriber)
+        if subscriber.multi:
+            self._multi.add(subscriber)
+
+    def discard(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+        self._multi.discard(subscriber)
 
     def restart(self) -> None:
         """The broker lost the job's history: wait for its events again as if new."""
@@ -46,12 +59,17 @@ class Topic:
         self.status = None
 
     def publish(self, events: Sequence[Event]) -> None:
-        """Never blocks: the events are handed to the subscribers at the end of this turn of
-        the loop, all of that turn's publishes at once (``flush``)."""
+        """Never blocks: the events are handed to single-job subscribers at the end of this turn
+        of the loop, all of that turn's publishes at once (``flush``), and queued for multi-job
+        subscribers at once."""
         self.status = "running"
         if self._flusher is None:
             for subscriber in self.subscribers:
                 subscriber.push(events)
+            return
+        for subscriber in self._multi:
+            subscriber.push(events)
+        if len(self._multi) == len(self.subscribers):
             return
         if not self._batch:
             self._flusher.add(self)
@@ -72,7 +90,8 @@ class Topic:
             wire = chunked(frames[0] if len(frames) == 1 else b"".join(frames))
         written = 0
         for subscriber in self.subscribers:
-            written += subscriber.take(events, wire)
+            if not subscriber.multi:
+                written += subscriber.take(events, wire)
         if written:
             counts = self._counts
             counts.writes += written
