@@ -14,6 +14,7 @@ class RelayCounts:
         "conflated",
         "delivered",
         "dropped",
+        "duplicates",
         "no_content",
         "published",
         "replayed",
@@ -24,6 +25,7 @@ class RelayCounts:
 
     def __init__(self) -> None:
         self.published = 0  # events accepted by publishes (and cancel requests)
+        self.duplicates = 0  # events of publishes whose idempotency key was already seen
         self.delivered = 0  # frames written to streams
         self.writes = 0  # writes to streams (each carries one or more frames)
         self.replayed = 0  # events sent from history to streams that (re)connected

@@ -25,6 +25,11 @@ STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 # name, help, attribute of RelayCounts
 _COUNTERS = (
     ("events_published", "Events accepted by publishes and cancel requests.", "published"),
+    (
+        "events_deduplicated",
+        "Published events not published again: their idempotency key was already seen.",
+        "duplicates",
+    ),
     ("frames_delivered", "SSE frames written to streams.", "delivered"),
     ("stream_writes", "Writes to streams; each carries one or more frames.", "writes"),
     ("events_replayed", "Events sent from history to streams that (re)connected.", "replayed"),

@@ -5,11 +5,16 @@ job has finished; the window and the per-job bound forget keys as configured."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.app import create_app
 from service.ids import parse_event_id
 from tests.conftest import MakeClient, make_settings
+from tests.test_properties import PROPERTY, _on_loop
 from tests.test_publish import error_of
 
 
@@ -143,3 +148,78 @@ async def test_a_retry_through_another_instance_returns_the_original_id(
     retried = await post(b, "j", {"events": [log("a", "ka"), log("b", "kb")]})
     assert retried["ids"] == first["ids"]
     assert len(await history(b, "j")) == 2
+
+
+# --- Any sequence of publishes and retries ---------------------------------------------------
+
+BATCHES = st.lists(st.integers(min_value=1, max_value=4), min_size=1, max_size=6)
+
+
+@st.composite
+def retry_programs(draw: st.DrawFn) -> tuple[list[int], list[tuple[int, list[int], int]], bool]:
+    """Batch sizes; then retries, each (batch, which of its events in which order, instance);
+    and whether the last batch ends the job."""
+    sizes = draw(BATCHES)
+    retries = []
+    for _ in range(draw(st.integers(min_value=0, max_value=8))):
+        batch = draw(st.integers(min_value=0, max_value=len(sizes) - 1))
+        events = draw(st.permutations(range(sizes[batch])))
+        subset = events[: draw(st.integers(min_value=1, max_value=sizes[batch]))]
+        retries.append((batch, list(subset), draw(st.integers(min_value=0, max_value=1))))
+    return sizes, retries, draw(st.booleans())
+
+
+async def _run_retries(
+    clients: list[Any], program: tuple[list[int], list[tuple[int, list[int], int]], bool]
+) -> None:
+    sizes, raw_retries, ends = program
+    last = len(sizes) - 1
+    # A terminal event can only be last in a batch, so a retry of the last batch keeps its order.
+    retries = [
+        (b, sorted(order) if ends and b == last else order, inst) for b, order, inst in raw_retries
+    ]
+    job = f"p{uuid.uuid4().hex[:10]}"
+    batches = [
+        [log(f"b{b}e{e}", f"{job}-{b}-{e}") for e in range(size)] for b, size in enumerate(sizes)
+    ]
+    if ends:
+        batches[-1][-1] = {"event": "complete", "data": {}, "key": f"{job}-end"}
+    original: dict[str, str] = {}
+    for index, batch in enumerate(batches):
+        # Each batch goes out together with the retries of the batches before it.
+        before = [r for r in retries if r[0] < index and (r[0] + index) % 2 == 0]
+        sends = [post(clients[index % len(clients)], job, {"events": batch})]
+        sends += [
+            post(clients[inst % len(clients)], job, {"events": [batches[b][e] for e in order]})
+            for b, order, inst in before
+        ]
+        answers = await asyncio.gather(*sends)
+        for event, event_id in zip(batch, answers[0]["ids"], strict=True):
+            original[event["key"]] = event_id
+        for (b, order, _), answer in zip(before, answers[1:], strict=True):
+            assert answer["ids"] == [original[batches[b][e]["key"]] for e in order]
+    for b, order, inst in retries:  # every retry again, after the end too
+        answer = await post(
+            clients[inst % len(clients)], job, {"events": [batches[b][e] for e in order]}
+        )
+        assert answer["ids"] == [original[batches[b][e]["key"]] for e in order]
+    seen = await history(clients[0], job)
+    assert [event_id for event_id, _, _ in seen] == [original[e["key"]] for b in batches for e in b]
+
+
+async def test_any_retries_publish_every_event_exactly_once(
+    make_client: MakeClient, broker: dict[str, Any]
+) -> None:
+    """Batches and retries of any subset of earlier batches, in any order, concurrently with
+    new batches and through either instance (Redis): each retry gets the original ids, and the
+    history holds every event once, in the order first published."""
+    instances = 1 if broker["url"] == "memory://" else 2
+    clients = [await make_client() for _ in range(instances)]
+    run = _on_loop(asyncio.get_running_loop())
+
+    @settings(PROPERTY, max_examples=100)
+    @given(program=retry_programs())
+    def retry_anything(program: tuple[list[int], list[tuple[int, list[int], int]], bool]) -> None:
+        run(_run_retries(clients, program))
+
+    await asyncio.to_thread(retry_anything)

@@ -33,7 +33,10 @@ async def test_metrics_count_what_happened(make_client: MakeClient) -> None:
     async with open_stream("/v1/jobs/m1/stream", headers={"Last-Event-ID": logs[-2]}) as (_, r):
         [replayed] = await r.events(1)
         assert replayed.id == logs[-1]
-    done = await publish(client, "m1", "complete")
+    body = {"event": "complete", "key": "the-end"}
+    done = (await (await client.post("/v1/jobs/m1/events", json=body)).json())["ids"][0]
+    retried = await client.post("/v1/jobs/m1/events", json=body)  # a retry: deduplicated
+    assert (await retried.json())["ids"] == [done]
     async with open_stream("/v1/jobs/m1/stream", headers={"Last-Event-ID": done}) as (r, _):
         assert r.status == 204
     async with open_stream("/v1/jobs/m1/stream") as (_, reader):
@@ -42,12 +45,13 @@ async def test_metrics_count_what_happened(make_client: MakeClient) -> None:
 
     after = await scrape(client)
     assert after["progress_relay_events_published_total"] == 6
+    assert after["progress_relay_events_deduplicated_total"] == 1
     assert after["progress_relay_resets_total"] == 2
     assert after["progress_relay_no_content_total"] == 1
     assert after["progress_relay_events_replayed_total"] == 1
     assert after["progress_relay_frames_delivered_total"] >= 4  # retry, reset, replayed events
     assert after["progress_relay_stream_writes_total"] >= 2
-    assert after["progress_relay_publish_seconds_count"] == 3
+    assert after["progress_relay_publish_seconds_count"] == 4
     assert after["progress_relay_jobs{status=completed}"] == 1
     assert after["progress_relay_jobs{status=pending}"] == 1
     assert after["progress_relay_jobs{status=running}"] == 0

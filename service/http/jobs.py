@@ -111,7 +111,9 @@ async def publish(request: web.Request) -> web.Response:
     started = time.perf_counter()
     published = await request.app[BROKER].publish(job_id, drafts)
     request.app[METRICS].publish_seconds.observe(time.perf_counter() - started)
-    request.app[HUB].counts.published += len(published.events)
+    counts = request.app[HUB].counts
+    counts.published += len(published.events)
+    counts.duplicates += len(drafts) - len(published.events)
     return json_response(
         {
             "ids": published.ids,
