@@ -262,10 +262,14 @@ def _close(sock: socket.socket) -> None:
     sock.close()
 
 
-def unavailable_response(retry_after: str = "0.2") -> bytes:
-    body = b'{"error":{"code":"broker_unavailable","message":"Redis did not answer"}}'
+def unavailable_response(
+    retry_after: str = "0.2",
+    status: str = "503 Service Unavailable",
+    code: str = "broker_unavailable",
+) -> bytes:
+    body = f'{{"error":{{"code":"{code}","message":"try again later"}}}}'.encode()
     return (
-        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n".encode()
         + b"Connection: close\r\n"
         + f"Retry-After: {retry_after}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
         + body

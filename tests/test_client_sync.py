@@ -166,9 +166,15 @@ def test_publisher_token(own_relay: Callable[..., RunningRelay]) -> None:
         assert relay.snapshot(job.id)["logs"][0]["message"] == "x"
 
 
-def test_503_is_retried_after_retry_after(relay: Relay, proxy: Proxy) -> None:
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [("503 Service Unavailable", "broker_unavailable"), ("429 Too Many Requests", "rate_limited")],
+)
+def test_503_and_429_are_retried_after_retry_after(
+    relay: Relay, proxy: Proxy, status: str, code: str
+) -> None:
     job = job_id()
-    proxy.answer_next(unavailable_response("0.3"), f"/v1/jobs/{job}/events".encode())
+    proxy.answer_next(unavailable_response("0.3", status, code), f"/v1/jobs/{job}/events".encode())
     with Relay(proxy.url) as through_proxy:
         started = time.monotonic()
         published = through_proxy.log(job, "after a 503")
@@ -302,6 +308,25 @@ def test_coalescing_bounds_progress_and_keeps_every_log(shared_relay: RunningRel
     # At most one per interval, plus the first and the flush on close.
     assert 2 <= len(progress) <= rate * elapsed + 2
     assert progress[-1] == {"percent": 99.9, "message": "item 999"}
+
+
+def test_a_failed_background_flush_is_raised_by_the_next_call(relay: Relay, proxy: Proxy) -> None:
+    job = job_id()
+    with Relay(proxy.url, progress_rate=5) as worker:
+        worker.progress(job, 1)
+        assert worker.progress(job, 2) is None  # held for 0.2 s
+        relay.complete(job)  # someone else ends the job meanwhile
+        deadline = time.monotonic() + 10
+        while True:
+            assert time.monotonic() < deadline, "the flush's failure never surfaced"
+            try:
+                assert worker.progress(job, 3) is None  # held: no request of its own
+            except JobFinished:
+                break
+            time.sleep(0.01)
+    # The error came from the background flush: two requests in all (the first progress and
+    # the flush of the held one); the calls that followed sent nothing themselves.
+    assert len(proxy.requests) == 2
 
 
 def test_a_held_progress_is_sent_without_a_further_call(relay: Relay) -> None:
