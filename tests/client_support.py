@@ -148,6 +148,8 @@ class Proxy:
     - ``answer_next(raw, marker)``: the next request containing ``marker`` gets ``raw`` (an HTTP
       response) from the proxy itself and never reaches the relay;
     - ``cut()``: close every open connection (a network drop);
+    - ``freeze()``: open connections stay open but carry nothing more to the client (a peer
+      gone without a FIN: a laptop off the network);
     - ``requests``: request lines seen, in order.
     """
 
@@ -163,6 +165,7 @@ class Proxy:
         self.answered = 0
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
+        self._states: list[dict[str, bool]] = []
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -173,6 +176,11 @@ class Proxy:
     def answer_next(self, raw: bytes, marker: bytes) -> None:
         with self._lock:
             self._answer = (marker, raw)
+
+    def freeze(self) -> None:
+        with self._lock:
+            for state in self._states:
+                state["frozen"] = True
 
     def cut(self) -> None:
         with self._lock:
@@ -201,7 +209,9 @@ class Proxy:
             return
         with self._lock:
             self._sockets |= {client, upstream}
-        state = {"losing": False}
+        state = {"losing": False, "frozen": False}
+        with self._lock:
+            self._states.append(state)
         threading.Thread(
             target=self._downstream, args=(upstream, client, state), daemon=True
         ).start()
@@ -248,7 +258,8 @@ class Proxy:
                 if state["losing"]:
                     self.lost += 1
                     break
-                client.sendall(chunk)
+                if not state["frozen"]:
+                    client.sendall(chunk)
         except OSError:
             pass
         finally:

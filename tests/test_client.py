@@ -264,6 +264,24 @@ async def test_subscribe_resumes_across_network_drops(
     assert len(proxy.requests) >= 2  # it did reconnect
 
 
+async def test_a_silent_stream_is_reopened_after_the_read_timeout(
+    relay: AsyncRelay, proxy: Proxy, shared_relay: RunningRelay
+) -> None:
+    """The relay pings every second here; a stream that carries nothing for 3 s is dead."""
+    job = job_id()
+    await relay.log(job, "0")
+    received: list[str] = []
+    async with AsyncRelay(proxy.url, stream_read_timeout=3) as reader:
+        async for event in reader.subscribe(job):
+            received.append(event.id or "")
+            if len(received) == 1:
+                proxy.freeze()
+                await relay.log(job, "1")
+                await relay.complete(job)
+    assert received == [e["id"] for e in history(shared_relay.url, job)]
+    assert len(proxy.requests) == 2
+
+
 async def test_subscribe_yields_reset_when_history_cannot_cover_the_gap(
     own_relay: Callable[..., RunningRelay],
 ) -> None:

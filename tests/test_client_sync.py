@@ -390,6 +390,47 @@ def test_subscribe_resumes_across_a_network_drop(relay: Relay, proxy: Proxy) -> 
     assert len(proxy.requests) >= 2  # it did reconnect
 
 
+def test_a_silent_stream_is_reopened_after_the_read_timeout(relay: Relay, proxy: Proxy) -> None:
+    job = job_id()
+    relay.log(job, "0")
+    received: list[str] = []
+    with Relay(proxy.url, stream_read_timeout=3) as reader:
+        for event in reader.subscribe(job):
+            received.append(event.id or "")
+            if len(received) == 1:
+                proxy.freeze()
+                relay.log(job, "1")
+                relay.complete(job)
+    assert received == [e["id"] for e in relay.history(job)["events"]]
+    assert len(proxy.requests) == 2
+
+
+def test_one_relay_serves_many_threads(relay: Relay, shared_relay: RunningRelay) -> None:
+    jobs = [job_id() for _ in range(4)]
+    with Relay(shared_relay.url, progress_rate=20) as shared:
+
+        def work(job: str) -> None:
+            for i in range(101):
+                shared.progress(job, i)
+                if i % 10 == 0:
+                    shared.log(job, f"{i}")
+            shared.complete(job)
+
+        threads = [threading.Thread(target=work, args=(job,)) for job in jobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for job in jobs:
+        events = history(shared_relay.url, job)
+        assert [e["data"]["message"] for e in events if e["event"] == "log"] == [
+            str(i) for i in range(0, 101, 10)
+        ]
+        progress = [e["data"]["percent"] for e in events if e["event"] == "progress"]
+        assert progress == sorted(progress) and progress[-1] == 100
+        assert events[-1]["event"] == "complete"
+
+
 def test_jobs_lists_every_job_across_pages(relay: Relay) -> None:
     mine = {job_id() for _ in range(3)}
     for job in mine:
