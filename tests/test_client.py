@@ -109,24 +109,18 @@ async def test_track_success(relay: AsyncRelay, shared_relay: RunningRelay) -> N
         await tracker.stage("transcribe", message="Transcribing")
         await relay.flush(job)
         await tracker.progress(0.5, message="half")
+        await relay.flush(job)
         await tracker.log("chunk 3 done")
         await tracker.content("text")
         tracker.result = {"url": "u"}
     events = history(shared_relay.url, job)
-    assert [(e["event"], e["data"].get("percent")) for e in events] == [
-        ("progress", 0),
-        ("progress", 33.33),
-        ("progress", 50),  # held, then sent with the log once due, or with complete
-        ("log", None),
-        ("content", None),
-        ("complete", None),
-    ] or [(e["event"], e["data"].get("percent")) for e in events] == [
-        ("progress", 0),
-        ("progress", 33.33),
-        ("log", None),
-        ("content", None),
-        ("progress", 50),
-        ("complete", None),
+    assert [(e["event"], e["data"].get("percent"), e["data"].get("stage")) for e in events] == [
+        ("progress", 0, "upload"),
+        ("progress", 33.33, "transcribe"),
+        ("progress", 50, "transcribe"),
+        ("log", None, None),
+        ("content", None, None),
+        ("complete", None, None),
     ]
     assert events[-1]["data"] == {"result": {"url": "u"}}
 
