@@ -39,13 +39,13 @@ test: venv ## install redis-server, chromium and nginx-light if missing, then ru
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 lint: venv ## ruff check, ruff format --check, mypy
-	$(VENV)/bin/ruff check service tests
-	$(VENV)/bin/ruff format --check service tests
+	$(VENV)/bin/ruff check service tests examples
+	$(VENV)/bin/ruff format --check service tests examples
 	$(VENV)/bin/mypy
 
 format: venv ## ruff format and ruff check --fix
-	$(VENV)/bin/ruff format service tests
-	$(VENV)/bin/ruff check --fix service tests
+	$(VENV)/bin/ruff format service tests examples
+	$(VENV)/bin/ruff check --fix service tests examples
 
 clean: ## remove .venv, build output and tool caches
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

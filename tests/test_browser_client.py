@@ -9,20 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
+from service.auth import Credentials
+from service.config import AuthSettings
+from tests.browser import chromium, shadow, wait_for
 from tests.redis_server import RedisServer
 from tests.test_process import Relay, start_relay
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 # Loads the client into a page of the relay's origin and records what it sees per job.
 WATCH = """async ({ jobs, options }) => {
@@ -45,10 +38,8 @@ WATCH = """async ({ jobs, options }) => {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -74,11 +65,6 @@ def publish(base: str, job: str, event: str, data: dict[str, Any] | None = None)
     assert response.status_code == 200, response.text
     event_id: str = response.json()["ids"][0]
     return event_id
-
-
-def wait_for(page: Page, expression: str, timeout: float = 10) -> Any:
-    page.wait_for_function(expression, timeout=timeout * 1000)
-    return page.evaluate(expression)
 
 
 def test_a_job_runs_to_completion_and_a_failed_one_keeps_its_message(
@@ -228,15 +214,6 @@ def open_element_page(browser: Browser, relay: Relay, job: str) -> Page:
     page.goto(f"{relay.base_url}/healthz")
     page.evaluate(ELEMENT_PAGE, {"job": job})
     return page
-
-
-def shadow(page: Page, selector: str) -> Any:
-    return page.evaluate(
-        "(s) => { const e = document.querySelector('job-progress').shadowRoot.querySelector(s);"
-        " return { text: e.textContent, html: e.innerHTML, hidden: e.hidden,"
-        " now: e.getAttribute('aria-valuenow'), role: e.getAttribute('role') }; }",
-        selector,
-    )
 
 
 def test_the_element_shows_progress_and_job_text_only_as_text(
@@ -464,3 +441,57 @@ def test_a_leader_that_freezes_hands_the_stream_over(browser: Browser, relay: Re
     assert [entry["id"] for entry in state["logs"]] == [first, second, third]
     assert httpx.get(f"{relay.base_url}/healthz").json()["streams"] == 1
     context.close()
+
+
+TOKEN_ELEMENTS_PAGE = """async ({ elements }) => {
+  await import("/static/progress-relay.js");
+  document.body.innerHTML = "";
+  for (const [job, token] of elements) {
+    const element = document.createElement("job-progress");
+    element.setAttribute("job", job);
+    element.setAttribute("token", token);
+    document.body.append(element);
+  }
+}"""
+
+
+def test_elements_with_tokens_of_their_own_each_get_their_job(browser: Browser) -> None:
+    """Tokens granting different jobs cannot share one stream: the page gets one stream per
+    token (here: one job with its own token, two jobs under one token), and every job ends."""
+    secret = "s" * 40
+    relay = start_relay(
+        env={
+            "PROGRESS_RELAY_AUTH_SUBSCRIBE": "token",
+            "PROGRESS_RELAY_AUTH_JWT_SECRET": secret,
+            "PROGRESS_RELAY_STREAM_HEARTBEAT": "1",
+        }
+    )
+    try:
+        credentials = Credentials(AuthSettings(subscribe="token", jwt_secret=secret))
+        own = credentials.mint(["solo"])
+        pair = credentials.mint(["left", "right"])
+        page = browser.new_page()
+        page.goto(f"{relay.base_url}/healthz")
+        elements = [["solo", own], ["left", pair], ["right", pair]]
+        page.evaluate(TOKEN_ELEMENTS_PAGE, {"elements": elements})
+        for job in ("solo", "left", "right"):
+            publish(relay.base_url, job, "progress", {"percent": 40, "stage": job})
+        for index in range(3):
+            wait_for(
+                page,
+                f"document.querySelectorAll('job-progress')[{index}]"
+                ".shadowRoot.textContent.includes('40')",
+            )
+        assert httpx.get(f"{relay.base_url}/healthz").json()["streams"] == 2
+        for job in ("solo", "left", "right"):
+            publish(relay.base_url, job, "complete", {"message": f"{job} done"})
+        for index, job in enumerate(("solo", "left", "right")):
+            text = wait_for(
+                page,
+                f"(() => {{ const t = document.querySelectorAll('job-progress')[{index}]"
+                f".shadowRoot.textContent; return t.includes('{job} done') && t; }})()",
+            )
+            assert "forbidden" not in text.lower()
+        page.close()
+    finally:
+        relay.close()

@@ -6,7 +6,8 @@
 //   job.on("progress", (data, job) => render(job.state));
 //   job.on("complete", () => job.close());
 //
-// One multi-job stream (/v1/stream?job=A&job=B) carries every job this page watches. It resumes
+// One multi-job stream (/v1/stream?job=A&job=B) carries every job this page (and every other tab
+// of its origin) watches with the same token; jobs under different tokens get a stream each. It resumes
 // with its last id after any interruption, including the ones where EventSource would give up
 // (a 502/503 from a proxy): it is reopened with backoff, and ends for good on 204 and once every
 // job has had its terminal event. Events are applied once per job (a seq
@@ -225,7 +226,8 @@ export class ProgressRelay extends Emitter {
   // -- tabs ------------------------------------------------------------------------------
 
   _share() {
-    const name = `progress-relay ${this.baseUrl || location.origin}`;
+    // One stream per relay and token: a token granting other jobs cannot read these.
+    const name = `progress-relay ${this.baseUrl || location.origin} ${this.token || ""}`;
     this._channel = new BroadcastChannel(name);
     this._channel.onmessage = (message) => this._onTabMessage(message.data);
     const lead = () => navigator.locks.request(name, () => new Promise((release) => {

@@ -1,0 +1,3 @@
+from examples.aiohttp_app.app import main
+
+main()

@@ -1,0 +1,3 @@
+from examples.flask_app.app import main
+
+main()
