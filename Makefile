@@ -14,8 +14,14 @@ PORT   =
 CONFIG =
 # Extra pytest arguments; may also come from the environment.
 PYTEST_ARGS ?=
+# make bench: which scenarios (comma-separated; empty: all), runs per scenario (medians are
+# reported), and a scale factor for the counts (0.1 for a quick smoke run).
+SCENARIOS ?=
+RUNS      ?= 3
+SCALE     ?= 1
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: help venv run test lint format clean
+.PHONY: help venv run test bench lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  make %-7s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,14 +44,22 @@ test: venv ## install redis-server, chromium and nginx-light if missing, then ru
 	.ci/install-system-deps
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(PYTHON) -m pip install -e '.[dev,bench]'
+	touch $@
+
+bench: $(BENCH_STAMP) ## benchmark against Nchan and a naive relay (SCENARIOS, RUNS, SCALE); see docs/performance.md
+	.ci/install-system-deps bench
+	SCENARIOS="$(SCENARIOS)" RUNS="$(RUNS)" SCALE="$(SCALE)" $(PYTHON) -m bench
+
 lint: venv ## ruff check, ruff format --check, mypy
-	$(VENV)/bin/ruff check service tests examples
-	$(VENV)/bin/ruff format --check service tests examples
+	$(VENV)/bin/ruff check service tests examples bench
+	$(VENV)/bin/ruff format --check service tests examples bench
 	$(VENV)/bin/mypy
 
 format: venv ## ruff format and ruff check --fix
-	$(VENV)/bin/ruff format service tests examples
-	$(VENV)/bin/ruff check --fix service tests examples
+	$(VENV)/bin/ruff format service tests examples bench
+	$(VENV)/bin/ruff check --fix service tests examples bench
 
 clean: ## remove .venv, build output and tool caches
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -40,6 +40,8 @@ class BrokerSettings(Struct, forbid_unknown_fields=True, frozen=True):
     url: Annotated[str, Meta(pattern=r"^(memory|redis|rediss|unix)://")] = "memory://"
     key_prefix: str = "progress-relay:"
     timeout: Seconds = 2.0
+    # Connections to Redis for requests; past them a request waits (up to `timeout`) for one.
+    pool_size: Positive = 64
 
 
 class StreamSettings(Struct, forbid_unknown_fields=True, frozen=True):

@@ -428,3 +428,21 @@ async def test_soak_reconnecting_subscribers_get_every_event_exactly_once(
         f"{connections} connections, {frames} frames, {resets} resets, {cut} cut, "
         f"{elapsed:.1f} s"
     )
+
+
+async def test_a_burst_of_stream_opens_waits_for_redis_connections_instead_of_failing(
+    aiohttp_client: Any, redis_server: RedisServer
+) -> None:
+    """Far more streams opening at once than `broker.pool_size` connections: each waits for a
+    connection (redis-py's plain pool answered "Too many connections", a 503)."""
+    broker = {"url": redis_server.url, "key_prefix": f"i{uuid.uuid4().hex[:10]}:", "pool_size": 4}
+    relay = await aiohttp_client(create_app(make_settings(broker=broker)))
+    first = await publish(relay, "burst", "progress", {"percent": 1})
+
+    async def open_and_read() -> str | None:
+        async with stream_opener(relay)("/v1/jobs/burst/stream") as (response, reader):
+            assert response.status == 200, await response.text()
+            [frame] = await reader.events(1)
+            return frame.id
+
+    assert await asyncio.gather(*(open_and_read() for _ in range(200))) == [first] * 200

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import msgspec
 from msgspec import Raw
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from service.brokers.base import (
@@ -114,8 +114,12 @@ class RedisBroker:
         # jobs leave it when a new job is created, or when a listing finds them gone.
         self._created_key = f"{prefix}jobs:created"
         self._created_count_key = f"{prefix}jobs:n"
-        self._pool = ConnectionPool.from_url(
+        # Blocking: a burst of requests (a thousand streams opening at once) waits for a
+        # connection instead of failing with "Too many connections".
+        self._pool = BlockingConnectionPool.from_url(
             settings.broker.url,
+            max_connections=settings.broker.pool_size,
+            timeout=self._timeout,
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,
         )
