@@ -148,6 +148,8 @@ class Proxy:
     - ``answer_next(raw, marker)``: the next request containing ``marker`` gets ``raw`` (an HTTP
       response) from the proxy itself and never reaches the relay;
     - ``cut()``: close every open connection (a network drop);
+    - ``freeze()``: open connections stay open but carry nothing more to the client (a peer
+      gone without a FIN: a laptop off the network);
     - ``requests``: request lines seen, in order.
     """
 
@@ -163,6 +165,7 @@ class Proxy:
         self.answered = 0
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
+        self._states: list[dict[str, bool]] = []
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -173,6 +176,11 @@ class Proxy:
     def answer_next(self, raw: bytes, marker: bytes) -> None:
         with self._lock:
             self._answer = (marker, raw)
+
+    def freeze(self) -> None:
+        with self._lock:
+            for state in self._states:
+                state["frozen"] = True
 
     def cut(self) -> None:
         with self._lock:
@@ -201,7 +209,9 @@ class Proxy:
             return
         with self._lock:
             self._sockets |= {client, upstream}
-        state = {"losing": False}
+        state = {"losing": False, "frozen": False}
+        with self._lock:
+            self._states.append(state)
         threading.Thread(
             target=self._downstream, args=(upstream, client, state), daemon=True
         ).start()
@@ -248,7 +258,8 @@ class Proxy:
                 if state["losing"]:
                     self.lost += 1
                     break
-                client.sendall(chunk)
+                if not state["frozen"]:
+                    client.sendall(chunk)
         except OSError:
             pass
         finally:
@@ -262,10 +273,14 @@ def _close(sock: socket.socket) -> None:
     sock.close()
 
 
-def unavailable_response(retry_after: str = "0.2") -> bytes:
-    body = b'{"error":{"code":"broker_unavailable","message":"Redis did not answer"}}'
+def unavailable_response(
+    retry_after: str = "0.2",
+    status: str = "503 Service Unavailable",
+    code: str = "broker_unavailable",
+) -> bytes:
+    body = f'{{"error":{{"code":"{code}","message":"try again later"}}}}'.encode()
     return (
-        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n".encode()
         + b"Connection: close\r\n"
         + f"Retry-After: {retry_after}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
         + body

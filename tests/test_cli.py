@@ -8,6 +8,7 @@ import pty
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -21,12 +22,13 @@ from tests.client_support import (
     free_port,
     history,
     job_id,
+    own_relay,
     shared_relay,
     snapshot,
 )
 from tests.test_process import start_relay
 
-__all__ = ["shared_relay"]  # fixture
+__all__ = ["own_relay", "shared_relay"]  # fixtures
 
 SECRET = "k" * 40
 
@@ -116,6 +118,22 @@ def test_watch_exits_with_the_status_of_the_end(
     assert "success  found 12 documents" in lines
     assert "The answer" in lines and "is 42" in lines
     assert lines[-1] == last_line
+
+
+def test_watch_draws_a_reset_when_history_is_gone(own_relay: Callable[..., RunningRelay]) -> None:
+    running = own_relay(PROGRESS_RELAY_JOBS_RING_EVENTS="3")
+    job = job_id()
+    with Relay(running.url) as relay:
+        relay.progress(job, 30, stage="reading")
+        for i in range(5):
+            relay.log(job, f"log {i}")
+        relay.fail(job, "out of memory", code="OOM")
+    result = cli("watch", job, "--url", running.url)
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    # The stream starts with `reset` (the snapshot): its log tail, its state, its end.
+    assert lines[:5] == [f"   info  log {i}" for i in range(5)]
+    assert lines[-1] == "failed: out of memory (OOM)"
 
 
 def test_watch_unknown_job_and_relay_down(shared_relay: RunningRelay) -> None:

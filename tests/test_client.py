@@ -109,24 +109,18 @@ async def test_track_success(relay: AsyncRelay, shared_relay: RunningRelay) -> N
         await tracker.stage("transcribe", message="Transcribing")
         await relay.flush(job)
         await tracker.progress(0.5, message="half")
+        await relay.flush(job)
         await tracker.log("chunk 3 done")
         await tracker.content("text")
         tracker.result = {"url": "u"}
     events = history(shared_relay.url, job)
-    assert [(e["event"], e["data"].get("percent")) for e in events] == [
-        ("progress", 0),
-        ("progress", 33.33),
-        ("progress", 50),  # held, then sent with the log once due, or with complete
-        ("log", None),
-        ("content", None),
-        ("complete", None),
-    ] or [(e["event"], e["data"].get("percent")) for e in events] == [
-        ("progress", 0),
-        ("progress", 33.33),
-        ("log", None),
-        ("content", None),
-        ("progress", 50),
-        ("complete", None),
+    assert [(e["event"], e["data"].get("percent"), e["data"].get("stage")) for e in events] == [
+        ("progress", 0, "upload"),
+        ("progress", 33.33, "transcribe"),
+        ("progress", 50, "transcribe"),
+        ("log", None, None),
+        ("content", None, None),
+        ("complete", None, None),
     ]
     assert events[-1]["data"] == {"result": {"url": "u"}}
 
@@ -262,6 +256,24 @@ async def test_subscribe_resumes_across_network_drops(
                 await relay.complete(job)
     assert received == [e["id"] for e in history(shared_relay.url, job)]
     assert len(proxy.requests) >= 2  # it did reconnect
+
+
+async def test_a_silent_stream_is_reopened_after_the_read_timeout(
+    relay: AsyncRelay, proxy: Proxy, shared_relay: RunningRelay
+) -> None:
+    """The relay pings every second here; a stream that carries nothing for 3 s is dead."""
+    job = job_id()
+    await relay.log(job, "0")
+    received: list[str] = []
+    async with AsyncRelay(proxy.url, stream_read_timeout=3) as reader:
+        async for event in reader.subscribe(job):
+            received.append(event.id or "")
+            if len(received) == 1:
+                proxy.freeze()
+                await relay.log(job, "1")
+                await relay.complete(job)
+    assert received == [e["id"] for e in history(shared_relay.url, job)]
+    assert len(proxy.requests) == 2
 
 
 async def test_subscribe_yields_reset_when_history_cannot_cover_the_gap(

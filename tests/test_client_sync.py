@@ -166,9 +166,15 @@ def test_publisher_token(own_relay: Callable[..., RunningRelay]) -> None:
         assert relay.snapshot(job.id)["logs"][0]["message"] == "x"
 
 
-def test_503_is_retried_after_retry_after(relay: Relay, proxy: Proxy) -> None:
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [("503 Service Unavailable", "broker_unavailable"), ("429 Too Many Requests", "rate_limited")],
+)
+def test_503_and_429_are_retried_after_retry_after(
+    relay: Relay, proxy: Proxy, status: str, code: str
+) -> None:
     job = job_id()
-    proxy.answer_next(unavailable_response("0.3"), f"/v1/jobs/{job}/events".encode())
+    proxy.answer_next(unavailable_response("0.3", status, code), f"/v1/jobs/{job}/events".encode())
     with Relay(proxy.url) as through_proxy:
         started = time.monotonic()
         published = through_proxy.log(job, "after a 503")
@@ -304,6 +310,25 @@ def test_coalescing_bounds_progress_and_keeps_every_log(shared_relay: RunningRel
     assert progress[-1] == {"percent": 99.9, "message": "item 999"}
 
 
+def test_a_failed_background_flush_is_raised_by_the_next_call(relay: Relay, proxy: Proxy) -> None:
+    job = job_id()
+    with Relay(proxy.url, progress_rate=5) as worker:
+        worker.progress(job, 1)
+        assert worker.progress(job, 2) is None  # held for 0.2 s
+        relay.complete(job)  # someone else ends the job meanwhile
+        deadline = time.monotonic() + 10
+        while True:
+            assert time.monotonic() < deadline, "the flush's failure never surfaced"
+            try:
+                assert worker.progress(job, 3) is None  # held: no request of its own
+            except JobFinished:
+                break
+            time.sleep(0.01)
+    # The error came from the background flush: two requests in all (the first progress and
+    # the flush of the held one); the calls that followed sent nothing themselves.
+    assert len(proxy.requests) == 2
+
+
 def test_a_held_progress_is_sent_without_a_further_call(relay: Relay) -> None:
     job = job_id()
     relay.progress(job, 1)
@@ -363,6 +388,47 @@ def test_subscribe_resumes_across_a_network_drop(relay: Relay, proxy: Proxy) -> 
     ids = [e["id"] for e in relay.history(job)["events"]]
     assert received == ids
     assert len(proxy.requests) >= 2  # it did reconnect
+
+
+def test_a_silent_stream_is_reopened_after_the_read_timeout(relay: Relay, proxy: Proxy) -> None:
+    job = job_id()
+    relay.log(job, "0")
+    received: list[str] = []
+    with Relay(proxy.url, stream_read_timeout=3) as reader:
+        for event in reader.subscribe(job):
+            received.append(event.id or "")
+            if len(received) == 1:
+                proxy.freeze()
+                relay.log(job, "1")
+                relay.complete(job)
+    assert received == [e["id"] for e in relay.history(job)["events"]]
+    assert len(proxy.requests) == 2
+
+
+def test_one_relay_serves_many_threads(relay: Relay, shared_relay: RunningRelay) -> None:
+    jobs = [job_id() for _ in range(4)]
+    with Relay(shared_relay.url, progress_rate=20) as shared:
+
+        def work(job: str) -> None:
+            for i in range(101):
+                shared.progress(job, i)
+                if i % 10 == 0:
+                    shared.log(job, f"{i}")
+            shared.complete(job)
+
+        threads = [threading.Thread(target=work, args=(job,)) for job in jobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for job in jobs:
+        events = history(shared_relay.url, job)
+        assert [e["data"]["message"] for e in events if e["event"] == "log"] == [
+            str(i) for i in range(0, 101, 10)
+        ]
+        progress = [e["data"]["percent"] for e in events if e["event"] == "progress"]
+        assert progress == sorted(progress) and progress[-1] == 100
+        assert events[-1]["event"] == "complete"
 
 
 def test_jobs_lists_every_job_across_pages(relay: Relay) -> None:

@@ -15,7 +15,7 @@ of progress (``coalesce``, ``publishing``), stages (``stages``, ``tracking``) an
 (``sse``). See docs/client.md.
 """
 
-from service.client.aio import AsyncRelay, AsyncTracker
+from service.client.aio import AsyncRelay
 from service.client.errors import (
     BadRequest,
     Cancelled,
@@ -31,7 +31,8 @@ from service.client.events import Event
 from service.client.protocol import Job, Published
 from service.client.retry import RetryPolicy
 from service.client.stages import StageTable
-from service.client.sync import Relay, Tracker
+from service.client.sync import Relay
+from service.client.trackers import AsyncTracker, Tracker
 
 __all__ = [
     "AsyncRelay",

@@ -16,14 +16,15 @@ from typing import Any, TypeVar
 import aiohttp
 
 from service.client import events
-from service.client.errors import Cancelled, RelayError
+from service.client.errors import RelayError
 from service.client.events import Event, Outgoing
 from service.client.protocol import Call, Calls, Done, Job, Published, Wait, headers
 from service.client.publishing import PublishState
 from service.client.retry import RetryPolicy
 from service.client.sse import End, Open, StreamSession
 from service.client.sync import DEFAULT_URL
-from service.client.tracking import Stages, TrackState, log_deferred, log_lost_terminal
+from service.client.trackers import AsyncTracker
+from service.client.tracking import Stages, log_deferred
 from service.client.waiting import Waiter
 
 T = TypeVar("T")
@@ -324,91 +325,6 @@ class AsyncRelay:
                 await self._send(job_id, batch)
             except RelayError as error:
                 self._state.defer(job_id, error)
-
-
-class AsyncTracker:
-    """The asyncio twin of :class:`service.client.sync.Tracker`: ``await tracker.stage(...)``."""
-
-    def __init__(self, relay: AsyncRelay, job_id: str, stages: Stages) -> None:
-        self.relay = relay
-        self.job_id = job_id
-        self._state = TrackState(job_id, stages)
-
-    @property
-    def result(self) -> Any:
-        return self._state.result
-
-    @result.setter
-    def result(self, value: Any) -> None:
-        self._state.result = value
-
-    @property
-    def cancelled(self) -> bool:
-        return self._state.cancelled
-
-    @property
-    def stage_name(self) -> str | None:
-        return self._state.current
-
-    async def __aenter__(self) -> AsyncTracker:
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        event, suppress = self._state.exit_event(error)
-        if event is None:
-            return suppress
-        try:
-            await self._end(event)
-        except RelayError:
-            if error is None:
-                raise
-            log_lost_terminal(self.job_id, event)
-        return suppress
-
-    def check(self) -> None:
-        if self.relay.cancel_requested(self.job_id):
-            raise Cancelled(self.job_id)
-
-    async def stage(self, name: str, *, message: str | None = None) -> None:
-        self.check()
-        await self.relay._publish(self.job_id, [self._state.enter(name, message)])
-
-    async def progress(
-        self,
-        fraction: float,
-        *,
-        message: str | None = None,
-        step: int | None = None,
-        total_steps: int | None = None,
-    ) -> None:
-        self.check()
-        event = self._state.advance(fraction, message, step, total_steps)
-        await self.relay._publish(self.job_id, [event])
-
-    async def log(self, message: str, level: str = "info") -> None:
-        self.check()
-        await self.relay._publish(self.job_id, [events.log(message, level)])
-
-    async def content(self, text: str) -> None:
-        self.check()
-        await self.relay._publish(self.job_id, [events.content(text)])
-
-    async def complete(
-        self, result: Any = None, *, message: str | None = None, redirect_url: str | None = None
-    ) -> None:
-        await self._end(events.complete(result, message=message, redirect_url=redirect_url))
-
-    async def fail(self, message: str, *, code: str | None = None, details: Any = None) -> None:
-        await self._end(events.failed(message, code=code, details=details))
-
-    async def _end(self, event: Outgoing) -> None:
-        await self.relay._publish(self.job_id, [event])
-        self._state.ended(event)
 
 
 def _sent(published: Published | None) -> Published:

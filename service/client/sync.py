@@ -17,13 +17,14 @@ from typing import Any, TypeVar
 import httpx
 
 from service.client import events
-from service.client.errors import Cancelled, RelayError
+from service.client.errors import RelayError
 from service.client.events import Event, Outgoing
 from service.client.protocol import Call, Calls, Done, Job, Published, Wait, headers
 from service.client.publishing import PublishState
 from service.client.retry import RetryPolicy
 from service.client.sse import End, Open, StreamSession
-from service.client.tracking import Stages, TrackState, log_deferred, log_lost_terminal
+from service.client.trackers import Tracker
+from service.client.tracking import Stages, log_deferred
 from service.client.waiting import Waiter
 
 T = TypeVar("T")
@@ -368,100 +369,6 @@ class Relay:
             except RelayError as error:
                 with self._lock:
                     self._state.defer(job_id, error)
-
-
-class Tracker:
-    """Publishes a job's progress by named stages; see ``service.client.tracking``.
-
-    ``stage(name)``, ``progress(fraction)``, ``log``, ``content`` raise :class:`Cancelled`
-    once the relay has said that a viewer asked to cancel; ``result`` is sent with
-    ``complete`` on a clean exit; ``cancelled`` tells, after the block, whether the job
-    ended as cancelled.
-    """
-
-    def __init__(self, relay: Relay, job_id: str, stages: Stages) -> None:
-        self.relay = relay
-        self.job_id = job_id
-        self._state = TrackState(job_id, stages)
-
-    @property
-    def result(self) -> Any:
-        return self._state.result
-
-    @result.setter
-    def result(self, value: Any) -> None:
-        self._state.result = value
-
-    @property
-    def cancelled(self) -> bool:
-        return self._state.cancelled
-
-    @property
-    def stage_name(self) -> str | None:
-        return self._state.current
-
-    def __enter__(self) -> Tracker:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        event, suppress = self._state.exit_event(error)
-        if event is None:
-            return suppress
-        try:
-            self._end(event)
-        except RelayError:
-            if error is None:
-                raise
-            # The worker's own exception matters more than the relay being unreachable.
-            log_lost_terminal(self.job_id, event)
-        return suppress
-
-    def check(self) -> None:
-        """Raise Cancelled if a viewer asked to cancel (as far as the relay has said)."""
-        if self.relay.cancel_requested(self.job_id):
-            raise Cancelled(self.job_id)
-
-    def stage(self, name: str, *, message: str | None = None) -> None:
-        self.check()
-        self.relay._publish(self.job_id, [self._state.enter(name, message)])
-
-    def progress(
-        self,
-        fraction: float,
-        *,
-        message: str | None = None,
-        step: int | None = None,
-        total_steps: int | None = None,
-    ) -> None:
-        self.check()
-        event = self._state.advance(fraction, message, step, total_steps)
-        self.relay._publish(self.job_id, [event])
-
-    def log(self, message: str, level: str = "info") -> None:
-        self.check()
-        self.relay._publish(self.job_id, [events.log(message, level)])
-
-    def content(self, text: str) -> None:
-        self.check()
-        self.relay._publish(self.job_id, [events.content(text)])
-
-    def complete(
-        self, result: Any = None, *, message: str | None = None, redirect_url: str | None = None
-    ) -> None:
-        """End the job now (the block's exit then publishes nothing)."""
-        self._end(events.complete(result, message=message, redirect_url=redirect_url))
-
-    def fail(self, message: str, *, code: str | None = None, details: Any = None) -> None:
-        self._end(events.failed(message, code=code, details=details))
-
-    def _end(self, event: Outgoing) -> None:
-        self.relay._publish(self.job_id, [event])
-        self._state.ended(event)
 
 
 def _describe(error: Exception) -> str:
