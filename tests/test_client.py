@@ -359,3 +359,21 @@ async def test_publishing_and_subscribing_across_a_relay_restart(
         assert [e.id for e in seen] == [e["id"] for e in events]
     finally:
         running.close()
+
+
+async def test_fast_stages_each_arrive_before_their_logs(
+    relay: AsyncRelay, shared_relay: RunningRelay
+) -> None:
+    job = job_id()
+    stages = ["fetch", "parse", "render"]
+    async with relay.track(job, stages=stages) as tracker:
+        for name in stages:
+            await tracker.stage(name)
+            for step in range(20):
+                await tracker.progress(step / 20)
+            await tracker.log(f"{name} done")
+    events = history(shared_relay.url, job)
+    seen = [(e["event"], e["data"].get("stage") or e["data"].get("message")) for e in events]
+    for name in stages:
+        assert seen.index(("progress", name)) < seen.index(("log", f"{name} done")), seen
+    assert len([n for n, _ in seen if n == "progress"]) < 3 * 20

@@ -467,3 +467,26 @@ def test_publishing_goes_on_across_a_relay_restart_without_duplicates(
         assert messages == [f"log {i}" for i in range(count)] + [None]
     finally:
         running.close()
+
+
+def test_fast_stages_each_arrive_before_their_logs(
+    relay: Relay, shared_relay: RunningRelay
+) -> None:
+    """Stages shorter than the coalescing interval are all published, each before the logs
+    published in it; progress within a stage is still coalesced."""
+    job = job_id()
+    stages = ["fetch", "parse", "render", "upload"]
+    with relay.track(job, stages=stages) as tracker:
+        for name in stages:
+            tracker.stage(name)
+            for step in range(20):
+                tracker.progress(step / 20)
+            tracker.log(f"{name} done")
+    events = history(shared_relay.url, job)
+    seen = [(e["event"], e["data"].get("stage") or e["data"].get("message")) for e in events]
+    published_stages = [s for n, s in seen if n == "progress"]
+    assert list(dict.fromkeys(published_stages)) == stages
+    for name in stages:
+        first_progress = seen.index(("progress", name))
+        assert first_progress < seen.index(("log", f"{name} done")), seen
+    assert len([n for n, _ in seen if n == "progress"]) < 4 * 20

@@ -23,11 +23,16 @@ class PublishState:
         """The events to send now for a call publishing ``batch``; empty when the one event
         is a ``progress`` held back by the coalescer (``coalesce``: not for explicit batches).
         A held progress goes first, in the same request: always before a terminal event,
-        otherwise once its interval is over."""
+        otherwise once its interval is over; a progress in ``batch`` (a tracker's stage, an
+        explicit batch) supersedes it."""
         self.raise_deferred(job_id)
         if coalesce and len(batch) == 1 and batch[0].event == "progress":
             sent = self.coalescer.offer(job_id, batch[0], now)
             return [sent] if sent is not None else []
+        if any(event.event == "progress" for event in batch):
+            # The batch's progress is newer: a held one is superseded, not sent after it.
+            self.coalescer.take(job_id, now)
+            return list(batch)
         if any(event.terminal for event in batch):
             held = self.coalescer.take(job_id, now)
         else:

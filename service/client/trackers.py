@@ -75,7 +75,8 @@ class Tracker:
 
     def stage(self, name: str, *, message: str | None = None) -> None:
         self.check()
-        self.relay._publish(self.job_id, [self._state.enter(name, message)])
+        # A stage change is a milestone, never coalesced: it goes out before the stage's logs.
+        self.relay._publish(self.job_id, [self._state.enter(name, message)], coalesce=False)
 
     def progress(
         self,
@@ -161,7 +162,10 @@ class AsyncTracker:
 
     async def stage(self, name: str, *, message: str | None = None) -> None:
         self.check()
-        await self.relay._publish(self.job_id, [self._state.enter(name, message)])
+        # A stage change is a milestone, never coalesced: it goes out before the stage's logs.
+        await self.relay._publish(
+            self.job_id, [self._state.enter(name, message)], coalesce=False
+        )
 
     async def progress(
         self,
