@@ -163,9 +163,7 @@ class AsyncTracker:
     async def stage(self, name: str, *, message: str | None = None) -> None:
         self.check()
         # A stage change is a milestone, never coalesced: it goes out before the stage's logs.
-        await self.relay._publish(
-            self.job_id, [self._state.enter(name, message)], coalesce=False
-        )
+        await self.relay._publish(self.job_id, [self._state.enter(name, message)], coalesce=False)
 
     async def progress(
         self,
