@@ -17,17 +17,10 @@ if TYPE_CHECKING:
     from service.client.sync import Relay
 
 
-class Tracker:
-    """Publishes a job's progress by named stages; see ``service.client.tracking``.
+class _Tracked:
+    """What both trackers show of a tracked block."""
 
-    ``stage(name)``, ``progress(fraction)``, ``log``, ``content`` raise :class:`Cancelled`
-    once the relay has said that a viewer asked to cancel; ``result`` is sent with
-    ``complete`` on a clean exit; ``cancelled`` tells, after the block, whether the job
-    ended as cancelled.
-    """
-
-    def __init__(self, relay: Relay, job_id: str, stages: Stages) -> None:
-        self.relay = relay
+    def __init__(self, job_id: str, stages: Stages) -> None:
         self.job_id = job_id
         self._state = TrackState(job_id, stages)
 
@@ -46,6 +39,20 @@ class Tracker:
     @property
     def stage_name(self) -> str | None:
         return self._state.current
+
+
+class Tracker(_Tracked):
+    """Publishes a job's progress by named stages; see ``service.client.tracking``.
+
+    ``stage(name)``, ``progress(fraction)``, ``log``, ``content`` raise :class:`Cancelled`
+    once the relay has said that a viewer asked to cancel; ``result`` is sent with
+    ``complete`` on a clean exit; ``cancelled`` tells, after the block, whether the job
+    ended as cancelled.
+    """
+
+    def __init__(self, relay: Relay, job_id: str, stages: Stages) -> None:
+        super().__init__(job_id, stages)
+        self.relay = relay
 
     def __enter__(self) -> Tracker:
         return self
@@ -112,29 +119,12 @@ class Tracker:
         self._state.ended(event)
 
 
-class AsyncTracker:
+class AsyncTracker(_Tracked):
     """The asyncio twin of :class:`Tracker`: ``await tracker.stage(...)``."""
 
     def __init__(self, relay: AsyncRelay, job_id: str, stages: Stages) -> None:
+        super().__init__(job_id, stages)
         self.relay = relay
-        self.job_id = job_id
-        self._state = TrackState(job_id, stages)
-
-    @property
-    def result(self) -> Any:
-        return self._state.result
-
-    @result.setter
-    def result(self, value: Any) -> None:
-        self._state.result = value
-
-    @property
-    def cancelled(self) -> bool:
-        return self._state.cancelled
-
-    @property
-    def stage_name(self) -> str | None:
-        return self._state.current
 
     async def __aenter__(self) -> AsyncTracker:
         return self
