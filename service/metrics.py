@@ -17,10 +17,10 @@ from prometheus_client.registry import Collector
 from service.brokers import Broker
 from service.errors import RelayError
 from service.hub import Hub
+from service.snapshot import STATUSES
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 
 # name, help, attribute of RelayCounts
 _COUNTERS = (

@@ -20,7 +20,7 @@ from service.events import (
 )
 
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
-STATUSES: frozenset[str] = frozenset(get_args(Status))
+STATUSES: tuple[str, ...] = get_args(Status)
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
 

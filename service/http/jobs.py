@@ -132,7 +132,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         for status in raw.split(",")
         if status.strip()
     )
-    unknown = sorted(statuses - STATUSES)
+    unknown = sorted(statuses.difference(STATUSES))
     if unknown:
         raise InvalidParameter(
             f"`status` must be among {', '.join(sorted(STATUSES))}; got {', '.join(unknown)}"

@@ -65,6 +65,12 @@ def _retry_after(required: bool) -> dict[str, Any]:
     return {"Retry-After": {**_RETRY_AFTER, "required": required}}
 
 
+# `limit` of the paged reads (history, job list): service.http.params.int_param's bounds there.
+_PAGE_LIMIT: Schema = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+}
 _BAD_JOB_ID = error("Bad request", "invalid_job_id")
 _UNAUTHORIZED = error(
     "No valid credential",
@@ -188,16 +194,7 @@ def _paths(
                         "explode": True,
                         "schema": {"type": "array", "items": ref("JobStatus")},
                     },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": 1000,
-                            "default": 100,
-                        },
-                    },
+                    _PAGE_LIMIT,
                     {
                         "name": "cursor",
                         "in": "query",
@@ -245,16 +242,7 @@ def _paths(
                         "description": "only events after this event id; empty is the same as none",
                         "schema": {"anyOf": [ref("EventId"), {"const": ""}]},
                     },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": 1000,
-                            "default": 100,
-                        },
-                    },
+                    _PAGE_LIMIT,
                 ],
                 "responses": {
                     "200": {"description": "Events", "content": _json(ref("HistoryOut"))},

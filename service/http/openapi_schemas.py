@@ -12,7 +12,7 @@ from service.config import Settings
 from service.events import PAYLOAD_TYPES, RESERVED
 from service.http.jobs import CreateJobIn, HistoryOut, JobListOut
 from service.ids import EVENT_ID_PATTERN, JOB_ID_PATTERN
-from service.snapshot import Snapshot
+from service.snapshot import STATUSES, Snapshot
 
 Schema = dict[str, Any]
 
@@ -70,7 +70,7 @@ def _wire_schemas(settings: Settings) -> dict[str, Schema]:
             "pattern": EVENT_ID_PATTERN,
             "description": "`<epoch>-<seq>`; opaque to clients",
         },
-        "JobStatus": {"enum": ["pending", "running", "completed", "failed", "cancelled"]},
+        "JobStatus": {"enum": list(STATUSES)},
         "EventName": {
             "type": "string",
             "pattern": EVENT_NAME_PATTERN,
