@@ -434,9 +434,11 @@ class RedisBroker:
                 job_ids = [member.decode() for member, _ in rows]
                 replays = await self.replays([(job_id, None) for job_id in job_ids])
                 gone = []
+                more = False  # the page is full and at least one job follows it
                 for job_id, (_, score), replay in zip(job_ids, rows, replays, strict=True):
                     if len(found) == limit:
-                        return JobPage(found, position)
+                        more = True
+                        break
                     scanned += 1
                     position = int(score)
                     if replay is None:
@@ -445,6 +447,8 @@ class RedisBroker:
                         found.append(replay.snapshot)
                 if gone:
                     await self._redis.zrem(self._created_key, *gone)
+                if more:
+                    return JobPage(found, position)
                 if len(rows) <= limit:
                     return JobPage(found, None)
         return JobPage(found, position)
