@@ -1,2 +1,2 @@
 """Examples of backends and workers that publish progress through progress-relay with the Python
-SDK (``service.client``); see examples/README.md."""
+SDK (``progress_relay.client``); see examples/README.md."""

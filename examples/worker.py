@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from service.client import Relay
+from progress_relay.client import Relay
 
 STAGES = ["fetch", "analyse", "render"]
 SOURCES = {"sales.csv": 1204, "returns.csv": 87, "regions.json": 12}

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+from progress_relay.client import Relay
 
-from service.client import Relay
 from tests.client_support import (
     RunningRelay,
     eventually,
@@ -38,7 +38,7 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PROGRESS_RELAY_")}
     return subprocess.run(
-        [sys.executable, "-m", "service", *args],
+        [sys.executable, "-m", "progress_relay", *args],
         capture_output=True,
         text=True,
         env={**clean, **(env or {})},
@@ -164,7 +164,7 @@ def test_watch_draws_a_live_bar_in_a_terminal(shared_relay: RunningRelay) -> Non
     master, slave = pty.openpty()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PROGRESS_RELAY_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "service", "watch", job, "--url", url],
+        [sys.executable, "-m", "progress_relay", "watch", job, "--url", url],
         stdin=slave,
         stdout=slave,
         stderr=slave,

@@ -1,4 +1,4 @@
-"""The asyncio SDK (service.client.AsyncRelay) against real relay processes, on both brokers."""
+"""The asyncio SDK (progress_relay.client.AsyncRelay) against real relay processes, both brokers."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from typing import Any
 
 import httpx
 import pytest
-
-from service.client import (
+from progress_relay.client import (
     AsyncRelay,
     Event,
     JobFinished,
     JobNotFound,
     RelayUnavailable,
 )
+
 from tests.client_support import (
     Proxy,
     RunningRelay,

@@ -7,14 +7,13 @@ import json
 import random
 
 import pytest
-
-from service.client import Cancelled, JobNotFound, RateLimited, RelayUnavailable, StageTable
-from service.client import events as ev
-from service.client.coalesce import Coalescer
-from service.client.protocol import Calls, Done, Wait, read_error
-from service.client.retry import RetryPolicy, parse_retry_after
-from service.client.sse import End, Open, SSEDecoder, StreamSession
-from service.client.tracking import TrackState
+from progress_relay.client import Cancelled, JobNotFound, RateLimited, RelayUnavailable, StageTable
+from progress_relay.client import events as ev
+from progress_relay.client.coalesce import Coalescer
+from progress_relay.client.protocol import Calls, Done, Wait, read_error
+from progress_relay.client.retry import RetryPolicy, parse_retry_after
+from progress_relay.client.sse import End, Open, SSEDecoder, StreamSession
+from progress_relay.client.tracking import TrackState
 
 
 def test_equal_stage_shares() -> None:

@@ -1,4 +1,4 @@
-"""The synchronous SDK (service.client.Relay) against real relay processes, on both brokers."""
+"""The synchronous SDK (progress_relay.client.Relay) against real relay processes, both brokers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from service.client import (
+from progress_relay.client import (
     BadRequest,
     Cancelled,
     JobFinished,
@@ -19,6 +18,7 @@ from service.client import (
     RelayUnavailable,
     Unauthorized,
 )
+
 from tests.client_support import (
     Proxy,
     RunningRelay,

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
-from service import cli
-from service.config import ConfigError, Settings, load_settings
+from progress_relay.cli import main as cli
+from progress_relay.config import ConfigError, Settings, load_settings
 
 DEFAULT_TOML = Path(__file__).resolve().parents[1] / "config" / "default.toml"
 

@@ -7,8 +7,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from progress_relay.http.app import create_app
 
-from service.app import create_app
 from tests.conftest import MakeClient, make_settings, publish
 from tests.test_publish import error_of
 
@@ -129,7 +129,7 @@ async def test_redis_bounds_the_work_of_one_page(
 ) -> None:
     """When few jobs match, a Redis page stops after reading a bounded number of jobs and hands
     on a cursor; following it still finds every match, in order."""
-    monkeypatch.setattr("service.brokers.redis._LIST_SCAN", 3)
+    monkeypatch.setattr("progress_relay.brokers.redis._LIST_SCAN", 3)
     broker = {"url": redis_server.url, "key_prefix": "list-scan:"}
     client = await aiohttp_client(create_app(make_settings(broker=broker)))
     await publish(client, "old-done", "complete", {})

@@ -86,7 +86,7 @@ def relay_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]
         ports = [free_port(), free_port()]
         for port in ports:
             log = directory / f"relay-{port}.log"
-            command = [sys.executable, "-m", "service", "serve"]
+            command = [sys.executable, "-m", "progress_relay", "serve"]
             command += ["--host", "127.0.0.1", "--port", str(port)]
             processes.append(spawn(command, log, env))
             wait_until_ready(f"http://127.0.0.1:{port}/readyz", processes[-1], log)

@@ -134,7 +134,7 @@ def test_stream_with_an_independent_client(relay: Relay) -> None:
 def test_python_dash_m_service_serves_the_same(tmp_path: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--port", str(port)],
+        [sys.executable, "-m", "progress_relay", "serve", "--port", str(port)],
         stderr=subprocess.DEVNULL,
     )
     try:

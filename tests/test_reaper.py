@@ -11,13 +11,13 @@ import logging
 from typing import Any
 
 import pytest
+from progress_relay.brokers.memory import MemoryBroker
+from progress_relay.config import JobSettings
+from progress_relay.core.hub import Hub
+from progress_relay.core.reaper import Reaper
+from progress_relay.http.keys import REAPER
+from progress_relay.wire.events import make_draft
 
-from service.brokers.memory import MemoryBroker
-from service.config import JobSettings
-from service.events import make_draft
-from service.hub import Hub
-from service.keys import REAPER
-from service.reaper import Reaper
 from tests.conftest import MakeClient, make_settings, publish, stream_opener
 
 HOUR = 3600.0
@@ -161,7 +161,7 @@ async def test_one_failing_eviction_is_logged_and_the_sweep_goes_on(
     for job_id in ("a", "b", "c"):
         await broker.publish(job_id, [make_draft("progress", b'{"percent":1}', "$", 1024)])
     await _outlive()
-    with caplog.at_level(logging.ERROR, logger="service.reaper"):
+    with caplog.at_level(logging.ERROR, logger="progress_relay.core.reaper"):
         assert await reaper.sweep() == 2
     assert await broker.snapshot("a") is None
     assert await broker.snapshot("c") is None

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-
-from service.events import Event
-from service.ring import Ring
+from progress_relay.core.ring import Ring
+from progress_relay.wire.events import Event
 
 
 def event(seq: int, size: int = 10) -> Event:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from service.events import Draft, make_draft
-from service.snapshot import EtaEstimator, JobError, Snapshot, apply, new_snapshot
+from progress_relay.wire.events import Draft, make_draft
+from progress_relay.wire.snapshot import EtaEstimator, JobError, Snapshot, apply, new_snapshot
 
 
 def draft(name: str, data: bytes = b"{}") -> Draft:

@@ -1,0 +1,5 @@
+import sys
+
+from progress_relay.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,542 @@
+"""The Redis broker: several relay instances share jobs, ids and history; a restart loses nothing.
+
+Keys (``P`` is ``broker.key_prefix``): ``P epoch`` and ``P seq`` for the deployment; per job
+``P job:{id}`` (the snapshot as a hash of JSON values), ``P job:{id}:h`` (history, a Redis Stream
+whose entry ids are the event seqs), ``P job:{id}:logs`` and ``P job:{id}:eta``. Publishing is one
+Lua script (see lua/publish.lua). Job lifetimes are Redis expirations, so a job expires even when
+no relay is running; each instance notices the jobs of its own streams that have gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, cast
+
+import msgspec
+from msgspec import Raw
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.exceptions import RedisError
+
+from progress_relay.brokers.base import (
+    Expired,
+    JobPage,
+    Listener,
+    Published,
+    Replay,
+    Resync,
+    too_many_jobs,
+)
+from progress_relay.brokers.redis_channel import Channel
+from progress_relay.config import Settings
+from progress_relay.wire.errors import BrokerUnavailable, JobFinished, JobNotFound
+from progress_relay.wire.events import Draft, Event, LogData
+from progress_relay.wire.ids import Position, new_epoch
+from progress_relay.wire.snapshot import EtaEstimator, LogEntry, Snapshot, changes, progress_percent
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+_BATCH = msgspec.json.Decoder(list[tuple[str, Raw]])
+_LOG_ENTRY = msgspec.json.Decoder(tuple[int, int, str, str])
+# Jobs a listing reads at most for one page (when few of them match its statuses).
+_LIST_SCAN = 5000
+_SNAPSHOT_FIELDS = {f.name for f in msgspec.structs.fields(Snapshot)}
+# KEYS: job hash, jobs by expiry, jobs by creation, creation counter (as in lua/publish.lua)
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+repeat
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms, 'LIMIT', 0, 1000)
+  if #gone > 0 then
+    redis.call('ZREM', KEYS[2], unpack(gone))
+    redis.call('ZREM', KEYS[3], unpack(gone))
+  end
+until #gone < 1000
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
+redis.call('HSET', KEYS[1], 'created_at', now_ms, 'updated_at', now_ms, 'status', '"pending"',
+  'meta', ARGV[1])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'ttl', ARGV[2]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[3]), ARGV[5])
+redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[5])
+return 1
+"""
+_EPOCH = """
+local epoch = redis.call('GET', KEYS[1])
+if epoch then return epoch end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return ARGV[1]
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _no_listener(job_id: str, events: Sequence[Event]) -> None:
+    return None
+
+
+async def _no_resync(job_ids: list[str], reset: bool) -> None:
+    return None
+
+
+@contextlib.asynccontextmanager
+async def _available(seconds: float) -> AsyncIterator[None]:
+    """Every Redis call: a lost or slow Redis is 503 ``broker_unavailable`` for the request."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise BrokerUnavailable(f"Redis is unavailable: {exc or type(exc).__name__}") from None
+
+
+class RedisBroker:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings.jobs
+        self._timeout = settings.broker.timeout
+        prefix = settings.broker.key_prefix
+        self._prefix = prefix
+        self._epoch_key = f"{prefix}epoch"
+        self._seq_key = f"{prefix}seq"
+        # Every job's id, scored by when it expires: counts jobs for `jobs.max_jobs`.
+        self._jobs_key = f"{prefix}jobs"
+        # Every job's id, scored by a creation number: the job list, newest first. Expired
+        # jobs leave it when a new job is created, or when a listing finds them gone.
+        self._created_key = f"{prefix}jobs:created"
+        self._created_count_key = f"{prefix}jobs:n"
+        # Blocking: a burst of requests (a thousand streams opening at once) waits for a
+        # connection instead of failing with "Too many connections".
+        self._pool = BlockingConnectionPool.from_url(
+            settings.broker.url,
+            max_connections=settings.broker.pool_size,
+            timeout=self._timeout,
+            socket_timeout=self._timeout,
+            socket_connect_timeout=self._timeout,
+        )
+        self._redis = Redis(connection_pool=self._pool)
+        self._publish = self._redis.register_script(
+            resources.files(__package__).joinpath("lua", "publish.lua").read_text()
+        )
+        self._create = self._redis.register_script(_CREATE)
+        self._ensure_epoch = self._redis.register_script(_EPOCH)
+        self._epoch = ""
+        self._listener: Listener = _no_listener
+        self._resync: Resync = _no_resync
+        self._resyncing: asyncio.Task[None] | None = None
+        # RESP2 for the pub/sub connection: its messages are plain replies there, which the
+        # channel reads itself (RESP3 would route them to the client's push handlers).
+        self._pubsub_pool = ConnectionPool.from_url(
+            settings.broker.url,
+            protocol=2,
+            socket_timeout=self._timeout,
+            socket_connect_timeout=self._timeout,
+        )
+        self._channel = Channel(
+            self._pubsub_pool, self._on_message, self._on_reconnect, confirm_timeout=self._timeout
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    def set_listener(self, listener: Listener) -> None:
+        self._listener = listener
+
+    def set_resync(self, resync: Resync) -> None:
+        self._resync = resync
+
+    async def start(self) -> None:
+        # A relay whose Redis is down still starts: /readyz says unready until Redis answers.
+        with contextlib.suppress(BrokerUnavailable):
+            await self._refresh_epoch()
+        self._channel.start()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._timeout):
+                await self._channel.connected_once.wait()
+
+    async def close(self) -> None:
+        await self._channel.close()
+        await self._redis.aclose()
+        await self._pool.aclose()
+        await self._pubsub_pool.aclose()
+
+    async def ping(self) -> None:
+        async with _available(self._timeout):
+            await self._redis.ping()
+        if not self._channel.ready:
+            raise BrokerUnavailable("the pub/sub connection to Redis is down")
+
+    async def _refresh_epoch(self) -> bool:
+        """Read the deployment's epoch (setting one if Redis has none); True if it changed."""
+        async with _available(self._timeout):
+            raw = await self._ensure_epoch(
+                keys=[self._epoch_key, self._seq_key], args=[new_epoch()]
+            )
+        return self._set_epoch(raw.decode())
+
+    def _set_epoch(self, epoch: str) -> bool:
+        changed = bool(self._epoch) and epoch != self._epoch
+        if changed:
+            log.warning("Redis lost its data: epoch %s replaces %s", epoch, self._epoch)
+        self._epoch = epoch
+        return changed
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def _keys(self, job_id: str) -> list[str]:
+        """The job's hash, history, log tail, ETA points, and its seen idempotency keys (a
+        hash of key → seq, and a sorted set of when each was seen)."""
+        base = f"{self._prefix}job:{job_id}"
+        return [base, f"{base}:h", f"{base}:logs", f"{base}:eta", f"{base}:k", f"{base}:kt"]
+
+    def _channel_name(self, job_id: str) -> bytes:
+        return f"{self._prefix}events:{job_id}".encode()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def create(self, job_id: str, *, ttl: float | None, meta: Any) -> tuple[Snapshot, bool]:
+        lifetime = ttl or self._settings.pending_ttl
+        async with _available(self._timeout):
+            created = await self._create(
+                keys=[
+                    self._keys(job_id)[0],
+                    self._jobs_key,
+                    self._created_key,
+                    self._created_count_key,
+                ],
+                args=[
+                    _encode(meta),
+                    str(_ms(ttl)) if ttl else "",
+                    str(_ms(lifetime)),
+                    self._settings.max_jobs,
+                    job_id,
+                ],
+            )
+        if created == -1:
+            raise too_many_jobs(self._settings)
+        snapshot = await self.snapshot(job_id)
+        if snapshot is None:  # expired in between: only with a lifetime shorter than a request
+            raise JobNotFound(f"no job {job_id}")
+        return snapshot, bool(created)
+
+    async def publish(self, job_id: str, drafts: Sequence[Draft]) -> Published:
+        return await self._run_publish(job_id, drafts, "publish")
+
+    async def request_cancel(self, job_id: str) -> tuple[Snapshot, Event | None]:
+        draft = Draft("cancel_requested", b'{"cancel_requested":true}', None)
+        try:
+            published = await self._run_publish(job_id, [draft], "cancel")
+            event: Event | None = published.events[0]
+        except _AlreadyRequested:
+            event = None
+        snapshot = await self.snapshot(job_id)
+        if snapshot is None:
+            raise JobNotFound(f"no job {job_id}")
+        return snapshot, event
+
+    async def _run_publish(self, job_id: str, drafts: Sequence[Draft], mode: str) -> Published:
+        """Publish, then publish again only the drafts whose keys were not seen if the script
+        found some that were (it publishes nothing then), until nothing new was seen."""
+        ids: list[str | None] = [None] * len(drafts)
+        while True:
+            pending = [index for index, known in enumerate(ids) if known is None]
+            reply = await self._run_script(job_id, [drafts[i] for i in pending], mode)
+            if reply[0] != b"seen":
+                break
+            epoch = reply[1].decode()
+            for index, seq in zip(pending, reply[3:], strict=True):
+                if seq != b"0":
+                    ids[index] = str(Position(epoch, int(seq)))
+            if None not in ids:
+                return Published([], [i for i in ids if i is not None], bool(reply[2]))
+        outcome = reply[0]
+        if outcome == b"full":
+            raise too_many_jobs(self._settings)
+        if outcome == b"finished":
+            raise JobFinished(f"job {job_id} has already {reply[1].decode().strip(chr(34))}")
+        if outcome == b"missing":
+            raise JobNotFound(f"no job {job_id}")
+        if outcome == b"already":
+            raise _AlreadyRequested
+        self._set_epoch(reply[1].decode())
+        first = int(reply[2])
+        events = [
+            self._event(job_id, first + offset, drafts[index].name, drafts[index].data)
+            for offset, index in enumerate(pending)
+        ]
+        for event, index in zip(events, pending, strict=True):
+            ids[index] = event.id
+        return Published(events, [i for i in ids if i is not None], bool(reply[3]))
+
+    async def _run_script(self, job_id: str, drafts: Sequence[Draft], mode: str) -> list[Any]:
+        settings = self._settings
+        names_data: list[Any] = []
+        percents: list[str] = []
+        fields: dict[str, Any] = {}
+        final = ""
+        for draft in drafts:
+            payload = draft.payload
+            entry = (
+                _encode((payload.level, payload.message)) if isinstance(payload, LogData) else b""
+            )
+            entry = entry[1:-1] if entry else b""
+            names_data += [draft.name, draft.data, entry, draft.key or ""]
+            percent = progress_percent(draft)
+            percents.append("" if percent is None else repr(percent))
+            fields.update(changes(draft))
+            if draft.terminal:
+                final = str(fields.get("status", ""))
+        pairs: list[Any] = []
+        for name, value in fields.items():
+            pairs += [name, _encode(value)]
+        body = _encode([(draft.name, Raw(draft.data)) for draft in drafts])
+        args: list[Any] = [
+            new_epoch(),
+            self._channel_name(job_id),
+            settings.ring_events,
+            settings.ring_bytes,
+            settings.log_tail,
+            _ms(settings.idle_ttl),
+            _ms(settings.finished_ttl),
+            mode,
+            final,
+            body,
+            len(drafts),
+            settings.max_jobs,
+            job_id,
+            _ms(settings.idempotency_window),
+            settings.idempotency_keys,
+            *names_data,
+            *percents,
+            len(fields),
+            *pairs,
+        ]
+        job, history, logs, eta, seen, seen_at = self._keys(job_id)
+        keys = [
+            *(self._epoch_key, self._seq_key, job, history, logs, eta, self._jobs_key),
+            *(seen, seen_at, self._created_key, self._created_count_key),
+        ]
+        async with _available(self._timeout):
+            return cast(list[Any], await self._publish(keys=keys, args=args))
+
+    def _event(self, job_id: str, seq: int, name: str, data: bytes) -> Event:
+        return Event(job_id, seq, str(Position(self._epoch, seq)), name, data)
+
+    async def delete(self, job_id: str) -> Snapshot | None:
+        snapshot = await self.snapshot(job_id)
+        async with _available(self._timeout):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(*self._keys(job_id))
+            pipe.zrem(self._jobs_key, job_id)
+            pipe.zrem(self._created_key, job_id)
+            await pipe.execute()
+        return snapshot
+
+    async def reserve_seq(self) -> int:
+        async with _available(self._timeout):
+            return int(await self._redis.incr(self._seq_key))
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def snapshot(self, job_id: str) -> Snapshot | None:
+        (found,) = await self.replays([(job_id, None)])
+        return None if found is None else found.snapshot
+
+    async def replay(self, job_id: str, after: int) -> Replay | None:
+        (found,) = await self.replays([(job_id, after)])
+        return found
+
+    async def replays(self, reads: Sequence[tuple[str, int | None]]) -> list[Replay | None]:
+        """Snapshots, their seqs, the seq trimmed up to and history, all read in one MULTI so
+        that they agree with each other and with one instant of the sequence."""
+        async with _available(self._timeout):
+            pipe = self._redis.pipeline(transaction=True)
+            for job_id, after in reads:
+                key, history, logs, eta, *_ = self._keys(job_id)
+                pipe.hgetall(key)
+                pipe.lrange(logs, 0, -1)
+                pipe.lrange(eta, 0, -1)
+                if after is not None:
+                    pipe.xrange(history, f"({after}-0" if after else "-", "+")
+            replies = iter(await pipe.execute())
+        found: list[Replay | None] = []
+        for job_id, after in reads:
+            fields: dict[bytes, bytes] = next(replies)
+            logs_raw, eta_raw = next(replies), next(replies)
+            entries = next(replies) if after is not None else []
+            if not fields:
+                found.append(None)
+                continue
+            snapshot = self._snapshot(job_id, fields, logs_raw, eta_raw)
+            seq = int(fields.get(b"last_seq", b"0"))
+            dropped = int(fields.get(b"dropped", b"0"))
+            events = [
+                self._event(job_id, int(entry_id.split(b"-", 1)[0]), f[b"e"].decode(), f[b"d"])
+                for entry_id, f in entries
+            ]
+            complete = after is not None and after >= dropped
+            found.append(Replay(snapshot, events, complete, seq))
+        return found
+
+    def _snapshot(
+        self, job_id: str, fields: dict[bytes, bytes], logs: list[bytes], eta: list[bytes]
+    ) -> Snapshot:
+        values: dict[str, Any] = {"id": job_id}
+        for raw_name, raw in fields.items():
+            name = raw_name.decode()
+            if name in _SNAPSHOT_FIELDS and name not in ("created_at", "updated_at"):
+                values[name] = msgspec.json.decode(raw)
+        values["created_at"] = _time(fields[b"created_at"])
+        values["updated_at"] = _time(fields.get(b"updated_at", fields[b"created_at"]))
+        last_seq = int(fields.get(b"last_seq", b"0"))
+        values["last_event_id"] = str(Position(self._epoch, last_seq)) if last_seq else None
+        snapshot = msgspec.convert(values, Snapshot)
+        for raw in logs:
+            seq, at, level, message = _LOG_ENTRY.decode(raw)
+            entry = LogEntry(str(Position(self._epoch, seq)), _time(at), level, message)
+            snapshot.logs.append(entry)
+        if not snapshot.finished:
+            estimator = EtaEstimator()
+            for point in eta:
+                at_ms, percent = point.split(b" ")
+                snapshot.eta_seconds = estimator.add(float(percent), int(at_ms) / 1000)
+        return snapshot
+
+    async def jobs(self, statuses: frozenset[str], limit: int, before: int | None) -> JobPage:
+        """Reads the creation index in chunks and each job's snapshot; gives up a page after
+        ``_LIST_SCAN`` jobs that do not match, so one call stays bounded."""
+        found: list[Snapshot] = []
+        scanned = 0
+        position = before
+        async with _available(self._timeout):
+            while scanned < max(_LIST_SCAN, limit):
+                top = "+inf" if position is None else f"({position}"
+                rows = cast(
+                    list[tuple[bytes, float]],
+                    await self._redis.zrevrangebyscore(
+                        self._created_key, top, "-inf", start=0, num=limit + 1, withscores=True
+                    ),
+                )
+                if not rows:
+                    return JobPage(found, None)
+                job_ids = [member.decode() for member, _ in rows]
+                replays = await self.replays([(job_id, None) for job_id in job_ids])
+                gone = []
+                more = False  # the page is full and at least one job follows it
+                for job_id, (_, score), replay in zip(job_ids, rows, replays, strict=True):
+                    if len(found) == limit:
+                        more = True
+                        break
+                    scanned += 1
+                    position = int(score)
+                    if replay is None:
+                        gone.append(job_id)
+                    elif not statuses or replay.snapshot.status in statuses:
+                        found.append(replay.snapshot)
+                if gone:
+                    await self._redis.zrem(self._created_key, *gone)
+                if more:
+                    return JobPage(found, position)
+                if len(rows) <= limit:
+                    return JobPage(found, None)
+        return JobPage(found, position)
+
+    async def existing(self, job_ids: Iterable[str]) -> set[str]:
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        if not self._channel.ready:
+            # Redis may have come back empty and this instance not yet caught up: a job that
+            # is missing now may be about to get its `reset`, not an expiry.
+            raise BrokerUnavailable("the pub/sub connection to Redis is down")
+        async with _available(self._timeout):
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.exists(self._keys(job_id)[0])
+            found = await pipe.execute()
+        return {job_id for job_id, exists in zip(ids, found, strict=True) if exists}
+
+    async def job_counts(self) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        async with _available(self._timeout):
+            now_ms = int(time.time() * 1000)
+            members = await self._redis.zrangebyscore(self._jobs_key, now_ms, "+inf")
+            job_ids = [member.decode() for member in cast(list[bytes], members)]
+            for start in range(0, len(job_ids), 5000):
+                pipe = self._redis.pipeline(transaction=False)
+                for job_id in job_ids[start : start + 5000]:
+                    pipe.hget(self._keys(job_id)[0], "status")
+                for status in await pipe.execute():
+                    if status is not None:
+                        counts[msgspec.json.decode(status)] += 1
+        return dict(counts)
+
+    async def expired(self) -> list[Expired]:
+        # Redis expires the keys itself; the Hub ends the streams of jobs that have gone.
+        return []
+
+    # -- live events ----------------------------------------------------------------------
+
+    async def watch(self, job_id: str) -> None:
+        await self._channel.subscribe(self._channel_name(job_id))
+
+    def unwatch(self, job_id: str) -> None:
+        self._channel.unsubscribe(self._channel_name(job_id))
+
+    def _on_message(self, channel: bytes, message: bytes) -> None:
+        job_id = channel[len(self._prefix) + len("events:") :].decode()
+        raw_epoch, first, body = message.split(b" ", 2)
+        epoch = raw_epoch.decode()
+        if not self._epoch:
+            self._epoch = epoch
+        elif epoch != self._epoch:
+            # Another instance found Redis empty and began a new epoch: resync like a reconnect.
+            self._set_epoch(epoch)
+            self._resyncing = asyncio.get_running_loop().create_task(self._resync_all())
+            return
+        start = int(first)
+        batch = _BATCH.decode(body)
+        events = [
+            self._event(job_id, start + i, name, bytes(data))
+            for i, (name, data) in enumerate(batch)
+        ]
+        self._listener(job_id, events)
+
+    async def _resync_all(self) -> None:
+        try:
+            await self._on_reconnect(reset=True)
+        except ConnectionError as exc:
+            log.warning("resync after a new epoch failed (%s); the next reconnect retries", exc)
+
+    async def _on_reconnect(self, reset: bool = False) -> None:
+        try:
+            changed = await self._refresh_epoch()
+        except BrokerUnavailable as exc:
+            # Without the epoch it cannot tell a gap from lost history: the channel gives up
+            # this connection and tries again after its backoff.
+            raise ConnectionError(f"could not read the epoch after reconnecting: {exc}") from None
+        job_ids = [
+            channel[len(self._prefix) + len("events:") :].decode()
+            for channel in sorted(self._channel.wanted)
+        ]
+        await self._resync(job_ids, changed or reset)
+
+
+def _time(raw: bytes | int) -> datetime:
+    return datetime.fromtimestamp(int(raw) / 1000, UTC)
+
+
+class _AlreadyRequested(Exception):
+    pass

@@ -1,0 +1,1 @@
+"""The command line: `progress-relay serve|publish|watch|jobs|token`."""

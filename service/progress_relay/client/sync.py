@@ -1,0 +1,375 @@
+"""``Relay``: the synchronous client, for Flask, Django and Celery workers (httpx).
+
+Every publish blocks until the relay answered (retrying within the budget), except a
+``progress`` the coalescer holds back: that one returns at once and a small flusher thread
+sends the newest held value when its interval is over.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from progress_relay.client import events
+from progress_relay.client.errors import RelayError
+from progress_relay.client.events import Event, Outgoing
+from progress_relay.client.protocol import Call, Calls, Done, Job, Published, Wait, headers
+from progress_relay.client.publishing import PublishState
+from progress_relay.client.retry import RetryPolicy
+from progress_relay.client.sse import End, Open, StreamSession
+from progress_relay.client.trackers import Tracker
+from progress_relay.client.tracking import Stages, log_deferred
+from progress_relay.client.waiting import Waiter
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class Relay:
+    """A client of one relay.
+
+    ``url``: the relay's base URL; ``token``: a publisher token (sent as ``Authorization:
+    Bearer``; a subscriber token works for reading); ``progress_rate``: ``progress`` events per
+    second per job at most (0: no coalescing); ``retry_budget``: seconds a call keeps retrying
+    connection errors and 429/502/503/504 before it raises; ``timeout``: seconds per attempt;
+    ``stream_read_timeout``: seconds a stream may stay silent (the relay pings every 15 s)
+    before it is reopened. Use it as a context manager, or call :meth:`close`, so that held
+    progress is sent.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        progress_rate: float = 10.0,
+        retry_budget: float = 30.0,
+        timeout: float = 10.0,
+        stream_read_timeout: float = 45.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self._calls = Calls(self.url)
+        self._policy = retry or RetryPolicy(budget=retry_budget)
+        self._timeout = timeout
+        self._stream_timeout = httpx.Timeout(timeout, read=stream_read_timeout)
+        self._state = PublishState(progress_rate)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._job_locks: dict[str, threading.Lock] = {}
+        self._flusher: threading.Thread | None = None
+        self._closed = False
+        self._pid = os.getpid()
+        self._http = self._new_http()
+
+    def _new_http(self) -> httpx.Client:
+        return httpx.Client(timeout=self._timeout)
+
+    # -- context manager ------------------------------------------------------------------
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Send every held progress, stop the flusher, close the connections."""
+        try:
+            self.flush()
+        finally:
+            with self._lock:
+                self._closed = True
+                log_deferred(self._state.take_deferred())
+                self._wake.notify_all()
+            if self._flusher is not None and self._flusher is not threading.current_thread():
+                self._flusher.join(timeout=self._policy.budget + self._timeout)
+            self._http.close()
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def create_job(
+        self, job_id: str | None = None, *, ttl: float | None = None, meta: Any = None
+    ) -> Job:
+        """Create a job (idempotent for a given id; the id is random when None)."""
+        return self._run(self._calls.create_job(job_id, ttl, meta))
+
+    def snapshot(self, job_id: str) -> dict[str, Any]:
+        """The job's snapshot; JobNotFound when it does not exist."""
+        return self._run(self._calls.snapshot(job_id))
+
+    def history(self, job_id: str, after: str | None = None, limit: int = 1000) -> dict[str, Any]:
+        """One page of the job's retained history (``GET /v1/jobs/{id}/events``)."""
+        return self._run(self._calls.history(job_id, after, limit))
+
+    def jobs(
+        self, status: str | Iterable[str] | None = None, *, page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every job's snapshot, newest first, following ``next_cursor`` page by page."""
+        statuses = [status] if isinstance(status, str) else status
+        cursor: str | None = None
+        while True:
+            page = self._run(self._calls.jobs_page(statuses, page_size, cursor))
+            yield from page.jobs
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Ask the job's worker to stop (what a viewer's cancel button does)."""
+        return self._run(self._calls.cancel(job_id))
+
+    def delete(self, job_id: str) -> None:
+        self._run(self._calls.delete(job_id))
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def progress(
+        self,
+        job_id: str,
+        percent: float | None = None,
+        *,
+        stage: str | None = None,
+        message: str | None = None,
+        step: int | None = None,
+        total_steps: int | None = None,
+    ) -> Published | None:
+        """Publish ``progress``; None when the coalescer holds it (it is sent later)."""
+        event = events.progress(
+            percent, stage=stage, message=message, step=step, total_steps=total_steps
+        )
+        return self._publish(job_id, [event])
+
+    def log(self, job_id: str, message: str, level: str = "info") -> Published:
+        return self._sent(self._publish(job_id, [events.log(message, level)]))
+
+    def content(self, job_id: str, text: str) -> Published:
+        return self._sent(self._publish(job_id, [events.content(text)]))
+
+    def complete(
+        self,
+        job_id: str,
+        result: Any = None,
+        *,
+        message: str | None = None,
+        redirect_url: str | None = None,
+    ) -> Published:
+        event = events.complete(result, message=message, redirect_url=redirect_url)
+        return self._sent(self._publish(job_id, [event]))
+
+    def fail(
+        self, job_id: str, message: str, *, code: str | None = None, details: Any = None
+    ) -> Published:
+        event = events.failed(message, code=code, details=details)
+        return self._sent(self._publish(job_id, [event]))
+
+    def cancelled(self, job_id: str, message: str | None = None) -> Published:
+        return self._sent(self._publish(job_id, [events.cancelled(message)]))
+
+    def publish(self, job_id: str, event: str, data: Any = None) -> Published | None:
+        """Any event by name (``progress`` is coalesced like :meth:`progress`)."""
+        return self._publish(job_id, [Outgoing(event, data)])
+
+    def batch(self, job_id: str, batch: Sequence[tuple[str, Any]]) -> Published:
+        """Several events in one request, published atomically and in order (never coalesced)."""
+        outgoing = [Outgoing(name, data) for name, data in batch]
+        if not outgoing:
+            raise ValueError("a batch needs at least one event")
+        return self._sent(self._publish(job_id, outgoing, coalesce=False))
+
+    def flush(self, job_id: str | None = None) -> None:
+        """Send held progress now (of one job, or of all); raises what a background flush of
+        that job met (RelayUnavailable, JobFinished) if its next call has not yet."""
+        with self._lock:
+            if job_id is not None:
+                self._state.raise_deferred(job_id)
+            jobs = [job_id] if job_id is not None else self._state.coalescer.held_jobs()
+        for job in jobs:
+            with self._job_lock(job):
+                with self._lock:
+                    batch = self._state.flush(job, time.monotonic(), force=True)
+                if batch:
+                    self._send(job, batch)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether a publish response for this job said ``cancel_requested: true``."""
+        with self._lock:
+            return self._state.cancel_requested(job_id)
+
+    def track(self, job_id: str, stages: Stages = None) -> Tracker:
+        """``with relay.track(job_id, stages=[...]) as tracker:`` — see :class:`Tracker`."""
+        return Tracker(self, job_id, stages)
+
+    # -- reading the stream ---------------------------------------------------------------
+
+    def subscribe(self, job_id: str, last_event_id: str | None = None) -> Iterator[Event]:
+        """The job's events as they come (from its retained history first, or after
+        ``last_event_id``), resuming after disconnects, until its terminal event."""
+        session = StreamSession(job_id, last_event_id, self._policy, time.monotonic())
+        request_headers = headers(self.token, body=False)
+        while not session.done:
+            step: Open | End | Wait
+            try:
+                with self._http.stream(
+                    "GET",
+                    self._calls.url(session.path),
+                    headers=request_headers | session.headers(),
+                    timeout=self._stream_timeout,
+                ) as response:
+                    body = b"" if response.status_code == 200 else response.read()
+                    step = session.opened(
+                        response.status_code,
+                        body,
+                        response.headers.get("Retry-After"),
+                        time.monotonic(),
+                    )
+                    if isinstance(step, Open):
+                        for chunk in response.iter_bytes():
+                            yield from session.feed(chunk, time.monotonic())
+                            if session.done:
+                                return
+                        step = session.ended(time.monotonic())
+            except httpx.TransportError as exc:
+                step = session.failed(_describe(exc), time.monotonic())
+            if isinstance(step, End):
+                return
+            if not isinstance(step, Open):
+                time.sleep(step.delay)
+
+    def wait(self, job_id: str) -> dict[str, Any]:
+        """Block until the job is finished; its final snapshot."""
+        waiter = Waiter(job_id)
+        first: dict[str, Any] | None
+        try:
+            first = self.snapshot(job_id)
+        except RelayError as error:
+            first = waiter.missing(error)
+        if first is not None and waiter.finished(first):
+            return first
+        for _ in self.subscribe(job_id, waiter.resume_from(first)):
+            pass
+        return self.snapshot(job_id)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _run(self, call: Call[T]) -> T:
+        self._check_fork()
+        call.begin(self._policy, time.monotonic())
+        request_headers = headers(self.token, body=call.request.body is not None)
+        while True:
+            step: Done[T] | Wait
+            try:
+                response = self._http.request(
+                    call.request.method,
+                    self._calls.url(call.request.path),
+                    content=call.request.body,
+                    headers=request_headers,
+                )
+            except httpx.TransportError as exc:
+                step = call.failed(_describe(exc), time.monotonic())
+            else:
+                step = call.answered(
+                    response.status_code,
+                    response.content,
+                    response.headers.get("Retry-After"),
+                    time.monotonic(),
+                )
+            if isinstance(step, Done):
+                return step.value
+            time.sleep(step.delay)
+
+    def _publish(
+        self, job_id: str, batch: Sequence[Outgoing], *, coalesce: bool = True
+    ) -> Published | None:
+        with self._job_lock(job_id):
+            with self._lock:
+                planned = self._state.plan(job_id, batch, time.monotonic(), coalesce=coalesce)
+                if not planned:
+                    self._start_flusher()
+                    self._wake.notify()
+                    return None
+            return self._send(job_id, planned)
+
+    def _send(self, job_id: str, batch: Sequence[Outgoing]) -> Published:
+        """Send under the job's lock, so that the job's events leave in order."""
+        published = self._run(self._calls.publish(job_id, batch))
+        with self._lock:
+            self._state.record(job_id, batch, published)
+            if any(event.terminal for event in batch):
+                self._job_locks.pop(job_id, None)
+        return published
+
+    def _job_lock(self, job_id: str) -> threading.Lock:
+        with self._lock:
+            return self._job_locks.setdefault(job_id, threading.Lock())
+
+    @staticmethod
+    def _sent(published: Published | None) -> Published:
+        assert published is not None, "only progress is ever held"
+        return published
+
+    def _check_fork(self) -> None:
+        # A Relay made before a fork (Celery's prefork pool): the child gets its own
+        # connections and flusher; the parent's are not usable there.
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self._http = self._new_http()
+            self._flusher = None
+            self._lock = threading.Lock()
+            self._wake = threading.Condition(self._lock)
+            self._job_locks = {}
+
+    def _start_flusher(self) -> None:
+        """Called holding ``_lock``."""
+        if self._flusher is None or not self._flusher.is_alive():
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name="progress-relay-flusher", daemon=True
+            )
+            self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                due = self._state.coalescer.next_due()
+                if due is None or due > now:
+                    self._wake.wait(None if due is None else due - now)
+                    continue
+                jobs = [
+                    job
+                    for job in self._state.coalescer.held_jobs()
+                    if (self._state.coalescer.due(job) or 0.0) <= now
+                ]
+            for job in jobs:
+                self._flush_due(job)
+
+    def _flush_due(self, job_id: str) -> None:
+        with self._job_lock(job_id):
+            with self._lock:
+                batch = self._state.flush(job_id, time.monotonic(), force=False)
+            if not batch:
+                return
+            try:
+                self._send(job_id, batch)
+            except RelayError as error:
+                with self._lock:
+                    self._state.defer(job_id, error)
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

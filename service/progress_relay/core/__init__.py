@@ -1,0 +1,1 @@
+"""The core of the relay: the hub, topics, subscribers, catch-up, the flusher and the reaper."""

@@ -1,0 +1,316 @@
+"""One open stream: a bounded queue of frames that the stream handler drains."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+
+from progress_relay.core.counts import RelayCounts
+from progress_relay.core.flusher import Flusher
+from progress_relay.wire.events import Event
+
+
+def _nothing_buffered() -> int:
+    return 0
+
+
+def _never() -> bool:
+    return False
+
+
+class Subscriber:
+    """Frames waiting to be written to one client.
+
+    Contract with the Hub: while ``holding``, live events are kept aside until the replay is known;
+    ``start`` then queues the replay and the held events past it, so the hand-over from history to
+    live delivery misses nothing and repeats nothing. Afterwards each job's events are taken only
+    if newer than the last one queued for that job.
+
+    Slow clients: while the stream handler is blocked writing (the socket pushes back), a new
+    `progress` frame of a job replaces the one of that job still waiting (it moves to the end, so
+    ids stay in order on the wire); nothing else is ever conflated. Past ``max_frames`` waiting,
+    or ``max_bytes`` waiting counting the socket's write buffer while it pushes back, the
+    subscriber is dropped: its queue is emptied, the stream ends, and the client resumes from
+    history with its last id. A subscriber with nothing waiting always takes a whole publish.
+
+    Writing: once the handler has sent the response's head it gives the subscriber a ``sink``
+    (a write to the socket). From then on the handler sleeps while the stream is idle: at the end
+    of each turn of the loop the topic writes that turn's events, framed once for all its
+    streams, to every idle stream in step (``take``), and the ``Flusher`` writes what others
+    have queued, all of it in one write. The handler is woken to end the stream, or when the
+    socket pushes back, to wait for it to drain (under the write timeout) and write what queued
+    up meanwhile itself.
+    """
+
+    __slots__ = (
+        "_bytes",
+        "_count",
+        "_flusher",
+        "_flushing",
+        "_frames",
+        "_held",
+        "_high",
+        "_progress_at",
+        "_waiter",
+        "active",
+        "buffered",
+        "counts",
+        "dropped",
+        "job_ids",
+        "max_bytes",
+        "max_frames",
+        "multi",
+        "on_drop",
+        "pushing_back",
+        "sink",
+        "taken",
+        "write_chunks",
+        "writing",
+    )
+
+    def __init__(
+        self,
+        job_ids: Sequence[str],
+        *,
+        multi: bool,
+        max_frames: int,
+        max_bytes: int = 1 << 62,
+        counts: RelayCounts | None = None,
+        flusher: Flusher | None = None,
+    ) -> None:
+        self.job_ids = tuple(job_ids)
+        self.multi = multi
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.active: set[str] = set(job_ids)
+        self.dropped = False
+        self._frames: list[bytes] = []
+        self._count = 0  # frames waiting, not counting the blanks conflation leaves
+        self._bytes = 0  # bytes waiting
+        # Index in _frames of each job's waiting `progress` frame, while the socket pushes back.
+        self._progress_at: dict[str, int] = {}
+        self._held: list[Event] | None = []
+        self._high: dict[str, int] = {}
+        self._waiter: asyncio.Future[None] | None = None
+        # Set by the stream handler: True while it is blocked writing to the socket.
+        self.writing = False
+        # Set by the stream handler: the bytes the socket has not sent yet.
+        self.buffered: Callable[[], int] = _nothing_buffered
+        # Set by the stream handler: a handler blocked writing to a client that does not read
+        # cannot see the drop, so the connection itself has to be cut.
+        self.on_drop: Callable[[], None] | None = None
+        self.counts = counts if counts is not None else RelayCounts()
+        self.taken = 0  # frames in the last chunk handed out
+        # Set by the stream handler once the response's head is out: writes a chunk now.
+        self.sink: Callable[[bytes], None] | None = None
+        # Set with the sink when the body is HTTP-chunked: writes bytes already framed as chunks
+        # (a topic frames a turn's events once for all its streams).
+        self.write_chunks: Callable[[bytes], None] | None = None
+        # Set by the stream handler: whether the socket's buffer is past its high-water mark.
+        self.pushing_back: Callable[[], bool] = _never
+        self._flusher = flusher
+        self._flushing = False  # in the flusher's list for this turn of the loop
+
+    @property
+    def closed(self) -> bool:
+        return self.dropped or not self.active
+
+    def push(self, events: Sequence[Event]) -> None:
+        """Live events of one job, in publish order. Never blocks, never awaits."""
+        held = self._held
+        if held is not None:
+            if len(held) + len(events) > self.max_frames:
+                self.drop()
+            else:
+                held.extend(events)
+            return
+        job_id = events[0].job_id
+        if job_id not in self.active or self.dropped:
+            return
+        high = self._high.get(job_id, 0)
+        frames = self._frames
+        multi = self.multi
+        pressed = self.writing
+        for event in events:
+            if event.seq <= high:
+                continue
+            high = event.seq
+            frame = event.job_frame if multi else event.frame
+            if pressed and event.conflatable:
+                self._conflate(job_id)
+            frames.append(frame)
+            self._count += 1
+            self._bytes += len(frame)
+            if event.terminal:
+                self.active.discard(job_id)
+                break
+        self._high[job_id] = high
+        if self._count > self.max_frames or (
+            pressed and self._bytes + self.buffered() > self.max_bytes
+        ):
+            self.drop()
+            return
+        self._wake()
+
+    def take(self, events: Sequence[Event], wire: bytes | None) -> bool:
+        """A turn's events of one job from its topic, with ``wire``, their frames as one HTTP
+        chunk. Written straight to the socket when the stream is idle and in step (nothing
+        waiting, all of them new); else queued as by ``push``. True when written."""
+        waiter = self._waiter
+        write = self.write_chunks
+        if (
+            write is None
+            or wire is None
+            or waiter is None
+            or waiter.done()
+            or self._frames
+            or self.multi
+        ):
+            self.push(events)
+            return False
+        first = events[0]
+        job_id = first.job_id
+        if job_id not in self.active or self._high.get(job_id, 0) >= first.seq:
+            self.push(events)
+            return False
+        last = events[-1]
+        self._high[job_id] = last.seq
+        write(wire)
+        if last.terminal:
+            self.active.discard(job_id)
+        if not self.active or self.pushing_back():
+            waiter.set_result(None)  # the handler ends the stream, or waits for the socket
+        return True
+
+    def _conflate(self, job_id: str) -> None:
+        """Blank the job's waiting `progress` frame; the one about to be appended replaces it."""
+        frames = self._frames
+        at = self._progress_at.get(job_id)
+        if at is not None:
+            old = frames[at]
+            frames[at] = b""
+            self._count -= 1
+            self._bytes -= len(old)
+            self.counts.conflated += 1
+        self._progress_at[job_id] = len(frames)
+
+    def start(self, frames: Iterable[bytes], high: dict[str, int], ended: Iterable[str]) -> None:
+        """End the hand-over: queue the replay, then the live events held meanwhile."""
+        for frame in frames:
+            self._frames.append(frame)
+            self._count += 1
+            self._bytes += len(frame)
+        self._high.update(high)
+        for job_id in ended:
+            self.active.discard(job_id)
+        held, self._held = self._held or [], None
+        for event in held:
+            if not self.closed:
+                self.push((event,))
+        self._wake()
+
+    def add(self, frame: bytes) -> None:
+        """Queue a frame the service made for this stream."""
+        self._frames.append(frame)
+        self._count += 1
+        self._bytes += len(frame)
+        self._wake()
+
+    def high(self, job_id: str) -> int:
+        """The seq of the newest event of ``job_id`` queued for this stream (0: none)."""
+        return self._high.get(job_id, 0)
+
+    def reset_job(self, job_id: str, frame: bytes, seq: int, finished: bool) -> None:
+        """Queue a `reset` for a job whose history this stream can no longer follow, and take
+        the job's events after ``seq`` from now on (``seq`` may be lower than before, when the
+        broker's history began a new epoch)."""
+        if job_id not in self.active or self.dropped:
+            return
+        if self._held is not None:
+            self.drop()  # still connecting: a reconnect sorts it out from the client's last id
+            return
+        if self._count >= self.max_frames:
+            self.drop()
+            return
+        self._frames.append(frame)
+        self._count += 1
+        self._bytes += len(frame)
+        self._high[job_id] = seq
+        if finished:
+            self.active.discard(job_id)
+        self._wake()
+
+    def end_job(self, job_id: str) -> None:
+        self.active.discard(job_id)
+        self._wake()
+
+    def end(self) -> None:
+        """Write what is queued, then end the stream."""
+        self.active.clear()
+        self._wake()
+
+    def drop(self) -> None:
+        """End the stream now, discarding what is queued (the client resumes by its last id)."""
+        if self.dropped:
+            return
+        self.dropped = True
+        self.counts.dropped += 1
+        self._clear()
+        self._held = None
+        self._wake()
+        if self.on_drop is not None:
+            self.on_drop()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # the handler is busy; it looks at the queue when it is done
+        if self.sink is not None and self._flusher is not None and not self.closed:
+            if not self._flushing:
+                self._flushing = True
+                self._flusher.add(self)
+            return
+        waiter.set_result(None)
+
+    def flush(self) -> None:
+        """The Flusher's turn: write everything queued, unless the handler has taken over."""
+        self._flushing = False
+        waiter = self._waiter
+        sink = self.sink
+        if waiter is None or waiter.done() or sink is None or not self._frames:
+            return
+        frames = self._frames
+        chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+        taken = self._count
+        self._clear()
+        sink(chunk)
+        counts = self.counts
+        counts.writes += 1
+        counts.delivered += taken
+        if self.closed or self.pushing_back():
+            waiter.set_result(None)
+
+    def _clear(self) -> None:
+        self._frames.clear()
+        self._count = 0
+        self._bytes = 0
+        self._progress_at.clear()
+
+    async def next_chunk(self) -> bytes | None:
+        """Everything queued, as one chunk for one write; None once the stream is over; b""
+        when the handler was woken with nothing queued (the socket pushes back)."""
+        if not self._frames and not self.closed:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self.dropped:
+            return None
+        frames = self._frames
+        if frames:
+            chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+            self.taken = self._count
+            self._clear()
+            return chunk
+        return None if self.closed else b""

@@ -1,0 +1,65 @@
+"""CORS: which browser origins may call the relay, answered on every response and preflight.
+
+Origins match exactly. A listed origin gets ``Access-Control-Allow-Credentials: true`` (cookies,
+and the ``Authorization`` header of fetch); ``"*"`` in the list lets any other origin in without
+credentials. Unlisted origins get no CORS headers, so the browser refuses the response.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from progress_relay.config import CorsSettings
+from progress_relay.wire.errors import Forbidden
+
+_METHODS = "GET, POST, DELETE"
+_REQUEST_HEADERS = "Authorization, Content-Type, Last-Event-ID"
+# Readable by scripts: the relay's answers to limits.
+_EXPOSED = "Retry-After"
+
+
+class Cors:
+    def __init__(self, settings: CorsSettings) -> None:
+        self._listed = frozenset(origin for origin in settings.origins if origin != "*")
+        self._any = "*" in settings.origins
+        self._max_age = str(settings.max_age)
+
+    def headers_for(self, origin: str | None) -> dict[str, str]:
+        if origin is None:
+            return {}
+        if origin in self._listed:
+            return {
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Credentials": "true",
+                "Access-Control-Expose-Headers": _EXPOSED,
+                "Vary": "Origin",
+            }
+        if self._any:
+            return {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": _EXPOSED}
+        return {}
+
+    async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Signal handler: runs just before any response's headers go out, streams included."""
+        for name, value in self.headers_for(request.headers.get("Origin")).items():
+            if name == "Vary" and "Vary" in response.headers:
+                value = f"{response.headers['Vary']}, {value}"
+            response.headers[name] = value
+
+    @web.middleware
+    async def preflight(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Answers a browser's preflight (OPTIONS with Access-Control-Request-Method) for any
+        path; other requests go on to their handler."""
+        if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+            return await handler(request)
+        origin = request.headers.get("Origin")
+        if not self.headers_for(origin):
+            raise Forbidden(f"origin {origin!r} may not call this relay (cors.origins)")
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Methods": _METHODS,
+                "Access-Control-Allow-Headers": _REQUEST_HEADERS,
+                "Access-Control-Max-Age": self._max_age,
+            },
+        )

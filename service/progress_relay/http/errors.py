@@ -1,0 +1,57 @@
+"""Every error leaves the service as JSON: ``{"error": {"code": ..., "message": ...}}``."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from progress_relay.http.keys import HUB
+from progress_relay.wire.errors import BrokerUnavailable, RelayError
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+
+# aiohttp's own exceptions (no route, wrong method, body too large) get a code of their own.
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = _encode({"error": {"code": code, "message": message}})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RelayError as exc:
+        if isinstance(exc, BrokerUnavailable):
+            request.app[HUB].counts.broker_errors += 1
+        return error_response(exc.status, exc.code, str(exc), exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return error_response(
+            exc.status, _HTTP_CODES.get(exc.status, "http_error"), _describe(request, exc), headers
+        )
+
+
+def _describe(request: web.Request, exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return f"no such endpoint: {request.method} {request.path}"
+    if exc.status == 405:
+        return f"{request.method} is not allowed on {request.path}"
+    if exc.status == 413 and exc.text:
+        return exc.text  # aiohttp names the limit and the size it saw
+    return exc.reason

@@ -1,0 +1,38 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from progress_relay.http.errors import error_response
+from progress_relay.http.jobs import json_response
+from progress_relay.http.keys import BROKER, HUB, METRICS
+from progress_relay.wire.errors import RelayError
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up and its event loop answers."""
+    return json_response({"status": "ok", "streams": request.app[HUB].streams})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """The broker answers; a load balancer should only send traffic when this is 200."""
+    if request.app[HUB].draining:
+        return error_response(503, "shutting_down", "not ready: this relay is shutting down")
+    try:
+        await request.app[BROKER].ping()
+    except RelayError as exc:
+        return error_response(503, exc.code, f"not ready: {exc}")
+    return json_response({"status": "ready"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; see service/metrics.py for what is counted."""
+    body = await request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

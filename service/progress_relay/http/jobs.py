@@ -1,0 +1,220 @@
+"""Jobs: create, publish, read the snapshot and history, cancel, delete."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from aiohttp import web
+from msgspec import Meta, Raw, Struct
+
+from progress_relay.http import params
+from progress_relay.http.keys import BROKER, CREDENTIALS, HUB, METRICS, PUBLISH_RATE, SETTINGS
+from progress_relay.wire.errors import (
+    InvalidBody,
+    InvalidJson,
+    InvalidParameter,
+    JobNotFound,
+    PayloadTooLarge,
+    RateLimited,
+)
+from progress_relay.wire.events import parse_publish, validate_order
+from progress_relay.wire.ids import parse_event_id
+from progress_relay.wire.snapshot import STATUSES, Snapshot, Status
+
+routes = web.RouteTableDef()
+_encode = msgspec.json.Encoder().encode
+
+
+class CreateJobIn(Struct, forbid_unknown_fields=True):
+    id: str | None = None
+    ttl: Annotated[float, Meta(gt=0)] | None = None
+    meta: Any = None
+
+
+class HistoryEvent(Struct):
+    id: str
+    event: str
+    data: Raw
+
+
+class HistoryOut(Struct):
+    job: str
+    status: Status
+    events: list[HistoryEvent]
+    truncated: bool
+    has_more: bool
+    next_after: str | None
+
+
+class JobListOut(Struct):
+    jobs: list[Snapshot]
+    next_cursor: str | None
+
+
+_CREATE_DECODER = msgspec.json.Decoder(CreateJobIn)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encode(body), status=status, content_type="application/json")
+
+
+def job_links(job_id: str) -> dict[str, str]:
+    return {
+        "id": job_id,
+        "stream_url": f"/v1/jobs/{job_id}/stream",
+        "status_url": f"/v1/jobs/{job_id}",
+    }
+
+
+@routes.post("/v1/jobs")
+async def create_job(request: web.Request) -> web.Response:
+    credentials = request.app[CREDENTIALS]
+    credentials.require_publisher(request)
+    body = await request.read()
+    try:
+        spec = _CREATE_DECODER.decode(body) if body.strip() else CreateJobIn()
+    except msgspec.ValidationError as exc:
+        raise InvalidBody(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidJson(f"request body is not valid JSON: {exc}") from None
+    job_id = params.check_job_id(spec.id, "`$.id`") if spec.id is not None else uuid.uuid4().hex
+    limit = request.app[SETTINGS].limits.max_event_bytes
+    if spec.meta is not None and len(_encode(spec.meta)) > limit:
+        raise PayloadTooLarge(f"`meta` is larger than {limit} bytes - at `$.meta`")
+    _, created = await request.app[BROKER].create(job_id, ttl=spec.ttl, meta=spec.meta)
+    body_out: dict[str, Any] = job_links(job_id)
+    if credentials.can_mint:
+        body_out["subscribe_token"] = credentials.mint([job_id])
+    return json_response(body_out, status=201 if created else 200)
+
+
+@routes.post("/v1/jobs/{job_id}/events")
+async def publish(request: web.Request) -> web.Response:
+    publisher = request.app[CREDENTIALS].require_publisher(request)
+    job_id = params.job_id(request)
+    wait = request.app[PUBLISH_RATE].take(publisher)
+    if wait:
+        raise RateLimited(
+            f"more than limits.publish_rate publishes per second from this {publisher.split()[0]}",
+            headers={"Retry-After": str(wait)},
+        )
+    limits = request.app[SETTINGS].limits
+    drafts = parse_publish(
+        await request.read(),
+        max_event_bytes=limits.max_event_bytes,
+        max_batch_events=limits.max_batch_events,
+    )
+    validate_order(drafts)
+    started = time.perf_counter()
+    published = await request.app[BROKER].publish(job_id, drafts)
+    request.app[METRICS].publish_seconds.observe(time.perf_counter() - started)
+    counts = request.app[HUB].counts
+    counts.published += len(published.events)
+    counts.duplicates += len(drafts) - len(published.events)
+    return json_response(
+        {
+            "ids": published.ids,
+            "cancel_requested": published.cancel_requested,
+        }
+    )
+
+
+@routes.get("/v1/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    """Jobs newest first, a page at a time, for dashboards and the CLI."""
+    request.app[CREDENTIALS].require_publisher(request)
+    statuses = frozenset(
+        status.strip()
+        for raw in request.query.getall("status", [])
+        for status in raw.split(",")
+        if status.strip()
+    )
+    unknown = sorted(statuses.difference(STATUSES))
+    if unknown:
+        raise InvalidParameter(
+            f"`status` must be among {', '.join(sorted(STATUSES))}; got {', '.join(unknown)}"
+        )
+    limit = params.int_param(request, "limit", default=100, low=1, high=1000)
+    cursor = request.query.get("cursor")
+    before = None
+    if cursor is not None:
+        if not cursor.isascii() or not cursor.isdigit():
+            raise InvalidParameter(f"`cursor` is not a cursor of this relay: {cursor!r}")
+        before = int(cursor)
+    page = await request.app[BROKER].jobs(statuses, limit, before)
+    hub = request.app[HUB]
+    return json_response(
+        JobListOut(
+            jobs=[hub.snapshot_view(snapshot) for snapshot in page.snapshots],
+            next_cursor=None if page.before is None else str(page.before),
+        )
+    )
+
+
+async def _snapshot(request: web.Request, job_id: str) -> Snapshot:
+    snapshot = await request.app[BROKER].snapshot(job_id)
+    if snapshot is None:
+        raise JobNotFound(f"no job {job_id}")
+    return request.app[HUB].snapshot_view(snapshot)
+
+
+@routes.get("/v1/jobs/{job_id}")
+async def get_snapshot(request: web.Request) -> web.Response:
+    job_id = params.job_id(request)
+    request.app[CREDENTIALS].require_subscriber(request, [job_id])
+    return json_response(await _snapshot(request, job_id))
+
+
+@routes.get("/v1/jobs/{job_id}/events")
+async def get_history(request: web.Request) -> web.Response:
+    """Retained history as JSON, the polling fallback of the stream."""
+    job_id = params.job_id(request)
+    request.app[CREDENTIALS].require_subscriber(request, [job_id])
+    limit = params.int_param(request, "limit", default=100, low=1, high=1000)
+    after_raw = request.query.get("after")
+    broker = request.app[BROKER]
+    after, foreign = 0, False
+    if after_raw:
+        position = parse_event_id(after_raw)
+        if position is None:
+            raise InvalidParameter(f"`after` is not an event id of this relay: {after_raw!r}")
+        # An id of another epoch is older than everything retained.
+        foreign = position.epoch != broker.epoch
+        after = 0 if foreign else position.seq
+    replay = await broker.replay(job_id, after)
+    if replay is None:
+        raise JobNotFound(f"no job {job_id}")
+    events = replay.events[:limit]
+    return json_response(
+        HistoryOut(
+            job=job_id,
+            status=replay.snapshot.status,
+            events=[HistoryEvent(e.id, e.name, Raw(e.data)) for e in events],
+            truncated=foreign or not replay.complete,
+            has_more=len(replay.events) > limit,
+            next_after=events[-1].id if events else after_raw or None,
+        )
+    )
+
+
+@routes.post("/v1/jobs/{job_id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    job_id = params.job_id(request)
+    request.app[CREDENTIALS].require_subscriber(request, [job_id])
+    snapshot, event = await request.app[BROKER].request_cancel(job_id)
+    if event is not None:
+        request.app[HUB].counts.published += 1
+    return json_response({"id": job_id, "cancel_requested": snapshot.cancel_requested}, 202)
+
+
+@routes.delete("/v1/jobs/{job_id}")
+async def delete_job(request: web.Request) -> web.Response:
+    request.app[CREDENTIALS].require_publisher(request)
+    job_id = params.job_id(request)
+    if await request.app[BROKER].delete(job_id) is None:
+        raise JobNotFound(f"no job {job_id}")
+    await request.app[HUB].end_job(job_id, None)
+    return web.Response(status=204)

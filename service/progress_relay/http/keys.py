@@ -1,0 +1,25 @@
+"""Typed application state."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from progress_relay.brokers import Broker
+from progress_relay.config import Settings
+from progress_relay.core.hub import Hub
+from progress_relay.core.reaper import Reaper
+from progress_relay.http.auth import Credentials
+from progress_relay.http.inflight import InFlight
+from progress_relay.http.rate import RateLimiter
+from progress_relay.ops.metrics import Metrics
+
+SETTINGS = web.AppKey("settings", Settings)
+BROKER = web.AppKey("broker", Broker)
+HUB = web.AppKey("hub", Hub)
+REAPER = web.AppKey("reaper", Reaper)
+CREDENTIALS = web.AppKey("credentials", Credentials)
+PUBLISH_RATE = web.AppKey("publish_rate", RateLimiter)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
+METRICS = web.AppKey("metrics", Metrics)
+# The OpenAPI document, encoded once when the app is made.
+OPENAPI = web.AppKey("openapi", bytes)

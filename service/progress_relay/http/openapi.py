@@ -1,0 +1,21 @@
+"""``GET /v1/openapi.json``: the OpenAPI 3.1 document of this relay, encoded once."""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from progress_relay.config import Settings
+from progress_relay.http.keys import OPENAPI
+from progress_relay.http.openapi_document import build_document
+
+routes = web.RouteTableDef()
+
+
+def encode_document(settings: Settings) -> bytes:
+    return msgspec.json.encode(build_document(settings))
+
+
+@routes.get("/v1/openapi.json")
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")

@@ -1,0 +1,148 @@
+"""SSE streams: one job, or several jobs on one connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import cast
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp_sse import EventSourceResponse
+
+from progress_relay.core.flusher import chunked
+from progress_relay.core.hub import ReplayMode
+from progress_relay.http import params
+from progress_relay.http.keys import CREDENTIALS, HUB, SETTINGS
+from progress_relay.wire import sse
+from progress_relay.wire.errors import InvalidParameter, PayloadTooLarge
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+_REPLAY_MODES = ("history", "snapshot", "none")
+
+# No HEAD: a stream has no headers-only form, and answering one would open a subscriber.
+
+
+@routes.get("/v1/jobs/{job_id}/stream", allow_head=False)
+async def stream_job(request: web.Request) -> web.StreamResponse:
+    return await _stream(request, [params.job_id(request)], multi=False)
+
+
+@routes.get("/v1/stream", allow_head=False)
+async def stream_jobs(request: web.Request) -> web.StreamResponse:
+    """One stream for several jobs; each frame's data is ``{"job": ID, "data": PAYLOAD}``."""
+    names = request.query.getall("job", [])
+    if not names:
+        raise InvalidParameter("name at least one job: /v1/stream?job=A&job=B")
+    limit = request.app[SETTINGS].limits.max_stream_jobs
+    job_ids = list(dict.fromkeys(params.check_job_id(name, "`job`") for name in names))
+    if len(job_ids) > limit:
+        raise PayloadTooLarge(
+            f"a stream follows at most {limit} jobs (limits.max_stream_jobs), got {len(job_ids)}"
+        )
+    return await _stream(request, job_ids, multi=True)
+
+
+async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> web.StreamResponse:
+    request.app[CREDENTIALS].require_subscriber(request, job_ids)
+    # The header wins: a browser reconnecting on its own sends it, while the URL still carries
+    # the `last_event_id` the page started with.
+    last_event_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    mode = cast(ReplayMode, params.choice_param(request, "replay", _REPLAY_MODES))
+    hub = request.app[HUB]
+    settings = request.app[SETTINGS].stream
+    subscriber = await hub.open(job_ids, last_event_id, mode, multi=multi)
+    if subscriber is None:
+        # Nothing will ever come (finished and seen, or gone): 204 stops EventSource reconnecting.
+        hub.counts.no_content += 1
+        return web.Response(status=204)
+    # send_timeout: the heartbeat's write timeout, and the socket's TCP_USER_TIMEOUT, so the
+    # kernel gives up on a peer that stopped acknowledging (gone without a FIN).
+    response = EventSourceResponse(
+        sep=sse.SEPARATOR, ping_interval=settings.heartbeat, send_timeout=settings.write_timeout
+    )
+    response.headers["Cache-Control"] = "no-cache, no-transform"
+    transport = request.transport
+    if transport is not None:
+        subscriber.on_drop = transport.abort
+        subscriber.buffered = transport.get_write_buffer_size
+    counts = hub.counts
+    try:
+        writer = await response.prepare(request)
+        async with response:
+            # The first chunk (`retry:` and the replay) goes out with the response's head.
+            chunk = await subscriber.next_chunk()
+            if chunk is None or transport is None or writer is None:
+                return response
+            async with asyncio.timeout(settings.write_timeout):
+                await response.write(chunk)
+            counts.writes += 1
+            counts.delivered += subscriber.taken
+            protocol = request.protocol
+            body = _Body(transport, writer, protocol, framed=request.version >= (1, 1))
+            subscriber.pushing_back = body.pushing_back
+            subscriber.sink = body.write
+            subscriber.write_chunks = body.write_chunks if body.framed else None
+            while (chunk := await subscriber.next_chunk()) is not None:
+                if chunk:
+                    body.write(chunk)
+                    counts.writes += 1
+                    counts.delivered += subscriber.taken
+                if protocol.writing_paused:
+                    # Only here can a write block: a timer per wait, none per write.
+                    subscriber.writing = True
+                    try:
+                        async with asyncio.timeout(settings.write_timeout):
+                            await writer.drain()
+                    finally:
+                        subscriber.writing = False
+        return response
+    except TimeoutError:
+        log.info("dropped a stream whose client read nothing for %ss", settings.write_timeout)
+        counts.write_timeouts += 1
+        subscriber.drop()  # cuts the connection; the client resumes with its last id
+        return response
+    except ConnectionResetError:
+        return response  # the client went away; nothing to report
+    finally:
+        subscriber.sink = subscriber.write_chunks = None
+        hub.close(subscriber)
+
+
+class _Body:
+    """Writes to the response's body straight to the socket (the head is out): the same bytes
+    aiohttp would write, without a coroutine per write. (A class, not closures: a stream holds
+    it as long as it is open, and this is the smaller.)"""
+
+    __slots__ = ("_protocol", "_transport", "_writer", "framed")
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        writer: AbstractStreamWriter,
+        protocol: BaseProtocol,
+        *,
+        framed: bool,
+    ) -> None:
+        self._transport = transport
+        self._writer = writer
+        self._protocol = protocol
+        self.framed = framed  # HTTP-chunked; HTTP/1.0 bodies are not
+
+    def write(self, piece: bytes) -> None:
+        """A piece of the body, framed as one chunk when the body is chunked."""
+        self.write_chunks(chunked(piece) if self.framed else piece)
+
+    def write_chunks(self, data: bytes) -> None:
+        """Bytes as they go on the wire (already framed as chunks, if chunked)."""
+        if self._transport.is_closing():
+            return  # the client went away; the handler is being cancelled
+        self._writer.output_size += len(data)
+        self._transport.write(data)
+
+    def pushing_back(self) -> bool:
+        """Whether the socket's buffer is past its high-water mark."""
+        return self._protocol.writing_paused

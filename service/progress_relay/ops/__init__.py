@@ -1,0 +1,1 @@
+"""Running the relay: the server and its drain, metrics, logs."""

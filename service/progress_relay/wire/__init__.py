@@ -1,0 +1,1 @@
+"""The wire: ids, events, snapshots, SSE frames, request and response bodies, errors."""

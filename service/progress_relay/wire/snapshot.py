@@ -1,0 +1,158 @@
+"""The snapshot of a job: its state as the events so far have left it."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+import msgspec
+from msgspec import Struct
+
+from progress_relay.wire.events import (
+    CancelledData,
+    CompleteData,
+    Draft,
+    FailedData,
+    LogData,
+    ProgressData,
+)
+
+Status = Literal["pending", "running", "completed", "failed", "cancelled"]
+STATUSES: tuple[str, ...] = get_args(Status)
+FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+class LogEntry(Struct):
+    id: str
+    at: datetime
+    level: str
+    message: str
+
+
+class JobError(Struct):
+    message: str
+    code: str | None = None
+    details: Any = None
+
+
+class Snapshot(Struct):
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    status: Status = "pending"
+    percent: int | float | None = None
+    stage: str | None = None
+    message: str | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    eta_seconds: float | None = None
+    result: Any = None
+    redirect_url: str | None = None
+    error: JobError | None = None
+    cancel_requested: bool = False
+    last_event_id: str | None = None
+    subscribers: int = 0
+    logs: list[LogEntry] = msgspec.field(default_factory=list)
+    meta: Any = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+def new_snapshot(job_id: str, meta: Any = None) -> Snapshot:
+    now = datetime.now(UTC)
+    return Snapshot(id=job_id, created_at=now, updated_at=now, meta=meta)
+
+
+class EtaEstimator:
+    """Seconds left, from the rate of the last few progress points; None until it can tell."""
+
+    MIN_POINTS = 3
+
+    __slots__ = ("_points",)
+
+    def __init__(self) -> None:
+        self._points: deque[tuple[float, float]] = deque(maxlen=10)
+
+    def add(self, percent: float, at: float | None = None) -> float | None:
+        now = time.monotonic() if at is None else at
+        points = self._points
+        if points and percent < points[-1][1]:
+            points.clear()  # progress went back (a new phase): the old rate says nothing
+        points.append((now, percent))
+        if percent >= 100:
+            return 0.0
+        if len(points) < self.MIN_POINTS:
+            return None
+        (t0, p0), (t1, p1) = points[0], points[-1]
+        if p1 <= p0 or t1 <= t0:
+            return None
+        return round((100 - p1) * (t1 - t0) / (p1 - p0), 1)
+
+
+def changes(draft: Draft) -> dict[str, Any]:
+    """The snapshot fields one event sets, other than its position, time, logs and ETA.
+
+    Shared by every broker: the memory broker sets them on its Snapshot, the Redis broker
+    writes them into the job's hash.
+    """
+    payload = draft.payload
+    if isinstance(payload, ProgressData):
+        found: dict[str, Any] = {}
+        for name in ("percent", "stage", "message", "step", "total_steps"):
+            value = getattr(payload, name)
+            if value is not None:
+                found[name] = value
+        return found
+    if isinstance(payload, CompleteData):
+        found = {
+            "status": "completed",
+            "percent": 100,
+            "eta_seconds": None,
+            "result": payload.result,
+            "redirect_url": payload.redirect_url,
+        }
+        if payload.message is not None:
+            found["message"] = payload.message
+        return found
+    if isinstance(payload, FailedData):
+        error = JobError(payload.message, payload.code, payload.details)
+        return {"status": "failed", "eta_seconds": None, "error": error, "message": payload.message}
+    if isinstance(payload, CancelledData):
+        found = {"status": "cancelled", "eta_seconds": None}
+        if payload.message is not None:
+            found["message"] = payload.message
+        return found
+    if draft.name == "cancel_requested":
+        return {"cancel_requested": True}
+    return {}
+
+
+def progress_percent(draft: Draft) -> float | None:
+    """The percent an event reports, the input of the ETA estimate."""
+    payload = draft.payload
+    if isinstance(payload, ProgressData) and payload.percent is not None:
+        return float(payload.percent)
+    return None
+
+
+def apply(snapshot: Snapshot, draft: Draft, event_id: str, eta: EtaEstimator, tail: int) -> None:
+    """Update ``snapshot`` for one event, in publish order."""
+    now = datetime.now(UTC)
+    snapshot.updated_at = now
+    snapshot.last_event_id = event_id
+    if snapshot.status == "pending" and draft.name != "cancel_requested":
+        snapshot.status = "running"
+    for name, value in changes(draft).items():
+        setattr(snapshot, name, value)
+    percent = progress_percent(draft)
+    if percent is not None:
+        snapshot.eta_seconds = eta.add(percent)
+    payload = draft.payload
+    if isinstance(payload, LogData):
+        snapshot.logs.append(LogEntry(event_id, now, payload.level, payload.message))
+        if len(snapshot.logs) > tail:
+            del snapshot.logs[:-tail]
