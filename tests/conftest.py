@@ -10,10 +10,10 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from progress_relay.config import Settings
-from progress_relay.http.app import create_app
 from prometheus_client.parser import text_string_to_metric_families
 
+from progress_relay.config import Settings
+from progress_relay.http.app import create_app
 from tests.redis_server import RedisServer
 from tests.sse_client import SSEReader
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+
 from progress_relay.http.app import create_app
 from progress_relay.http.keys import HUB
-
 from tests.conftest import free_port, make_settings
 
 VANISHING = "127.0.0.2"

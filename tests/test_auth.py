@@ -10,10 +10,10 @@ import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+
 from progress_relay.config import AuthSettings
 from progress_relay.http.auth import Credentials
 from progress_relay.ops.access_log import redact
-
 from tests.conftest import MakeClient
 from tests.test_process import start_relay
 

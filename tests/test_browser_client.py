@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
+
 from progress_relay.config import AuthSettings
 from progress_relay.http.auth import Credentials
-
 from tests.browser import chromium, shadow, wait_for
 from tests.redis_server import RedisServer
 from tests.test_process import Relay, start_relay

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
-from progress_relay.client import Relay
 
+from progress_relay.client import Relay
 from tests.client_support import (
     RunningRelay,
     eventually,

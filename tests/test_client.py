@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from progress_relay.client import (
     AsyncRelay,
     Event,
@@ -16,7 +17,6 @@ from progress_relay.client import (
     JobNotFound,
     RelayUnavailable,
 )
-
 from tests.client_support import (
     Proxy,
     RunningRelay,

@@ -7,6 +7,7 @@ import json
 import random
 
 import pytest
+
 from progress_relay.client import Cancelled, JobNotFound, RateLimited, RelayUnavailable, StageTable
 from progress_relay.client import events as ev
 from progress_relay.client.coalesce import Coalescer

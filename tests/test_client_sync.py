@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from progress_relay.client import (
     BadRequest,
     Cancelled,
@@ -18,7 +19,6 @@ from progress_relay.client import (
     RelayUnavailable,
     Unauthorized,
 )
-
 from tests.client_support import (
     Proxy,
     RunningRelay,

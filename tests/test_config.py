@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+
 from progress_relay.cli import main as cli
 from progress_relay.config import ConfigError, Settings, load_settings
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from progress_relay.http.keys import HUB
 
+from progress_relay.http.keys import HUB
 from tests.conftest import MakeClient, publish
 from tests.sse_client import SSEReader
 from tests.test_process import start_relay

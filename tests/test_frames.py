@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from progress_relay.wire import sse
 
+from progress_relay.wire import sse
 from tests.conftest import MakeClient, publish, publish_many
 
 

@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from progress_relay.http.app import create_app
 
+from progress_relay.http.app import create_app
 from tests.conftest import make_settings, publish_many, stream_opener
 from tests.sse_client import Frame
 

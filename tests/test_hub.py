@@ -12,13 +12,13 @@ from collections.abc import Sequence
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from progress_relay.brokers.base import Replay
 from progress_relay.brokers.memory import MemoryBroker
 from progress_relay.config import JobSettings
 from progress_relay.core.hub import Hub
 from progress_relay.wire.events import Draft, make_draft
 from progress_relay.wire.snapshot import Snapshot
-
 from tests.conftest import make_settings
 from tests.sse_client import parse_frame
 

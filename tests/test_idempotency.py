@@ -10,9 +10,9 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from progress_relay.http.app import create_app
 from progress_relay.wire.ids import parse_event_id
-
 from tests.conftest import MakeClient, make_settings
 from tests.test_properties import PROPERTY, _on_loop
 from tests.test_publish import error_of

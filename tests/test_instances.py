@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+
 from progress_relay.http.app import create_app
 from progress_relay.http.keys import BROKER
-
 from tests.conftest import make_settings, publish, publish_many, stream_opener
 from tests.redis_server import RedisServer
 from tests.sse_client import Frame, SSEReader

@@ -7,8 +7,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from progress_relay.http.app import create_app
 
+from progress_relay.http.app import create_app
 from tests.conftest import MakeClient, make_settings, publish
 from tests.test_publish import error_of
 

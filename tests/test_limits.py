@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from progress_relay.http.rate import RateLimiter
 
+from progress_relay.http.rate import RateLimiter
 from tests.conftest import MakeClient, publish, stream_opener
 
 Client = TestClient[Any, web.Application]

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import schemathesis
 from aiohttp import web
+
 from progress_relay.http.app import create_app
 from progress_relay.http.errors import _HTTP_CODES
 from progress_relay.http.openapi_document import ERROR_CODES, build_document
 from progress_relay.wire import errors
-
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.memory_only  # the document does not depend on the broker

@@ -24,9 +24,9 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from progress_relay.wire.events import EVENT_NAME_PATTERN, RESERVED, Event, make_draft
 from progress_relay.wire.ids import JOB_ID_PATTERN, Position, new_epoch
-
 from tests.conftest import MakeClient
 from tests.sse_client import Frame, SSEReader
 

@@ -8,8 +8,8 @@ import json
 from typing import Any
 
 import pytest
-from progress_relay.wire.ids import parse_event_id
 
+from progress_relay.wire.ids import parse_event_id
 from tests.conftest import MakeClient, publish, publish_many, stream_opener
 
 LIMITS = {"max_event_bytes": 100, "max_batch_events": 3, "max_request_bytes": 2048}

@@ -11,13 +11,13 @@ import logging
 from typing import Any
 
 import pytest
+
 from progress_relay.brokers.memory import MemoryBroker
 from progress_relay.config import JobSettings
 from progress_relay.core.hub import Hub
 from progress_relay.core.reaper import Reaper
 from progress_relay.http.keys import REAPER
 from progress_relay.wire.events import make_draft
-
 from tests.conftest import MakeClient, make_settings, publish, stream_opener
 
 HOUR = 3600.0

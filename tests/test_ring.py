@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from progress_relay.core.ring import Ring
 from progress_relay.wire.events import Event
 

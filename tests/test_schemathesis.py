@@ -14,8 +14,6 @@ import httpx
 import jwt
 import pytest
 import schemathesis
-from progress_relay.config import load_settings
-from progress_relay.http.openapi_document import build_document
 from schemathesis.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -25,6 +23,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from progress_relay.config import load_settings
+from progress_relay.http.openapi_document import build_document
 from tests.test_process import Relay, start_relay
 
 pytestmark = pytest.mark.memory_only  # real processes on the memory broker

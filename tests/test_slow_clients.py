@@ -16,10 +16,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from progress_relay.core.subscriber import Subscriber
 from progress_relay.http.keys import HUB
 from progress_relay.wire.events import Event
-
 from tests.conftest import MakeClient, parse_metrics
 from tests.sse_client import Frame, SSEReader, parse_frame
 from tests.test_process import Relay, start_relay

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from progress_relay.wire.events import Draft, make_draft
 from progress_relay.wire.snapshot import EtaEstimator, JobError, Snapshot, apply, new_snapshot
 

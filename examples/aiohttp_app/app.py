@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from progress_relay.client import AsyncRelay
 
 from examples.shared import STAGES, TRANSCRIPT, UPLOAD_PARTS, arguments, page, summary
+from progress_relay.client import AsyncRelay
 
 log = logging.getLogger("examples.aiohttp_app")
 

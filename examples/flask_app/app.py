@@ -12,9 +12,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask, Response, request
-from progress_relay.client import Relay
 
 from examples.shared import STAGES, TRANSCRIPT, UPLOAD_PARTS, arguments, page, summary
+from progress_relay.client import Relay
 
 log = logging.getLogger("examples.flask_app")
 
