@@ -1,31 +1,16 @@
 from __future__ import annotations
 
-import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
-from progress_relay.config import Settings
 from progress_relay.http.app import create_app
-from tests.redis_server import RedisServer
-from tests.sse_client import SSEReader
-
-MakeClient = Callable[..., Awaitable[TestClient[Any, web.Application]]]
-
-
-def make_settings(**sections: dict[str, Any]) -> Settings:
-    """Settings for a test: the defaults, with the given sections' keys replaced."""
-    raw: dict[str, Any] = msgspec.to_builtins(Settings())
-    for section, values in sections.items():
-        raw[section].update(values)
-    return msgspec.convert(raw, Settings)
+from tests.support.app import MakeClient, make_settings, stream_opener
+from tests.support.redis_server import RedisServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -90,56 +75,3 @@ def open_stream(
     client: TestClient[Any, web.Application],
 ) -> Callable[..., Any]:
     return stream_opener(client)
-
-
-def stream_opener(client: TestClient[Any, web.Application]) -> Callable[..., Any]:
-    """``async with open_stream("/v1/jobs/a/stream", headers=...) as (response, reader)``."""
-
-    @asynccontextmanager
-    async def open_(path: str, **kwargs: Any) -> AsyncIterator[tuple[Any, SSEReader]]:
-        response = await client.get(path, **kwargs)
-        try:
-            yield response, SSEReader(response)
-        finally:
-            response.close()
-
-    return open_
-
-
-async def publish(
-    client: TestClient[Any, web.Application], job_id: str, event: str, data: Any = None
-) -> str:
-    body: dict[str, Any] = {"event": event}
-    if data is not None:
-        body["data"] = data
-    response = await client.post(f"/v1/jobs/{job_id}/events", json=body)
-    assert response.status == 200, await response.text()
-    ids: list[str] = (await response.json())["ids"]
-    return ids[0]
-
-
-async def publish_many(
-    client: TestClient[Any, web.Application], job_id: str, events: list[tuple[str, Any]]
-) -> list[str]:
-    body = {"events": [{"event": name, "data": data} for name, data in events]}
-    response = await client.post(f"/v1/jobs/{job_id}/events", json=body)
-    assert response.status == 200, await response.text()
-    ids: list[str] = (await response.json())["ids"]
-    return ids
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """/metrics as ``{"name{label=value,...}": value}`` (just ``name`` without labels)."""
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return values

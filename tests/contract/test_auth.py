@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient
 from progress_relay.config import AuthSettings
 from progress_relay.http.auth import Credentials
 from progress_relay.ops.access_log import redact
-from tests.conftest import MakeClient
-from tests.test_process import start_relay
+from tests.support.app import MakeClient
+from tests.support.process import start_relay
 
 pytestmark = pytest.mark.memory_only  # credentials are checked before any broker is asked
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import MakeClient
+from tests.support.app import MakeClient
 
 pytestmark = pytest.mark.memory_only
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 
-from tests.conftest import MakeClient, publish, publish_many, stream_opener
+from tests.support.app import MakeClient, publish, publish_many, stream_opener
 
 
 async def test_tabs_of_one_job_receive_identical_bytes(client, open_stream) -> None:

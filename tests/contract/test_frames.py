@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from progress_relay.wire import sse
-from tests.conftest import MakeClient, publish, publish_many
+from tests.support.app import MakeClient, publish, publish_many
 
 
 async def _read_exactly(response: Any, size: int) -> bytes:

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from progress_relay.http.app import create_app
-from tests.conftest import make_settings, publish_many, stream_opener
-from tests.sse_client import Frame
+from tests.support.app import make_settings, publish_many, stream_opener
+from tests.support.sse_client import Frame
 
 TOTAL = 1000
 

@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 
 from progress_relay.http.app import create_app
 from progress_relay.wire.ids import parse_event_id
-from tests.conftest import MakeClient, make_settings
-from tests.test_properties import PROPERTY, _on_loop
-from tests.test_publish import error_of
+from tests.support.app import MakeClient, error_of, make_settings
+from tests.support.properties import PROPERTY, on_loop
 
 
 async def post(client: Any, job_id: str, body: dict[str, Any], status: int = 200) -> Any:
@@ -215,7 +214,7 @@ async def test_any_retries_publish_every_event_exactly_once(
     history holds every event once, in the order first published."""
     instances = 1 if broker["url"] == "memory://" else 2
     clients = [await make_client() for _ in range(instances)]
-    run = _on_loop(asyncio.get_running_loop())
+    run = on_loop(asyncio.get_running_loop())
 
     @settings(PROPERTY, max_examples=100)
     @given(program=retry_programs())

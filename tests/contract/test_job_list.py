@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from progress_relay.http.app import create_app
-from tests.conftest import MakeClient, make_settings, publish
-from tests.test_publish import error_of
+from tests.support.app import MakeClient, error_of, make_settings, publish
 
 PUBLISHER = {"publish_tokens": ["pub-secret-token-1"]}
 

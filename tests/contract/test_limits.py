@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from progress_relay.http.rate import RateLimiter
-from tests.conftest import MakeClient, publish, stream_opener
+from tests.support.app import MakeClient, publish, stream_opener
 
 Client = TestClient[Any, web.Application]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import MakeClient, parse_metrics, publish, publish_many, stream_opener
+from tests.support.app import MakeClient, parse_metrics, publish, publish_many, stream_opener
 
 
 async def scrape(client: Any) -> dict[str, float]:

@@ -15,7 +15,7 @@ from progress_relay.http.app import create_app
 from progress_relay.http.errors import _HTTP_CODES
 from progress_relay.http.openapi_document import ERROR_CODES, build_document
 from progress_relay.wire import errors
-from tests.conftest import make_settings
+from tests.support.app import make_settings
 
 pytestmark = pytest.mark.memory_only  # the document does not depend on the broker
 

@@ -2,10 +2,11 @@
 and goes sees of any sequence of publishes.
 
 The encoder's frames are read by a parser written here from the WHATWG "event stream
-interpretation" algorithm, not by the service's code nor tests/sse_client.py. The resume property
-runs through the real HTTP relay on both brokers and reads with tests/sse_client.py (it checks ids
-and payloads, not bytes). Hypothesis cannot await, so it runs in a worker thread and each example
-drives the relay on the test's own event loop (where pytest-aiohttp's fixtures live).
+interpretation" algorithm, not by the service's code nor tests/support/sse_client.py. The resume
+property runs through the real HTTP relay on both brokers and reads with
+tests/support/sse_client.py (it checks ids and payloads, not bytes). Hypothesis cannot await,
+so it runs in a worker thread and each example drives the relay on the test's own event loop
+(where pytest-aiohttp's fixtures live).
 """
 
 from __future__ import annotations
@@ -13,33 +14,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import re
 import uuid
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp.test_utils import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from progress_relay.wire.events import EVENT_NAME_PATTERN, RESERVED, Event, make_draft
 from progress_relay.wire.ids import JOB_ID_PATTERN, Position, new_epoch
-from tests.conftest import MakeClient
-from tests.sse_client import Frame, SSEReader
-
-T = TypeVar("T")
-
-# Reproducible in CI (same examples every run, no example database); exploring locally.
-CI = bool(os.environ.get("CI"))
-PROPERTY = settings(
-    deadline=None,
-    derandomize=CI,
-    database=None if CI else settings.default.database,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+from tests.support.app import MakeClient
+from tests.support.properties import PROPERTY, on_loop
+from tests.support.sse_client import Frame, SSEReader
 
 # Names whose payload has a schema: arbitrary data would be refused for a reason other than the
 # name, and a terminal name would end the test's job.
@@ -195,16 +184,6 @@ def test_any_event_is_one_frame_that_round_trips(
     ]
 
 
-def _on_loop(loop: asyncio.AbstractEventLoop) -> Callable[[Coroutine[Any, Any, T]], T]:
-    """Run a coroutine on ``loop`` from hypothesis' worker thread and wait for its result. The
-    bound only turns a stream that never ends into a failing example instead of a hung run."""
-
-    def run(coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(asyncio.wait_for(coroutine, 60), loop).result()
-
-    return run
-
-
 # The documented rules, spelled out independently of the service's pattern.
 DOCUMENTED_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 DOCUMENTED_RESERVED = {"reset", "cancel_requested", "error"}
@@ -268,7 +247,7 @@ async def _publish_any_name(
 
 async def test_any_name_is_refused_or_round_trips_exactly(make_client: MakeClient) -> None:
     client = await make_client()
-    run = _on_loop(asyncio.get_running_loop())
+    run = on_loop(asyncio.get_running_loop())
 
     @settings(PROPERTY, max_examples=150)
     @given(name=ANY_NAMES, document=json_documents(), ascii_name=st.booleans())
@@ -621,7 +600,7 @@ async def test_every_subscriber_sees_every_event_once_or_a_reset(
         ]
         for ring in (3, 5, BIG_RING)
     }
-    run = _on_loop(asyncio.get_running_loop())
+    run = on_loop(asyncio.get_running_loop())
 
     @settings(PROPERTY, max_examples=400)
     @given(program=programs())

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from progress_relay.wire.ids import parse_event_id
-from tests.conftest import MakeClient, publish, publish_many, stream_opener
+from tests.support.app import MakeClient, error_of, publish, publish_many, stream_opener
 
 LIMITS = {"max_event_bytes": 100, "max_batch_events": 3, "max_request_bytes": 2048}
 
@@ -19,20 +19,6 @@ def seqs(ids: list[str]) -> list[int]:
     positions = [parse_event_id(i) for i in ids]
     assert all(p is not None for p in positions), ids
     return [p.seq for p in positions if p is not None]
-
-
-async def error_of(response: Any, status: int, code: str) -> str:
-    """Assert the JSON error shape; return its message."""
-    text = await response.text()
-    assert response.status == status, text
-    assert response.content_type == "application/json", response.headers
-    body = json.loads(text)
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message"}, body
-    assert body["error"]["code"] == code, body
-    message = body["error"]["message"]
-    assert isinstance(message, str) and message, body
-    return message
 
 
 # --- publish ---------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from progress_relay.core.hub import Hub
 from progress_relay.core.reaper import Reaper
 from progress_relay.http.keys import REAPER
 from progress_relay.wire.events import make_draft
-from tests.conftest import MakeClient, make_settings, publish, stream_opener
+from tests.support.app import MakeClient, make_settings, publish, stream_opener
 
 HOUR = 3600.0
 SHORT = 0.2

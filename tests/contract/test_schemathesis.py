@@ -25,7 +25,7 @@ from schemathesis.checks import (
 
 from progress_relay.config import load_settings
 from progress_relay.http.openapi_document import build_document
-from tests.test_process import Relay, start_relay
+from tests.support.process import Relay, start_relay
 
 pytestmark = pytest.mark.memory_only  # real processes on the memory broker
 

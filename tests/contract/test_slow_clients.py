@@ -20,9 +20,9 @@ import pytest
 from progress_relay.core.subscriber import Subscriber
 from progress_relay.http.keys import HUB
 from progress_relay.wire.events import Event
-from tests.conftest import MakeClient, parse_metrics
-from tests.sse_client import Frame, SSEReader, parse_frame
-from tests.test_process import Relay, start_relay
+from tests.support.app import MakeClient, parse_metrics
+from tests.support.process import Relay, start_relay
+from tests.support.sse_client import Frame, SSEReader, parse_frame
 
 EVENTS = int(__import__("os").environ.get("SLOW_EVENTS", "10000"))
 BATCH = 20

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tests.conftest import publish
+from tests.support.app import publish
 
 
 async def test_publish_then_stream_replays_history(client, open_stream) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MakeClient, publish, publish_many, stream_opener
+from tests.support.app import MakeClient, publish, publish_many, stream_opener
 
 
 async def test_last_event_id_header_gets_exactly_the_missed_events(client, open_stream) -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.redis_server import RedisServer
-from tests.test_process import Relay as RelayProcess
-from tests.test_process import start_relay
+from tests.support.process import Relay as RelayProcess
+from tests.support.process import start_relay
+from tests.support.redis_server import RedisServer
 
 # Every event of a test stays in history (the coalescing test publishes 1,000 logs).
 RELAY_ENV = {

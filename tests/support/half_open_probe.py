@@ -1,11 +1,12 @@
-"""Half-open connections, for real: run as ``unshare -rn python -m tests.half_open_probe N``.
+"""Half-open connections, for real: run as
+``unshare -rn python -m tests.support.half_open_probe N``.
 
 In a network namespace of its own (so nothing else on the machine is touched) it starts the
 relay, opens N streams from 127.0.0.2 and one from 127.0.0.1, then makes 127.0.0.2 vanish with a
 blackhole route: the clients never send a FIN or a RST, the relay's packets to them are simply
 lost, as when a laptop drops off the network. It prints one JSON line: how many streams the
 relay held, how long it took to release the vanished ones, and whether the other stream still
-works. The test (tests/test_half_open.py) runs it and judges the figures.
+works. The test (tests/system/test_half_open.py) runs it and judges the figures.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from aiohttp import web
 
 from progress_relay.http.app import create_app
 from progress_relay.http.keys import HUB
-from tests.conftest import free_port, make_settings
+from tests.support.app import make_settings
+from tests.support.process import free_port
 
 VANISHING = "127.0.0.2"
 DEADLINE = 30.0

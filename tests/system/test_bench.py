@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.scenarios import SCENARIOS
 from bench.servers import nchan_available
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_scenario_delivers_each_event_once_in_order(tmp_path: Path) -> None:

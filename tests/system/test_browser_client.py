@@ -13,9 +13,9 @@ from playwright.sync_api import Browser, BrowserContext, Page
 
 from progress_relay.config import AuthSettings
 from progress_relay.http.auth import Credentials
-from tests.browser import chromium, shadow, wait_for
-from tests.redis_server import RedisServer
-from tests.test_process import Relay, start_relay
+from tests.support.browser import chromium, shadow, wait_for
+from tests.support.process import Relay, start_relay
+from tests.support.redis_server import RedisServer
 
 # Loads the client into a page of the relay's origin and records what it sees per job.
 WATCH = """async ({ jobs, options }) => {
@@ -301,7 +301,7 @@ def test_navigating_away_and_back_shows_the_current_state_at_once(
     page.close()
 
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def test_the_demo_runs_its_flows_in_every_tab(browser: Browser) -> None:

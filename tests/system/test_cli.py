@@ -16,7 +16,7 @@ import jwt
 import pytest
 
 from progress_relay.client import Relay
-from tests.client_support import (
+from tests.support.client_support import (
     RunningRelay,
     eventually,
     free_port,
@@ -26,7 +26,7 @@ from tests.client_support import (
     shared_relay,
     snapshot,
 )
-from tests.test_process import start_relay
+from tests.support.process import start_relay
 
 __all__ = ["own_relay", "shared_relay"]  # fixtures
 

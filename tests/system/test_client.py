@@ -17,7 +17,7 @@ from progress_relay.client import (
     JobNotFound,
     RelayUnavailable,
 )
-from tests.client_support import (
+from tests.support.client_support import (
     Proxy,
     RunningRelay,
     free_port,

@@ -19,7 +19,7 @@ from progress_relay.client import (
     RelayUnavailable,
     Unauthorized,
 )
-from tests.client_support import (
+from tests.support.client_support import (
     Proxy,
     RunningRelay,
     eventually,

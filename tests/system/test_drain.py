@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 
 from progress_relay.http.keys import HUB
-from tests.conftest import MakeClient, publish
-from tests.sse_client import SSEReader
-from tests.test_process import start_relay
+from tests.support.app import MakeClient, publish
+from tests.support.process import start_relay
+from tests.support.sse_client import SSEReader
 
 STREAMS = 500
 GRACE = 3.0

@@ -21,11 +21,10 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from examples.shared import STAGES, TRANSCRIPT, UPLOAD_PARTS, summary
-from tests.browser import chromium, shadow, wait_for
-from tests.conftest import free_port
-from tests.test_process import Relay, start_relay
+from tests.support.browser import chromium, shadow, wait_for
+from tests.support.process import Relay, free_port, start_relay
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ["aiohttp_app", "flask_app"]
 PUBLISH_TOKEN = "example-publisher-token"
 # The relay with credentials on: backends need the publisher token, pages the subscriber token

@@ -1,7 +1,7 @@
 """2,000 connections abandoned without a FIN: the relay notices and releases them.
 
-The probe (tests/half_open_probe.py) runs in a network namespace of its own, where it can make
-the clients' address vanish (a blackhole route) without touching the rest of the machine.
+The probe (tests/support/half_open_probe.py) runs in a network namespace of its own, where it can
+make the clients' address vanish (a blackhole route) without touching the rest of the machine.
 `stream.write_timeout` is 1 s there: it is the sockets' TCP_USER_TIMEOUT, so the kernel gives up
 on a peer that stops acknowledging the heartbeats and the relay lets the stream go.
 """
@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COUNT = 2000
 
 
@@ -25,7 +25,7 @@ def test_vanished_clients_are_released_and_the_rest_goes_on() -> None:
             "--net",
             sys.executable,
             "-m",
-            "tests.half_open_probe",
+            "tests.support.half_open_probe",
             str(COUNT),
         ],
         cwd=ROOT,

@@ -18,9 +18,9 @@ from aiohttp.test_utils import TestClient
 
 from progress_relay.http.app import create_app
 from progress_relay.http.keys import BROKER
-from tests.conftest import make_settings, publish, publish_many, stream_opener
-from tests.redis_server import RedisServer
-from tests.sse_client import Frame, SSEReader
+from tests.support.app import make_settings, publish, publish_many, stream_opener
+from tests.support.redis_server import RedisServer
+from tests.support.sse_client import Frame, SSEReader
 
 Client = TestClient[Any, Any]
 TERMINAL = ("complete", "failed", "cancelled")

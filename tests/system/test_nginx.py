@@ -21,11 +21,11 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from tests.conftest import free_port
-from tests.redis_server import RedisServer
+from tests.support.process import free_port
+from tests.support.redis_server import RedisServer
 
 NGINX = "/usr/sbin/nginx"
-NGINX_CONF = Path(__file__).resolve().parent.parent / "config" / "nginx.conf"
+NGINX_CONF = Path(__file__).resolve().parents[2] / "config" / "nginx.conf"
 # How long one event may take from its publish to the stream, through nginx. What holds a frame
 # back in nginx (a buffer, gzip) holds it until more data comes, so any bound well above the
 # latency will do.
@@ -122,7 +122,7 @@ def render_config(listen_port: int, relay_ports: list[int], *, strict: bool) -> 
         text, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
         assert count == 1, (
             f"{NGINX_CONF} has {count} lines matching {pattern!r}, not one: "
-            "update the substitutions in tests/test_nginx.py"
+            "update the substitutions in tests/system/test_nginx.py"
         )
     return text
 

@@ -18,9 +18,9 @@ from aiohttp.test_utils import TestClient
 from httpx_sse import connect_sse
 
 from progress_relay.http.app import create_app
-from tests.conftest import make_settings, publish, stream_opener
-from tests.redis_server import RedisServer
-from tests.test_process import start_relay
+from tests.support.app import make_settings, publish, stream_opener
+from tests.support.process import start_relay
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from progress_relay.cli import main as cli
 from progress_relay.config import ConfigError, Settings, load_settings
 
-DEFAULT_TOML = Path(__file__).resolve().parents[1] / "config" / "default.toml"
+DEFAULT_TOML = Path(__file__).resolve().parents[2] / "config" / "default.toml"
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -19,8 +19,8 @@ from progress_relay.config import JobSettings
 from progress_relay.core.hub import Hub
 from progress_relay.wire.events import Draft, make_draft
 from progress_relay.wire.snapshot import Snapshot
-from tests.conftest import make_settings
-from tests.sse_client import parse_frame
+from tests.support.app import make_settings
+from tests.support.sse_client import parse_frame
 
 
 class SlowReadBroker(MemoryBroker):
