@@ -25,7 +25,6 @@ from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from progress_relay.brokers.base import (
-    Expired,
     JobPage,
     Listener,
     Published,
@@ -35,8 +34,8 @@ from progress_relay.brokers.base import (
 )
 from progress_relay.brokers.redis_channel import Channel
 from progress_relay.config import Settings
-from progress_relay.wire.errors import BrokerUnavailable, JobFinished, JobNotFound
-from progress_relay.wire.events import Draft, Event, LogData
+from progress_relay.wire.errors import BrokerUnavailable, JobFinished, no_job
+from progress_relay.wire.events import CANCEL_REQUESTED, Draft, Event, LogData
 from progress_relay.wire.ids import Position, new_epoch
 from progress_relay.wire.snapshot import EtaEstimator, LogEntry, Snapshot, changes, progress_percent
 
@@ -167,6 +166,11 @@ class RedisBroker:
                 await self._channel.connected_once.wait()
 
     async def close(self) -> None:
+        resyncing, self._resyncing = self._resyncing, None
+        if resyncing is not None and not resyncing.done():
+            resyncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resyncing
         await self._channel.close()
         await self._redis.aclose()
         await self._pool.aclose()
@@ -228,22 +232,21 @@ class RedisBroker:
             raise too_many_jobs(self._settings)
         snapshot = await self.snapshot(job_id)
         if snapshot is None:  # expired in between: only with a lifetime shorter than a request
-            raise JobNotFound(f"no job {job_id}")
+            raise no_job(job_id)
         return snapshot, bool(created)
 
     async def publish(self, job_id: str, drafts: Sequence[Draft]) -> Published:
         return await self._run_publish(job_id, drafts, "publish")
 
     async def request_cancel(self, job_id: str) -> tuple[Snapshot, Event | None]:
-        draft = Draft("cancel_requested", b'{"cancel_requested":true}', None)
         try:
-            published = await self._run_publish(job_id, [draft], "cancel")
+            published = await self._run_publish(job_id, [CANCEL_REQUESTED], "cancel")
             event: Event | None = published.events[0]
         except _AlreadyRequested:
             event = None
         snapshot = await self.snapshot(job_id)
         if snapshot is None:
-            raise JobNotFound(f"no job {job_id}")
+            raise no_job(job_id)
         return snapshot, event
 
     async def _run_publish(self, job_id: str, drafts: Sequence[Draft], mode: str) -> Published:
@@ -267,7 +270,7 @@ class RedisBroker:
         if outcome == b"finished":
             raise JobFinished(f"job {job_id} has already {reply[1].decode().strip(chr(34))}")
         if outcome == b"missing":
-            raise JobNotFound(f"no job {job_id}")
+            raise no_job(job_id)
         if outcome == b"already":
             raise _AlreadyRequested
         self._set_epoch(reply[1].decode())
@@ -482,10 +485,6 @@ class RedisBroker:
                     if status is not None:
                         counts[msgspec.json.decode(status)] += 1
         return dict(counts)
-
-    async def expired(self) -> list[Expired]:
-        # Redis expires the keys itself; the Hub ends the streams of jobs that have gone.
-        return []
 
     # -- live events ----------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     app[IN_FLIGHT] = in_flight
     app[BROKER] = broker
     app[HUB] = hub
-    app[METRICS] = Metrics(hub, broker)
+    app[METRICS] = Metrics(hub)
     app[CREDENTIALS] = Credentials(settings.auth)
     app[PUBLISH_RATE] = RateLimiter(settings.limits.publish_rate, settings.limits.publish_burst)
     app[REAPER] = Reaper(broker, hub, settings.reaper.interval)

@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from progress_relay.http.errors import error_response
 from progress_relay.http.jobs import json_response
-from progress_relay.http.keys import BROKER, HUB, METRICS
+from progress_relay.http.keys import HUB, METRICS
 from progress_relay.wire.errors import RelayError
 
 routes = web.RouteTableDef()
@@ -22,10 +22,8 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     """The broker answers; a load balancer should only send traffic when this is 200."""
-    if request.app[HUB].draining:
-        return error_response(503, "shutting_down", "not ready: this relay is shutting down")
     try:
-        await request.app[BROKER].ping()
+        await request.app[HUB].ready()
     except RelayError as exc:
         return error_response(503, exc.code, f"not ready: {exc}")
     return json_response({"status": "ready"})
@@ -33,6 +31,6 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format; see service/metrics.py for what is counted."""
+    """Prometheus text format; see ops/metrics.py for what is counted."""
     body = await request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

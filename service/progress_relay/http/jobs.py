@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Annotated, Any
 
@@ -11,17 +10,14 @@ from aiohttp import web
 from msgspec import Meta, Raw, Struct
 
 from progress_relay.http import params
-from progress_relay.http.keys import BROKER, CREDENTIALS, HUB, METRICS, PUBLISH_RATE, SETTINGS
+from progress_relay.http.keys import CREDENTIALS, HUB, PUBLISH_RATE, SETTINGS
 from progress_relay.wire.errors import (
     InvalidBody,
     InvalidJson,
     InvalidParameter,
-    JobNotFound,
-    PayloadTooLarge,
     RateLimited,
 )
-from progress_relay.wire.events import parse_publish, validate_order
-from progress_relay.wire.ids import parse_event_id
+from progress_relay.wire.events import parse_publish
 from progress_relay.wire.snapshot import STATUSES, Snapshot, Status
 
 routes = web.RouteTableDef()
@@ -81,10 +77,7 @@ async def create_job(request: web.Request) -> web.Response:
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
     job_id = params.check_job_id(spec.id, "`$.id`") if spec.id is not None else uuid.uuid4().hex
-    limit = request.app[SETTINGS].limits.max_event_bytes
-    if spec.meta is not None and len(_encode(spec.meta)) > limit:
-        raise PayloadTooLarge(f"`meta` is larger than {limit} bytes - at `$.meta`")
-    _, created = await request.app[BROKER].create(job_id, ttl=spec.ttl, meta=spec.meta)
+    created = await request.app[HUB].create(job_id, ttl=spec.ttl, meta=spec.meta)
     body_out: dict[str, Any] = job_links(job_id)
     if credentials.can_mint:
         body_out["subscribe_token"] = credentials.mint([job_id])
@@ -107,13 +100,7 @@ async def publish(request: web.Request) -> web.Response:
         max_event_bytes=limits.max_event_bytes,
         max_batch_events=limits.max_batch_events,
     )
-    validate_order(drafts)
-    started = time.perf_counter()
-    published = await request.app[BROKER].publish(job_id, drafts)
-    request.app[METRICS].publish_seconds.observe(time.perf_counter() - started)
-    counts = request.app[HUB].counts
-    counts.published += len(published.events)
-    counts.duplicates += len(drafts) - len(published.events)
+    published = await request.app[HUB].publish(job_id, drafts)
     return json_response(
         {
             "ids": published.ids,
@@ -144,28 +131,20 @@ async def list_jobs(request: web.Request) -> web.Response:
         if not cursor.isascii() or not cursor.isdigit():
             raise InvalidParameter(f"`cursor` is not a cursor of this relay: {cursor!r}")
         before = int(cursor)
-    page = await request.app[BROKER].jobs(statuses, limit, before)
-    hub = request.app[HUB]
+    page = await request.app[HUB].jobs(statuses, limit, before)
     return json_response(
         JobListOut(
-            jobs=[hub.snapshot_view(snapshot) for snapshot in page.snapshots],
+            jobs=page.snapshots,
             next_cursor=None if page.before is None else str(page.before),
         )
     )
-
-
-async def _snapshot(request: web.Request, job_id: str) -> Snapshot:
-    snapshot = await request.app[BROKER].snapshot(job_id)
-    if snapshot is None:
-        raise JobNotFound(f"no job {job_id}")
-    return request.app[HUB].snapshot_view(snapshot)
 
 
 @routes.get("/v1/jobs/{job_id}")
 async def get_snapshot(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
     request.app[CREDENTIALS].require_subscriber(request, [job_id])
-    return json_response(await _snapshot(request, job_id))
+    return json_response(await request.app[HUB].snapshot(job_id))
 
 
 @routes.get("/v1/jobs/{job_id}/events")
@@ -174,28 +153,17 @@ async def get_history(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
     request.app[CREDENTIALS].require_subscriber(request, [job_id])
     limit = params.int_param(request, "limit", default=100, low=1, high=1000)
-    after_raw = request.query.get("after")
-    broker = request.app[BROKER]
-    after, foreign = 0, False
-    if after_raw:
-        position = parse_event_id(after_raw)
-        if position is None:
-            raise InvalidParameter(f"`after` is not an event id of this relay: {after_raw!r}")
-        # An id of another epoch is older than everything retained.
-        foreign = position.epoch != broker.epoch
-        after = 0 if foreign else position.seq
-    replay = await broker.replay(job_id, after)
-    if replay is None:
-        raise JobNotFound(f"no job {job_id}")
-    events = replay.events[:limit]
+    after = request.query.get("after")
+    history = await request.app[HUB].history(job_id, after, limit)
+    events = history.events
     return json_response(
         HistoryOut(
             job=job_id,
-            status=replay.snapshot.status,
+            status=history.snapshot.status,
             events=[HistoryEvent(e.id, e.name, Raw(e.data)) for e in events],
-            truncated=foreign or not replay.complete,
-            has_more=len(replay.events) > limit,
-            next_after=events[-1].id if events else after_raw or None,
+            truncated=history.truncated,
+            has_more=history.has_more,
+            next_after=events[-1].id if events else after or None,
         )
     )
 
@@ -204,9 +172,7 @@ async def get_history(request: web.Request) -> web.Response:
 async def cancel(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
     request.app[CREDENTIALS].require_subscriber(request, [job_id])
-    snapshot, event = await request.app[BROKER].request_cancel(job_id)
-    if event is not None:
-        request.app[HUB].counts.published += 1
+    snapshot = await request.app[HUB].cancel(job_id)
     return json_response({"id": job_id, "cancel_requested": snapshot.cancel_requested}, 202)
 
 
@@ -214,7 +180,5 @@ async def cancel(request: web.Request) -> web.Response:
 async def delete_job(request: web.Request) -> web.Response:
     request.app[CREDENTIALS].require_publisher(request)
     job_id = params.job_id(request)
-    if await request.app[BROKER].delete(job_id) is None:
-        raise JobNotFound(f"no job {job_id}")
-    await request.app[HUB].end_job(job_id, None)
+    await request.app[HUB].delete(job_id)
     return web.Response(status=204)

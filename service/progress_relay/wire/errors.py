@@ -92,3 +92,15 @@ class ShuttingDown(RelayError):
 
     status = 503
     code = "shutting_down"
+
+
+def no_job(job_id: str) -> JobNotFound:
+    """The one 404 for a job the broker does not have (never created, deleted or evicted)."""
+    return JobNotFound(f"no job {job_id}")
+
+
+# Why a stream of a job that has gone from the broker ends: the `failed` it gets, by code.
+GONE_REASONS = {
+    "job_not_found": "job {job_id} was never published",
+    "job_expired": "job {job_id} stopped reporting progress and expired",
+}
