@@ -316,10 +316,3 @@ async def test_job_not_found_frame_then_204_with_its_id(make_client: MakeClient)
         "/v1/jobs/ghost/stream", headers={"Last-Event-ID": id_line[4:].decode()}
     )
     assert again.status == 204
-
-
-def test_frame_encoding_units() -> None:
-    assert sse.event_frame("e-1", "progress", b"{}") == b"id: e-1\nevent: progress\ndata: {}\n\n"
-    assert sse.event_frame(None, "reset", b"{}") == b"event: reset\ndata: {}\n\n"
-    assert sse.retry_frame(0) == b"retry: 0\n\n"
-    assert sse.job_data("j.1:x-y", b'{"a":1}') == b'{"job":"j.1:x-y","data":{"a":1}}'
