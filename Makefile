@@ -42,7 +42,7 @@ run: venv ## start the relay with its demo at / (HOST, PORT, CONFIG)
 
 test: venv ## install redis-server, chromium and nginx-light if missing, then run pytest
 	.ci/install-system-deps
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(PYTHON) -m pip install -e '.[dev,bench]'
