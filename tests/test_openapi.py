@@ -172,3 +172,11 @@ async def test_the_document_is_served(aiohttp_client: Any) -> None:
     assert served == build_document(settings)
     batch = served["components"]["schemas"]["EventBatchIn"]["properties"]["events"]
     assert batch["maxItems"] == 7
+
+
+def test_every_error_class_describes_itself() -> None:
+    """What the document says of a code is the class's own description, not its base's."""
+    for cls in errors.error_classes():
+        assert "description" in vars(cls), cls.__name__
+        assert "code" in vars(cls), cls.__name__
+    assert ERROR_CODES["method_not_allowed"] == errors.MethodNotAllowed.description

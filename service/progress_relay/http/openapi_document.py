@@ -19,7 +19,14 @@ from msgspec import Struct
 from progress_relay import __version__
 from progress_relay.config import Settings
 from progress_relay.http.keys import SETTINGS
-from progress_relay.http.openapi_operation import OPERATIONS, Body, Operation, Schema, ref
+from progress_relay.http.openapi_operation import (
+    OPERATIONS,
+    Access,
+    Body,
+    Operation,
+    Schema,
+    ref,
+)
 from progress_relay.http.openapi_schemas import component_schemas
 from progress_relay.wire.bodies import ErrorBody
 from progress_relay.wire.errors import (
@@ -43,14 +50,14 @@ _HEADERS: dict[str, Schema] = {
 }
 _PATH_PARAMETERS = {"job_id": "JobIdPath"}
 # The errors of each side's credentials, raised by progress_relay.http.auth.
-_ACCESS_ERRORS: dict[str, tuple[type[RelayError], ...]] = {
+_ACCESS_ERRORS: dict[Access, tuple[type[RelayError], ...]] = {
     "publisher": (Unauthorized,),
     "subscriber": (Unauthorized, Forbidden),
     "public": (),
 }
 
 
-def error(status: int, classes: Sequence[type[RelayError]]) -> Schema:
+def _error(status: int, classes: Sequence[type[RelayError]]) -> Schema:
     """The response of ``status`` whose ``code`` is one of the classes'."""
     lines = "\n".join(f"- `{cls.code}`: {cls.description}" for cls in classes)
     schema = {
@@ -83,19 +90,20 @@ def _json(schema: Schema) -> dict[str, Schema]:
     return {"application/json": {"schema": schema}}
 
 
-def _content(body: Body, structs: set[type[Struct]]) -> dict[str, Schema]:
+def _content(body: Body, structs: dict[type[Struct], None]) -> dict[str, Schema]:
     if isinstance(body, tuple):
         media_type, schema = body
         return {media_type: {"schema": schema}}
-    structs.add(body)
+    structs[body] = None
     return _json(ref(body.__name__))
 
 
 class _Builder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.requests: set[type[Struct]] = set()
-        self.responses: set[type[Struct]] = set()
+        # Ordered, so that the document's bytes are the same on every run.
+        self.requests: dict[type[Struct], None] = {}
+        self.responses: dict[type[Struct], None] = {ErrorBody: None}
         self.security = _security(settings)
 
     def operation(self, op: Operation) -> Schema:
@@ -118,10 +126,10 @@ class _Builder:
             if body is not None:
                 responses[str(status)]["content"] = _content(body, self.responses)
         by_status: dict[int, list[type[RelayError]]] = {}
-        for cls in (*_ACCESS_ERRORS[op.access], *op.errors):
+        for cls in dict.fromkeys((*_ACCESS_ERRORS[op.access], *op.errors)):
             by_status.setdefault(cls.status, []).append(cls)
         for status, classes in sorted(by_status.items()):
-            responses[str(status)] = error(status, classes)
+            responses[str(status)] = _error(status, classes)
         out["responses"] = responses
         return out
 
@@ -140,11 +148,10 @@ def _paths(builder: _Builder, routes: Iterable[web.AbstractRoute]) -> dict[str, 
                 {"$ref": f"#/components/parameters/{_PATH_PARAMETERS[name]}"} for name in names
             ]
         item[route.method.lower()] = builder.operation(op)
-    builder.responses.add(ErrorBody)
     return paths
 
 
-def _security(settings: Settings) -> dict[str, list[Schema]]:
+def _security(settings: Settings) -> dict[Access, list[Schema]]:
     """The credentials of each side. ``{}`` in a list: no credential needed, as when the
     settings leave that side open."""
     auth = settings.auth
@@ -214,8 +221,8 @@ def build_document(app: web.Application) -> Schema:
             },
             "securitySchemes": _security_schemes(settings),
             "responses": {
-                "NotFound": error(NoSuchEndpoint.status, [NoSuchEndpoint]),
-                "MethodNotAllowed": error(MethodNotAllowed.status, [MethodNotAllowed]),
+                "NotFound": _error(NoSuchEndpoint.status, [NoSuchEndpoint]),
+                "MethodNotAllowed": _error(MethodNotAllowed.status, [MethodNotAllowed]),
             },
         },
     }

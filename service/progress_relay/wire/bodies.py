@@ -92,6 +92,6 @@ class ErrorDetail(Struct):
 
 
 class ErrorBody(Struct):
-    """Every error response: ``{"error": {"code": ..., "message": ...}}``."""
+    """Every error response: `{"error": {"code": ..., "message": ...}}`."""
 
     error: ErrorDetail
