@@ -3,8 +3,9 @@
 Keys (``P`` is ``broker.key_prefix``): ``P epoch`` and ``P seq`` for the deployment; per job
 ``P job:{id}`` (the snapshot as a hash of JSON values), ``P job:{id}:h`` (history, a Redis Stream
 whose entry ids are the event seqs), ``P job:{id}:logs`` and ``P job:{id}:eta``. Publishing is one
-Lua script (see lua/publish.lua). Job lifetimes are Redis expirations, so a job expires even when
-no relay is running; each instance notices the jobs of its own streams that have gone.
+Lua script (lua/publish.lua; every script is a file in lua/). Job lifetimes are Redis
+expirations, so a job expires even when no relay is running; each instance notices the jobs of
+its own streams that have gone.
 """
 
 from __future__ import annotations
@@ -47,34 +48,10 @@ _LOG_ENTRY = msgspec.json.Decoder(tuple[int, int, str, str])
 # Jobs a listing reads at most for one page (when few of them match its statuses).
 _LIST_SCAN = 5000
 _SNAPSHOT_FIELDS = {f.name for f in msgspec.structs.fields(Snapshot)}
-# KEYS: job hash, jobs by expiry, jobs by creation, creation counter (as in lua/publish.lua)
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-repeat
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms, 'LIMIT', 0, 1000)
-  if #gone > 0 then
-    redis.call('ZREM', KEYS[2], unpack(gone))
-    redis.call('ZREM', KEYS[3], unpack(gone))
-  end
-until #gone < 1000
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
-redis.call('HSET', KEYS[1], 'created_at', now_ms, 'updated_at', now_ms, 'status', '"pending"',
-  'meta', ARGV[1])
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'ttl', ARGV[2]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[3]), ARGV[5])
-redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[5])
-return 1
-"""
-_EPOCH = """
-local epoch = redis.call('GET', KEYS[1])
-if epoch then return epoch end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2])
-return ARGV[1]
-"""
+
+
+def _script(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
 
 
 def _ms(seconds: float) -> int:
@@ -123,11 +100,9 @@ class RedisBroker:
             socket_connect_timeout=self._timeout,
         )
         self._redis = Redis(connection_pool=self._pool)
-        self._publish = self._redis.register_script(
-            resources.files(__package__).joinpath("lua", "publish.lua").read_text()
-        )
-        self._create = self._redis.register_script(_CREATE)
-        self._ensure_epoch = self._redis.register_script(_EPOCH)
+        self._publish = self._redis.register_script(_script("publish"))
+        self._create = self._redis.register_script(_script("create"))
+        self._ensure_epoch = self._redis.register_script(_script("epoch"))
         self._epoch = ""
         self._listener: Listener = _no_listener
         self._resync: Resync = _no_resync

@@ -3,52 +3,50 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from aiohttp import web
-from msgspec import Meta, Raw, Struct
+from msgspec import Raw
 
 from progress_relay.http import params
 from progress_relay.http.keys import CREDENTIALS, HUB, PUBLISH_RATE, SETTINGS
+from progress_relay.http.openapi_operation import Operation, Schema, ref
+from progress_relay.wire.bodies import (
+    CancelOut,
+    CreatedJob,
+    CreateJobIn,
+    HistoryEvent,
+    HistoryOut,
+    JobListOut,
+    PublishedOut,
+)
 from progress_relay.wire.errors import (
+    BrokerUnavailable,
     InvalidBody,
+    InvalidEvent,
+    InvalidJobId,
     InvalidJson,
     InvalidParameter,
+    JobFinished,
+    JobNotFound,
+    PayloadTooLarge,
     RateLimited,
+    TooManyJobs,
 )
 from progress_relay.wire.events import parse_publish
-from progress_relay.wire.snapshot import STATUSES, Snapshot, Status
+from progress_relay.wire.snapshot import STATUSES, Snapshot
 
 routes = web.RouteTableDef()
 _encode = msgspec.json.Encoder().encode
 
-
-class CreateJobIn(Struct, forbid_unknown_fields=True):
-    id: str | None = None
-    ttl: Annotated[float, Meta(gt=0)] | None = None
-    meta: Any = None
-
-
-class HistoryEvent(Struct):
-    id: str
-    event: str
-    data: Raw
-
-
-class HistoryOut(Struct):
-    job: str
-    status: Status
-    events: list[HistoryEvent]
-    truncated: bool
-    has_more: bool
-    next_after: str | None
-
-
-class JobListOut(Struct):
-    jobs: list[Snapshot]
-    next_cursor: str | None
-
+# `limit` of the paged reads (history, job list): the bounds their int_param calls check.
+_PAGE_LIMIT: Schema = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+}
+_FULL = (TooManyJobs, BrokerUnavailable)
 
 _CREATE_DECODER = msgspec.json.Decoder(CreateJobIn)
 
@@ -57,15 +55,18 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encode(body), status=status, content_type="application/json")
 
 
-def job_links(job_id: str) -> dict[str, str]:
-    return {
-        "id": job_id,
-        "stream_url": f"/v1/jobs/{job_id}/stream",
-        "status_url": f"/v1/jobs/{job_id}",
-    }
-
-
 @routes.post("/v1/jobs")
+@Operation(
+    "createJob",
+    "Create a job (optional: publishing creates it too)",
+    "publisher",
+    request=CreateJobIn,
+    responses={
+        201: ("Created", CreatedJob),
+        200: ("The job already exists; ttl and meta are unchanged", CreatedJob),
+    },
+    errors=(InvalidJson, InvalidJobId, PayloadTooLarge, InvalidBody, *_FULL),
+)
 async def create_job(request: web.Request) -> web.Response:
     credentials = request.app[CREDENTIALS]
     credentials.require_publisher(request)
@@ -78,13 +79,30 @@ async def create_job(request: web.Request) -> web.Response:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
     job_id = params.check_job_id(spec.id, "`$.id`") if spec.id is not None else uuid.uuid4().hex
     created = await request.app[HUB].create(job_id, ttl=spec.ttl, meta=spec.meta)
-    body_out: dict[str, Any] = job_links(job_id)
+    body_out = CreatedJob.links(job_id)
     if credentials.can_mint:
-        body_out["subscribe_token"] = credentials.mint([job_id])
+        body_out.subscribe_token = credentials.mint([job_id])
     return json_response(body_out, status=201 if created else 200)
 
 
 @routes.post("/v1/jobs/{job_id}/events")
+@Operation(
+    "publish",
+    "Publish one event or a batch; creates the job if unknown",
+    "publisher",
+    request=("application/json", {"oneOf": [ref("EventIn"), ref("EventBatchIn")]}),
+    request_required=True,
+    responses={200: ("Published", PublishedOut)},
+    errors=(
+        InvalidJson,
+        InvalidJobId,
+        JobFinished,
+        PayloadTooLarge,
+        InvalidEvent,
+        RateLimited,
+        *_FULL,
+    ),
+)
 async def publish(request: web.Request) -> web.Response:
     publisher = request.app[CREDENTIALS].require_publisher(request)
     job_id = params.job_id(request)
@@ -101,15 +119,36 @@ async def publish(request: web.Request) -> web.Response:
         max_batch_events=limits.max_batch_events,
     )
     published = await request.app[HUB].publish(job_id, drafts)
-    return json_response(
-        {
-            "ids": published.ids,
-            "cancel_requested": published.cancel_requested,
-        }
-    )
+    return json_response(PublishedOut(published.ids, published.cancel_requested))
 
 
 @routes.get("/v1/jobs")
+@Operation(
+    "listJobs",
+    "Jobs with their snapshots, newest first, a page at a time",
+    "publisher",
+    description="A page may hold fewer than `limit` jobs (a status filter that few jobs "
+    "match); follow `next_cursor` until it is null.",
+    parameters=(
+        {
+            "name": "status",
+            "in": "query",
+            "description": "only jobs of these statuses: repeated or comma-separated",
+            "style": "form",
+            "explode": True,
+            "schema": {"type": "array", "items": ref("JobStatus")},
+        },
+        _PAGE_LIMIT,
+        {
+            "name": "cursor",
+            "in": "query",
+            "description": "`next_cursor` of the previous page",
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        },
+    ),
+    responses={200: ("A page of jobs", JobListOut)},
+    errors=(InvalidParameter, BrokerUnavailable),
+)
 async def list_jobs(request: web.Request) -> web.Response:
     """Jobs newest first, a page at a time, for dashboards and the CLI."""
     request.app[CREDENTIALS].require_publisher(request)
@@ -141,6 +180,13 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/jobs/{job_id}")
+@Operation(
+    "getSnapshot",
+    "The job's snapshot",
+    "subscriber",
+    responses={200: ("The snapshot", Snapshot)},
+    errors=(InvalidJobId, JobNotFound, BrokerUnavailable),
+)
 async def get_snapshot(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
     request.app[CREDENTIALS].require_subscriber(request, [job_id])
@@ -148,6 +194,22 @@ async def get_snapshot(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/jobs/{job_id}/events")
+@Operation(
+    "getHistory",
+    "The retained history as JSON: the polling fallback of the stream",
+    "subscriber",
+    parameters=(
+        {
+            "name": "after",
+            "in": "query",
+            "description": "only events after this event id; empty is the same as none",
+            "schema": {"anyOf": [ref("EventId"), {"const": ""}]},
+        },
+        _PAGE_LIMIT,
+    ),
+    responses={200: ("Events", HistoryOut)},
+    errors=(InvalidJobId, InvalidParameter, JobNotFound, BrokerUnavailable),
+)
 async def get_history(request: web.Request) -> web.Response:
     """Retained history as JSON, the polling fallback of the stream."""
     job_id = params.job_id(request)
@@ -169,14 +231,28 @@ async def get_history(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/jobs/{job_id}/cancel")
+@Operation(
+    "cancelJob",
+    "Ask the worker to cancel the job",
+    "subscriber",
+    responses={202: ("Requested (also when already requested)", CancelOut)},
+    errors=(InvalidJobId, JobNotFound, JobFinished, BrokerUnavailable),
+)
 async def cancel(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
     request.app[CREDENTIALS].require_subscriber(request, [job_id])
     snapshot = await request.app[HUB].cancel(job_id)
-    return json_response({"id": job_id, "cancel_requested": snapshot.cancel_requested}, 202)
+    return json_response(CancelOut(job_id, snapshot.cancel_requested), 202)
 
 
 @routes.delete("/v1/jobs/{job_id}")
+@Operation(
+    "deleteJob",
+    "Drop the job, its snapshot and history; its streams end",
+    "publisher",
+    responses={204: ("Deleted", None)},
+    errors=(InvalidJobId, JobNotFound, BrokerUnavailable),
+)
 async def delete_job(request: web.Request) -> web.Response:
     request.app[CREDENTIALS].require_publisher(request)
     job_id = params.job_id(request)

@@ -11,25 +11,98 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp_sse import EventSourceResponse
 
+from progress_relay.config import Settings
 from progress_relay.core.catchup import REPLAY_MODES, ReplayMode
 from progress_relay.core.flusher import chunked
 from progress_relay.http import params
 from progress_relay.http.keys import CREDENTIALS, HUB, SETTINGS
+from progress_relay.http.openapi_operation import Body, Operation, Parameter, Schema, ref
 from progress_relay.wire import sse
-from progress_relay.wire.errors import InvalidParameter, PayloadTooLarge
+from progress_relay.wire.errors import (
+    BrokerUnavailable,
+    InvalidJobId,
+    InvalidParameter,
+    PayloadTooLarge,
+    ShuttingDown,
+    TooManyStreams,
+)
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
+
+_PARAMETERS: tuple[Parameter, ...] = (
+    {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "description": "resume after this id; sent by EventSource when it reconnects. "
+        "Wins over the query parameter",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "last_event_id",
+        "in": "query",
+        "description": "resume after this id, for a new EventSource that cannot set headers",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "replay",
+        "in": "query",
+        "description": "what to send when there is no last id",
+        "schema": {"enum": list(REPLAY_MODES), "default": "history"},
+    },
+)
+_ERRORS = (InvalidJobId, InvalidParameter, TooManyStreams, ShuttingDown, BrokerUnavailable)
+
+
+def _responses(event_schema: str) -> dict[int, tuple[str, Body | None]]:
+    return {
+        200: (
+            "The stream: a `retry` frame, then events and `: ping` comments. It ends after the "
+            "terminal event, deletion, eviction or shutdown.",
+            ("text/event-stream", ref(event_schema)),
+        ),
+        204: ("Nothing will ever come: EventSource stops reconnecting", None),
+    }
+
+
+def _jobs_parameter(settings: Settings) -> Schema:
+    most = settings.limits.max_stream_jobs
+    return {
+        "name": "job",
+        "in": "query",
+        "required": True,
+        "description": f"repeated; duplicates count once; at most {most}",
+        "style": "form",
+        "explode": True,
+        "schema": {"type": "array", "items": ref("JobId"), "minItems": 1},
+    }
+
 
 # No HEAD: a stream has no headers-only form, and answering one would open a subscriber.
 
 
 @routes.get("/v1/jobs/{job_id}/stream", allow_head=False)
+@Operation(
+    "streamJob",
+    "The SSE stream of one job",
+    "subscriber",
+    parameters=_PARAMETERS,
+    responses=_responses("StreamEvent"),
+    errors=_ERRORS,
+)
 async def stream_job(request: web.Request) -> web.StreamResponse:
     return await _stream(request, [params.job_id(request)], multi=False)
 
 
 @routes.get("/v1/stream", allow_head=False)
+@Operation(
+    "streamJobs",
+    "One SSE stream for several jobs",
+    "subscriber",
+    parameters=(_jobs_parameter, *_PARAMETERS),
+    responses=_responses("MultiStreamEvent"),
+    errors=(*_ERRORS, PayloadTooLarge),
+)
 async def stream_jobs(request: web.Request) -> web.StreamResponse:
     """One stream for several jobs; each frame's data is ``{"job": ID, "data": PAYLOAD}``."""
     names = request.query.getall("job", [])
