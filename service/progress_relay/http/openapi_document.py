@@ -2,9 +2,9 @@
 ``@Operation`` beside each handler; error codes and their meanings from the error classes.
 
 ``docs/api.md`` is the contract in prose; this is the same contract for machines. A route
-without an ``@Operation`` is left out (the demo's pages), and ``tests/test_openapi.py`` checks
-that only those are. Limits and credentials come from the relay's settings, so the document
-describes the relay that serves it.
+without an ``@Operation`` is left out (the demo's pages), and
+``tests/contract/test_openapi.py`` checks that only those are. Limits and credentials come
+from the relay's settings, so the document describes the relay that serves it.
 """
 
 from __future__ import annotations
