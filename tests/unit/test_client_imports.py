@@ -21,9 +21,11 @@ CLIENT = Path(progress_relay.client.__file__).parent
 MODULES = sorted(
     f"progress_relay.client.{path.stem}" for path in CLIENT.glob("*.py") if path.stem != "__init__"
 )
-SERVER_PARTS = tuple(
-    f"progress_relay.{part}" for part in ("core", "http", "brokers", "ops", "wire", "cli")
-) + ("progress_relay.config", "progress_relay.demo")
+SERVER_PARTS = (
+    *(f"progress_relay.{part}" for part in ("core", "http", "brokers", "ops", "wire", "cli")),
+    "progress_relay.config",
+    "progress_relay.demo",
+)
 SERVER_DEPENDENCIES = ("msgspec", "aiohttp_sse", "redis", "jwt", "prometheus_client")
 
 _REPORT = """
@@ -101,7 +103,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_client_modules_import_each_other_without_a_cycle() -> None:
-    graph = {module: client_imports(CLIENT / f"{module.rsplit('.', 1)[1]}.py") for module in MODULES}
+    graph = {module: client_imports(CLIENT / f"{module.split('.')[-1]}.py") for module in MODULES}
     assert graph["progress_relay.client.aio"]  # the graph is read, not empty
     assert cycles(graph) == []
 
