@@ -11,12 +11,15 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
+from packaging.requirements import Requirement
 
+import progress_relay
 from progress_relay.cli.main import build_parser
 from progress_relay.client import Relay
 from tests.client_support import (
@@ -398,8 +401,6 @@ def test_watch_in_a_terminal_shows_no_eta_after_complete(shared_relay: RunningRe
 def test_version_and_help_are_for_users() -> None:
     version = cli("--version")
     assert version.returncode == 0
-    from importlib import metadata
-
     assert version.stdout == f"progress-relay {metadata.version('progress-relay')}\n"
     commands = ["serve", "publish", "watch", "jobs", "token"]
     top = cli("--help")
@@ -488,3 +489,94 @@ def test_the_client_commands_import_nothing_of_the_server(
         loaded = json.loads(report.read_text())
         assert "progress_relay.cli.main" in loaded
         assert server_modules(loaded) == [], name
+
+
+# What an install of the SDK alone has: httpx, and aiohttp because client/__init__.py imports
+# AsyncRelay (aiohttp) when the package is imported; with their own dependencies.
+SLIM_DISTRIBUTIONS = ("httpx", "aiohttp")
+
+
+def _closure(names: tuple[str, ...]) -> list[metadata.Distribution]:
+    found: dict[str, metadata.Distribution] = {}
+    todo = list(names)
+    while todo:
+        dist = metadata.distribution(todo.pop())
+        name = dist.metadata["Name"].lower()
+        if name in found:
+            continue
+        found[name] = dist
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return list(found.values())
+
+
+@pytest.fixture(scope="module")
+def slim_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real virtualenv holding only the SDK's dependencies and the package's source (no
+    msgspec, aiohttp-sse, redis, pyjwt, prometheus-client, and no installed metadata of
+    progress-relay itself)."""
+    root = tmp_path_factory.mktemp("slim")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    python = root / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    site = Path(purelib)
+    for dist in _closure(SLIM_DISTRIBUTIONS):
+        tops = {Path(str(file)).parts[0] for file in dist.files or []}
+        for top in tops - {"__pycache__", ".."}:
+            source = Path(str(dist.locate_file(top)))
+            if source.exists():
+                (site / top).symlink_to(source)
+    source_root = Path(progress_relay.__file__).parent.parent
+    (site / "progress_relay_source.pth").write_text(f"{source_root}\n")
+    return python
+
+
+def slim(python: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PROGRESS_RELAY_", "PYTHON"))}
+    return subprocess.run(
+        [str(python), "-m", "progress_relay", *args],
+        capture_output=True,
+        text=True,
+        env=clean,
+        timeout=60,
+    )
+
+
+def test_the_slim_environment_has_no_server_dependency(slim_python: Path) -> None:
+    for module in (*SERVER_DEPENDENCIES, "aiohttp", "httpx"):
+        found = subprocess.run(
+            [str(slim_python), "-c", f"import {module}"], capture_output=True, timeout=60
+        )
+        assert (found.returncode == 0) == (module in ("aiohttp", "httpx")), module
+
+
+def test_the_client_commands_work_without_the_servers_dependencies(
+    slim_python: Path, shared_relay: RunningRelay
+) -> None:
+    version = slim(slim_python, "--version")
+    assert version.returncode == 0, version.stderr
+    assert version.stdout == f"progress-relay {progress_relay.__version__}\n"
+    assert slim(slim_python, "--help").returncode == 0
+    job, url = job_id(), shared_relay.url
+    published = slim(slim_python, "publish", job, "complete", "--url", url)
+    assert published.returncode == 0, published.stderr
+    watched = slim(slim_python, "watch", job, "--url", url)
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout.splitlines()[-1] == "completed"
+
+
+@pytest.mark.parametrize("command", [["serve"], ["token", "report-42"]])
+def test_serve_and_token_say_what_to_install(slim_python: Path, command: list[str]) -> None:
+    result = slim(slim_python, *command)
+    assert result.returncode == 2
+    assert one_line_error(result) == (
+        f"progress-relay: {command[0]} needs the server's dependencies: "
+        "pip install 'progress-relay[server]'"
+    )
