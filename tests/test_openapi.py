@@ -11,16 +11,23 @@ import pytest
 import schemathesis
 from aiohttp import web
 
+from progress_relay.config import Settings
 from progress_relay.http.app import create_app
 from progress_relay.http.errors import _HTTP_CODES
-from progress_relay.http.openapi_document import ERROR_CODES, build_document
+from progress_relay.http.openapi_document import build_document as build_app_document
 from progress_relay.wire import errors
+from progress_relay.wire.errors import ERROR_CODES
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.memory_only  # the document does not depend on the broker
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 AUTH = {"publish_tokens": ["p"], "subscribe": "token", "jwt_secret": "k" * 32}
+
+
+def build_document(settings: Settings) -> dict[str, Any]:
+    """The document of the app these settings make."""
+    return build_app_document(create_app(settings))
 
 
 def documented_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
@@ -99,7 +106,7 @@ def test_a_route_added_without_documenting_it_is_noticed() -> None:
         return web.Response()
 
     app.router.add_get("/v1/undocumented", extra)
-    missing = routed_operations(app) - documented_operations(build_document(settings))
+    missing = routed_operations(app) - documented_operations(build_app_document(app))
     assert missing == {("GET", "/v1/undocumented")}
 
 
@@ -165,3 +172,11 @@ async def test_the_document_is_served(aiohttp_client: Any) -> None:
     assert served == build_document(settings)
     batch = served["components"]["schemas"]["EventBatchIn"]["properties"]["events"]
     assert batch["maxItems"] == 7
+
+
+def test_every_error_class_describes_itself() -> None:
+    """What the document says of a code is the class's own description, not its base's."""
+    for cls in errors.error_classes():
+        assert "description" in vars(cls), cls.__name__
+        assert "code" in vars(cls), cls.__name__
+    assert ERROR_CODES["method_not_allowed"] == errors.MethodNotAllowed.description

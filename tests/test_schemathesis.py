@@ -24,6 +24,7 @@ from schemathesis.checks import (
 )
 
 from progress_relay.config import load_settings
+from progress_relay.http.app import create_app
 from progress_relay.http.openapi_document import build_document
 from tests.test_process import Relay, start_relay
 
@@ -73,8 +74,8 @@ CHECKS = [
 # reads from its environment; test_each_relay_serves_the_document_under_test checks that the
 # relay serves exactly this document. (schemathesis.pytest.from_fixture, which would load it
 # from the live relay, fails on pytest 9.2: it sets the private `Function._nodeid`.)
-OPEN_DOCUMENT = build_document(load_settings(environ=OPEN_ENV))
-CREDENTIALS_DOCUMENT = build_document(load_settings(environ=CREDENTIALS_ENV))
+OPEN_DOCUMENT = build_document(create_app(load_settings(environ=OPEN_ENV)))
+CREDENTIALS_DOCUMENT = build_document(create_app(load_settings(environ=CREDENTIALS_ENV)))
 open_schema = schemathesis.openapi.from_dict(OPEN_DOCUMENT, config=schemathesis_config(30))
 credentials_schema = schemathesis.openapi.from_dict(
     CREDENTIALS_DOCUMENT, config=schemathesis_config(15)

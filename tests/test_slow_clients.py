@@ -17,6 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from progress_relay.core.counts import RelayCounts
+from progress_relay.core.flusher import Flusher
 from progress_relay.core.subscriber import Subscriber
 from progress_relay.http.keys import HUB
 from progress_relay.wire.events import Event
@@ -278,7 +280,14 @@ def _event(job: str, seq: int, name: str) -> Event:
 
 
 def test_conflation_replaces_only_waiting_progress_of_the_same_job_and_keeps_id_order() -> None:
-    subscriber = Subscriber(["a", "b"], multi=True, max_frames=100)
+    subscriber = Subscriber(
+        ["a", "b"],
+        multi=True,
+        max_frames=100,
+        max_bytes=1 << 30,
+        counts=RelayCounts(),
+        flusher=Flusher(),
+    )
     subscriber.start([], {}, [])
     subscriber.push([_event("a", 1, "progress")])  # not under pressure: kept
     subscriber.writing = True  # the socket pushes back from here on
@@ -295,18 +304,44 @@ def test_conflation_replaces_only_waiting_progress_of_the_same_job_and_keeps_id_
     assert subscriber.counts.conflated == 3
 
 
+class _KernelBuffer:
+    """A Socket that never sends: only its count of unsent bytes matters here."""
+
+    framed = True
+    unsent = 0
+    aborted = False
+
+    def write(self, piece: bytes) -> None:
+        self.unsent += len(piece)
+
+    def write_framed(self, data: bytes) -> None:
+        self.unsent += len(data)
+
+    def pushing_back(self) -> bool:
+        return False
+
+    def buffered(self) -> int:
+        return self.unsent
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
 def test_the_byte_bound_counts_the_socket_buffer_and_spares_an_idle_subscriber() -> None:
-    subscriber = Subscriber(["a"], multi=False, max_frames=100, max_bytes=1000)
+    subscriber = Subscriber(
+        ["a"], multi=False, max_frames=100, max_bytes=1000, counts=RelayCounts(), flusher=Flusher()
+    )
     subscriber.start([], {}, [])
-    buffered = [0]
-    subscriber.buffered = lambda: buffered[0]
+    kernel = _KernelBuffer()
+    subscriber.connect(kernel)
     big = Event("a", 1, "e-1", "log", b'"' + b"x" * 2000 + b'"')
     subscriber.push([big])  # nothing waiting and not pushed back: a whole publish is taken
     assert not subscriber.dropped
     asyncio.run(subscriber.next_chunk())
-    subscriber.writing, buffered[0] = True, 900
+    subscriber.writing, kernel.unsent = True, 900
     subscriber.push([Event("a", 2, "e-2", "log", b'"' + b"y" * 200 + b'"')])
     assert subscriber.dropped  # 900 in the socket + ~230 waiting > 1000
+    assert kernel.aborted  # a handler blocked on a client that reads nothing cannot see a drop
 
 
 @pytest.mark.memory_only

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
@@ -18,7 +19,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from progress_relay.http.keys import BROKER, HUB, SETTINGS
+from progress_relay.http.keys import HUB, SETTINGS
+from progress_relay.wire.errors import RateLimited
 from progress_relay.wire.events import parse_publish
 
 log = logging.getLogger(__name__)
@@ -27,11 +29,15 @@ routes = web.RouteTableDef()
 _encode = msgspec.json.Encoder().encode
 _PAGE = resources.files("progress_relay").joinpath("static/demo.html").read_bytes()
 KINDS = ("transcription", "rag", "answer", "failing")
+# The demo jobs the page lists, and the flows that may run at once (a page left clicking, or a
+# script, must not grow the relay).
+LISTED = 20
+RUNNING = 50
 
 
 class _Worker:
     def __init__(self) -> None:
-        self.jobs: list[str] = []  # ids of the demo jobs, newest last
+        self.jobs: deque[str] = deque(maxlen=LISTED)  # ids of the newest demo jobs, newest last
         self.tasks: set[asyncio.Task[None]] = set()
 
 
@@ -109,8 +115,7 @@ async def _publish(app: web.Application, job_id: str, event: str, data: dict[str
         max_event_bytes=limits.max_event_bytes,
         max_batch_events=limits.max_batch_events,
     )
-    published = await app[BROKER].publish(job_id, drafts)
-    app[HUB].counts.published += len(published.events)
+    published = await app[HUB].publish(job_id, drafts)
     return published.cancel_requested
 
 
@@ -121,7 +126,7 @@ async def page(request: web.Request) -> web.Response:
 
 @routes.get("/demo/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
-    jobs = request.app[_WORKER].jobs[-20:]
+    jobs = list(request.app[_WORKER].jobs)
     return web.Response(body=_encode(jobs), content_type="application/json")
 
 
@@ -132,8 +137,13 @@ async def start_job(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=f"kind must be one of {', '.join(KINDS)}")
     job_id = f"demo-{kind}-{uuid.uuid4().hex[:8]}"
     app = request.app
-    await app[BROKER].create(job_id, ttl=None, meta={"kind": kind})
     worker = app[_WORKER]
+    if len(worker.tasks) >= RUNNING:
+        raise RateLimited(
+            f"the demo runs at most {RUNNING} flows at once; wait for one to end",
+            headers={"Retry-After": "5"},
+        )
+    await app[HUB].create(job_id, ttl=None, meta={"kind": kind})
     worker.jobs.append(job_id)
     task = asyncio.create_task(run_job(app, job_id, kind))
     worker.tasks.add(task)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from progress_relay.brokers.base import Broker, Expired, Published, Replay
+from progress_relay.brokers.base import Broker, Expired, JobPage, Published, Replay
 from progress_relay.brokers.memory import MemoryBroker
 from progress_relay.config import Settings
 
-__all__ = ["Broker", "Expired", "MemoryBroker", "Published", "Replay", "create_broker"]
+__all__ = [
+    "Broker",
+    "Expired",
+    "JobPage",
+    "MemoryBroker",
+    "Published",
+    "Replay",
+    "create_broker",
+]
 
 
 def create_broker(settings: Settings) -> Broker:

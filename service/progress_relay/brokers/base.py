@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from progress_relay.config import JobSettings
 from progress_relay.wire.errors import TooManyJobs
@@ -121,9 +121,6 @@ class Broker(Protocol):
     async def existing(self, job_ids: Iterable[str]) -> set[str]:
         """Which of these jobs exist (the others were never created, expired or were deleted)."""
 
-    async def expired(self) -> list[Expired]:
-        """Jobs whose lifetime is over, not yet removed (the reaper deletes each)."""
-
     async def job_counts(self) -> dict[str, int]:
         """How many jobs there are by status (for /metrics)."""
         ...
@@ -139,3 +136,13 @@ class Broker(Protocol):
     def unwatch(self, job_id: str) -> None:
         """The last local subscriber of ``job_id`` left. Must not block: a networked broker
         completes this on its own task."""
+
+
+@runtime_checkable
+class Expiring(Protocol):
+    """A broker whose jobs' lifetimes the relay itself must end (the memory broker). Redis
+    expires its keys on its own; the reaper then only ends the streams of jobs that have gone."""
+
+    async def expired(self) -> list[Expired]:
+        """Jobs whose lifetime is over, not yet removed (the reaper deletes each)."""
+        ...

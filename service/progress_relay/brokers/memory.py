@@ -21,8 +21,8 @@ from progress_relay.brokers.base import (
 from progress_relay.brokers.idempotency import SeenKeys
 from progress_relay.config import JobSettings
 from progress_relay.core.ring import Ring
-from progress_relay.wire.errors import JobFinished, JobNotFound
-from progress_relay.wire.events import Draft, Event
+from progress_relay.wire.errors import JobFinished, no_job
+from progress_relay.wire.events import CANCEL_REQUESTED, Draft, Event
 from progress_relay.wire.ids import Position, new_epoch
 from progress_relay.wire.snapshot import EtaEstimator, Snapshot, apply, new_snapshot, with_eta
 
@@ -135,13 +135,12 @@ class MemoryBroker:
     async def request_cancel(self, job_id: str) -> tuple[Snapshot, Event | None]:
         job = self._jobs.get(job_id)
         if job is None:
-            raise JobNotFound(f"no job {job_id}")
+            raise no_job(job_id)
         if job.snapshot.finished:
             raise JobFinished(f"job {job_id} has already {job.snapshot.status}")
         if job.snapshot.cancel_requested:
             return job.snapshot, None
-        draft = Draft("cancel_requested", b'{"cancel_requested":true}', None)
-        published = await self.publish(job_id, [draft])
+        published = await self.publish(job_id, [CANCEL_REQUESTED])
         return job.snapshot, published.events[0]
 
     async def snapshot(self, job_id: str) -> Snapshot | None:

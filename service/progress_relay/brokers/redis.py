@@ -3,8 +3,9 @@
 Keys (``P`` is ``broker.key_prefix``): ``P epoch`` and ``P seq`` for the deployment; per job
 ``P job:{id}`` (the snapshot as a hash of JSON values), ``P job:{id}:h`` (history, a Redis Stream
 whose entry ids are the event seqs), ``P job:{id}:logs`` and ``P job:{id}:eta``. Publishing is one
-Lua script (see lua/publish.lua). Job lifetimes are Redis expirations, so a job expires even when
-no relay is running; each instance notices the jobs of its own streams that have gone.
+Lua script (lua/publish.lua; every script is a file in lua/). Job lifetimes are Redis
+expirations, so a job expires even when no relay is running; each instance notices the jobs of
+its own streams that have gone.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from progress_relay.brokers.base import (
-    Expired,
     JobPage,
     Listener,
     Published,
@@ -35,8 +35,8 @@ from progress_relay.brokers.base import (
 )
 from progress_relay.brokers.redis_channel import Channel
 from progress_relay.config import Settings
-from progress_relay.wire.errors import BrokerUnavailable, JobFinished, JobNotFound
-from progress_relay.wire.events import Draft, Event, LogData
+from progress_relay.wire.errors import BrokerUnavailable, JobFinished, no_job
+from progress_relay.wire.events import CANCEL_REQUESTED, Draft, Event, LogData
 from progress_relay.wire.ids import Position, new_epoch
 from progress_relay.wire.snapshot import (
     LogEntry,
@@ -55,34 +55,10 @@ _LOG_ENTRY = msgspec.json.Decoder(tuple[int, int, str, str])
 # Jobs a listing reads at most for one page (when few of them match its statuses).
 _LIST_SCAN = 5000
 _SNAPSHOT_FIELDS = {f.name for f in msgspec.structs.fields(Snapshot)}
-# KEYS: job hash, jobs by expiry, jobs by creation, creation counter (as in lua/publish.lua)
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-repeat
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms, 'LIMIT', 0, 1000)
-  if #gone > 0 then
-    redis.call('ZREM', KEYS[2], unpack(gone))
-    redis.call('ZREM', KEYS[3], unpack(gone))
-  end
-until #gone < 1000
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
-redis.call('HSET', KEYS[1], 'created_at', now_ms, 'updated_at', now_ms, 'status', '"pending"',
-  'meta', ARGV[1])
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'ttl', ARGV[2]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[3]), ARGV[5])
-redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[5])
-return 1
-"""
-_EPOCH = """
-local epoch = redis.call('GET', KEYS[1])
-if epoch then return epoch end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2])
-return ARGV[1]
-"""
+
+
+def _script(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
 
 
 def _ms(seconds: float) -> int:
@@ -143,11 +119,9 @@ class RedisBroker:
             socket_connect_timeout=self._timeout,
         )
         self._redis = Redis(connection_pool=self._pool)
-        self._publish = self._redis.register_script(
-            resources.files(__package__).joinpath("lua", "publish.lua").read_text()
-        )
-        self._create = self._redis.register_script(_CREATE)
-        self._ensure_epoch = self._redis.register_script(_EPOCH)
+        self._publish = self._redis.register_script(_script("publish"))
+        self._create = self._redis.register_script(_script("create"))
+        self._ensure_epoch = self._redis.register_script(_script("epoch"))
         self._epoch = ""
         self._listener: Listener = _no_listener
         self._resync: Resync = _no_resync
@@ -186,6 +160,11 @@ class RedisBroker:
                 await self._channel.connected_once.wait()
 
     async def close(self) -> None:
+        resyncing, self._resyncing = self._resyncing, None
+        if resyncing is not None and not resyncing.done():
+            resyncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resyncing
         await self._channel.close()
         await self._redis.aclose()
         await self._pool.aclose()
@@ -247,22 +226,21 @@ class RedisBroker:
             raise too_many_jobs(self._settings)
         snapshot = await self.snapshot(job_id)
         if snapshot is None:  # expired in between: only with a lifetime shorter than a request
-            raise JobNotFound(f"no job {job_id}")
+            raise no_job(job_id)
         return snapshot, bool(created)
 
     async def publish(self, job_id: str, drafts: Sequence[Draft]) -> Published:
         return await self._run_publish(job_id, drafts, "publish")
 
     async def request_cancel(self, job_id: str) -> tuple[Snapshot, Event | None]:
-        draft = Draft("cancel_requested", b'{"cancel_requested":true}', None)
         try:
-            published = await self._run_publish(job_id, [draft], "cancel")
+            published = await self._run_publish(job_id, [CANCEL_REQUESTED], "cancel")
             event: Event | None = published.events[0]
         except _AlreadyRequested:
             event = None
         snapshot = await self.snapshot(job_id)
         if snapshot is None:
-            raise JobNotFound(f"no job {job_id}")
+            raise no_job(job_id)
         return snapshot, event
 
     async def _run_publish(self, job_id: str, drafts: Sequence[Draft], mode: str) -> Published:
@@ -286,7 +264,7 @@ class RedisBroker:
         if outcome == b"finished":
             raise JobFinished(f"job {job_id} has already {reply[1].decode().strip(chr(34))}")
         if outcome == b"missing":
-            raise JobNotFound(f"no job {job_id}")
+            raise no_job(job_id)
         if outcome == b"already":
             raise _AlreadyRequested
         self._set_epoch(reply[1].decode())
@@ -498,10 +476,6 @@ class RedisBroker:
                     if status is not None:
                         counts[msgspec.json.decode(status)] += 1
         return dict(counts)
-
-    async def expired(self) -> list[Expired]:
-        # Redis expires the keys itself; the Hub ends the streams of jobs that have gone.
-        return []
 
     # -- live events ----------------------------------------------------------------------
 

@@ -1,4 +1,7 @@
-"""The Hub: this process's topics, the hand-over from replay to live, and ending streams."""
+"""The Hub: the one entry for what changes a job (create, publish, cancel, delete) and for what
+reads one (snapshot, history, the job list, a stream's open); this process's topics, the
+hand-over from replay to live, and ending streams. Handlers and the demo call the Hub, never the
+broker."""
 
 from __future__ import annotations
 
@@ -6,28 +9,48 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import msgspec
 
-from progress_relay.brokers import Broker, Replay
+from progress_relay.brokers import Broker, JobPage, Published, Replay
 from progress_relay.config import Settings
-from progress_relay.core.catchup import JobCatchUp, arrange
+from progress_relay.core import catchup
+from progress_relay.core.catchup import JobCatchUp, ReplayMode, Resume
 from progress_relay.core.counts import RelayCounts
 from progress_relay.core.flusher import Flusher
 from progress_relay.core.subscriber import Subscriber
 from progress_relay.core.topic import Topic
 from progress_relay.wire import sse
-from progress_relay.wire.errors import RelayError, ShuttingDown, TooManyStreams
-from progress_relay.wire.events import Event
-from progress_relay.wire.ids import Position, parse_event_id
-from progress_relay.wire.snapshot import Snapshot, new_snapshot
+from progress_relay.wire.errors import (
+    GONE_REASONS,
+    PayloadTooLarge,
+    RelayError,
+    ShuttingDown,
+    TooManyStreams,
+    no_job,
+)
+from progress_relay.wire.events import Draft, Event, validate_order
+from progress_relay.wire.ids import Position
+from progress_relay.wire.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
-ReplayMode = Literal["history", "snapshot", "none"]
 _encode = msgspec.json.Encoder().encode
+
+
+def _no_timer(seconds: float) -> None:
+    return None
+
+
+class History(NamedTuple):
+    """A page of a job's retained history (``GET /v1/jobs/{id}/events``)."""
+
+    snapshot: Snapshot
+    events: list[Event]
+    truncated: bool  # what the reader asked for reaches back past what is retained
+    has_more: bool
 
 
 class Hub:
@@ -40,18 +63,91 @@ class Hub:
         self.draining = False
         self.counts = RelayCounts()
         self.flusher = Flusher()
+        # Seconds each publish took, broker included (set by ops.metrics to its histogram).
+        self.publish_timer: Callable[[float], None] = _no_timer
         broker.set_listener(self.deliver)
         broker.set_resync(self.catch_up)
+
+    # -- changing a job -----------------------------------------------------------------------
+
+    async def create(self, job_id: str, *, ttl: float | None, meta: Any) -> bool:
+        """Create a job (idempotent); True when this call created it."""
+        limit = self.settings.limits.max_event_bytes
+        if meta is not None and len(_encode(meta)) > limit:
+            raise PayloadTooLarge(f"`meta` is larger than {limit} bytes - at `$.meta`")
+        _, created = await self.broker.create(job_id, ttl=ttl, meta=meta)
+        return created
+
+    async def publish(self, job_id: str, drafts: Sequence[Draft]) -> Published:
+        """Publish validated drafts to a job (created if unknown); the events reach this
+        process's subscribers through ``deliver``."""
+        validate_order(drafts)
+        started = time.perf_counter()
+        published = await self.broker.publish(job_id, drafts)
+        self.publish_timer(time.perf_counter() - started)
+        counts = self.counts
+        counts.published += len(published.events)
+        counts.duplicates += len(drafts) - len(published.events)
+        return published
+
+    async def cancel(self, job_id: str) -> Snapshot:
+        """A viewer asks for cancellation: the job is marked and a `cancel_requested` event
+        goes to its subscribers, once; the worker learns it from its next publish."""
+        snapshot, event = await self.broker.request_cancel(job_id)
+        if event is not None:
+            self.counts.published += 1
+        return snapshot
+
+    async def delete(self, job_id: str) -> None:
+        """Drop a job and its history; its open streams end."""
+        if await self.broker.delete(job_id) is None:
+            raise no_job(job_id)
+        await self.end_job(job_id, None)
+
+    # -- reading a job ------------------------------------------------------------------------
+
+    async def ready(self) -> None:
+        """Returns when the relay can serve: not draining, and the broker answers."""
+        if self.draining:
+            raise ShuttingDown("this relay is shutting down")
+        await self.broker.ping()
+
+    async def snapshot(self, job_id: str) -> Snapshot:
+        snapshot = await self.broker.snapshot(job_id)
+        if snapshot is None:
+            raise no_job(job_id)
+        return self.snapshot_view(snapshot)
+
+    async def history(self, job_id: str, after: str | None, limit: int) -> History:
+        read = catchup.history_after(after, self.broker.epoch)
+        replay = await self.broker.replay(job_id, read.seq)
+        if replay is None:
+            raise no_job(job_id)
+        events = replay.events[:limit]
+        return History(replay.snapshot, events, read.truncated(replay), len(replay.events) > limit)
+
+    async def jobs(self, statuses: frozenset[str], limit: int, before: int | None) -> JobPage:
+        page = await self.broker.jobs(statuses, limit, before)
+        return JobPage([self.snapshot_view(s) for s in page.snapshots], page.before)
+
+    async def job_counts(self) -> dict[str, int]:
+        return await self.broker.job_counts()
+
+    def snapshot_view(self, snapshot: Snapshot) -> Snapshot:
+        """The snapshot as readers see it: with this process's subscriber count."""
+        return msgspec.structs.replace(snapshot, subscribers=self.subscriber_count(snapshot.id))
+
+    def subscriber_count(self, job_id: str) -> int:
+        topic = self._topics.get(job_id)
+        return 0 if topic is None else len(topic.subscribers)
+
+    # -- streams ------------------------------------------------------------------------------
 
     def deliver(self, job_id: str, events: Sequence[Event]) -> None:
         """The broker's listener: fan a publish out to this process's subscribers of the job."""
         topic = self._topics.get(job_id)
         if topic is not None:
             topic.publish(events)
-
-    def subscriber_count(self, job_id: str) -> int:
-        topic = self._topics.get(job_id)
-        return 0 if topic is None else len(topic.subscribers)
 
     async def open(
         self, job_ids: Sequence[str], last_event_id: str | None, mode: ReplayMode, *, multi: bool
@@ -72,48 +168,45 @@ class Hub:
             # Attach first, so events published while the replay is read are held, not missed.
             for job_id in job_ids:
                 await self._attach(job_id, subscriber)
-            position: Position | None = None
-            foreign = False
-            if last_event_id:
-                position = parse_event_id(last_event_id)
-                foreign = position is None or position.epoch != self.broker.epoch
-            after: int | None = None  # read only the snapshot
-            if position is not None and not foreign:
-                after = position.seq
-            elif not foreign and mode == "history":
-                after = 0
-            replays = await self.broker.replays([(job_id, after) for job_id in job_ids])
+            resume = catchup.resume_from(last_event_id, self.broker.epoch, mode)
+            replays = await self.broker.replays([(job_id, resume.after) for job_id in job_ids])
         except BaseException:
-            self.streams -= 1
-            self._detach(subscriber)
+            self.close(subscriber)
             raise
+        parts, ended = self._plan(job_ids, replays, resume)
+        if not parts:
+            self.close(subscriber)
+            return None
+        resets, events = catchup.arrange(parts)
+        reset_frames, event_frames = self._frames(resets, events, multi)
+        high = {part.job_id: part.seq for part in parts}
+        ended.extend(part.job_id for part in parts if part.finished)
+        subscriber.start([self._retry, *reset_frames, *event_frames], high, ended)
+        return subscriber
+
+    def _plan(
+        self, job_ids: Sequence[str], replays: list[Replay | None], resume: Resume
+    ) -> tuple[list[JobCatchUp], list[str]]:
+        """Each job's part of a new stream, and the jobs with nothing more to come."""
         parts: list[JobCatchUp] = []
-        high: dict[str, int] = {}
         ended: list[str] = []
         for job_id, replay in zip(job_ids, replays, strict=True):
-            part = self._plan(job_id, replay, position, foreign, mode)
+            part = catchup.plan(job_id, replay, resume)
             if part is None:
                 ended.append(job_id)  # gone, or its terminal event already seen
                 continue
-            self._note_status(job_id, part.seq)
+            topic = self._topics.get(job_id)
+            if topic is not None and topic.status is None and part.seq:
+                topic.status = "running"
             parts.append(part)
-        if not parts:
-            self.streams -= 1
-            self._detach(subscriber)
-            return None
-        resets, events = arrange(parts)
-        frames = [self._retry]
-        for n, part in enumerate(resets, 1):
-            frames.append(self._reset_frame(part.job_id, part.replay, multi, n == len(resets)))
-        frames.extend(event.job_frame if multi else event.frame for event in events)
+        return parts, ended
+
+    def _frames(
+        self, resets: list[JobCatchUp], events: list[Event], multi: bool
+    ) -> tuple[list[bytes], list[bytes]]:
         self.counts.resets += len(resets)
         self.counts.replayed += len(events)
-        for part in parts:
-            high[part.job_id] = part.seq
-            if part.replay is not None and part.replay.snapshot.finished:
-                ended.append(part.job_id)
-        subscriber.start(frames, high, ended)
-        return subscriber
+        return catchup.frames(resets, events, self.broker.epoch, self.subscriber_count, multi=multi)
 
     def _admit(self, job_ids: Sequence[str]) -> None:
         """Refuse a stream past the limits on open streams, in total and per job."""
@@ -135,73 +228,19 @@ class Hub:
                     headers=retry_after,
                 )
 
-    def _plan(
-        self,
-        job_id: str,
-        replay: Replay | None,
-        position: Position | None,
-        foreign: bool,
-        mode: ReplayMode,
-    ) -> JobCatchUp | None:
-        """What one job's subscriber needs, or None when nothing more will come."""
-        if foreign or (mode == "snapshot" and position is None):
-            return JobCatchUp(job_id, replay, reset=True)
-        if position is not None:
-            if replay is None:
-                return None  # evicted or deleted
-            if replay.snapshot.finished and position.seq >= replay.seq:
-                return None  # the client has seen the terminal event
-            return JobCatchUp(job_id, replay, reset=not replay.complete)
-        if mode == "history":
-            # (replay None: not published yet, the stream waits for it)
-            return JobCatchUp(job_id, replay, reset=replay is not None and not replay.complete)
-        if replay is not None and replay.snapshot.finished:
-            return None
-        return JobCatchUp(job_id, replay, reset=False)  # mode "none": from now on
-
-    def _note_status(self, job_id: str, seq: int) -> None:
-        topic = self._topics.get(job_id)
-        if topic is not None and topic.status is None and seq:
-            topic.status = "running"
-
-    def _reset_frame(
-        self, job_id: str, replay: Replay | None, multi: bool, with_id: bool = True
-    ) -> bytes:
-        """One `reset`: data is the current snapshot, id is the position the snapshot reflects
-        (left out where it would promise more than the stream has sent; see catchup.py)."""
-        if replay is None:
-            snapshot, seq = new_snapshot(job_id), 0
-        else:
-            snapshot, seq = replay.snapshot, replay.seq
-        snapshot = msgspec.structs.replace(snapshot, subscribers=self.subscriber_count(job_id))
-        data = _encode(snapshot)
-        if multi:
-            data = sse.job_data(job_id, data)
-        # A job without events has no position to give; the id line is left out.
-        event_id = str(Position(self.broker.epoch, seq)) if seq and with_id else None
-        return sse.event_frame(event_id, "reset", data)
-
-    def snapshot_view(self, snapshot: Snapshot) -> Snapshot:
-        """The snapshot as readers see it: with this process's subscriber count."""
-        return msgspec.structs.replace(snapshot, subscribers=self.subscriber_count(snapshot.id))
-
     async def _attach(self, job_id: str, subscriber: Subscriber) -> None:
         """Returns once the broker delivers the job's events here; a subscriber that joins
         while the first one's watch is under way waits for the same watch."""
         topic = self._topics.get(job_id)
         if topic is None:
-            topic = self._topics[job_id] = Topic(job_id, self.flusher, self.counts)
-            topic.watching = asyncio.ensure_future(self.broker.watch(job_id))
+            topic = Topic(job_id, self.broker.watch(job_id), self.flusher, self.counts)
+            self._topics[job_id] = topic
         topic.add(subscriber)
-        assert topic.watching is not None
         await asyncio.shield(topic.watching)
 
     def close(self, subscriber: Subscriber) -> None:
-        """Detach a subscriber whose stream is over (after ``open`` returned it)."""
+        """Detach a subscriber whose stream is over (or whose open failed)."""
         self.streams -= 1
-        self._detach(subscriber)
-
-    def _detach(self, subscriber: Subscriber) -> None:
         for job_id in subscriber.job_ids:
             topic = self._topics.get(job_id)
             if topic is None:
@@ -212,7 +251,8 @@ class Hub:
                 self.broker.unwatch(job_id)
 
     async def end_job(self, job_id: str, reason: str | None) -> None:
-        """The job is gone: tell its subscribers why (when they could not know) and end them."""
+        """The job is gone: tell its subscribers why (``reason``, a key of GONE_REASONS; None
+        when they could not know) and end them."""
         topic = self._topics.get(job_id)
         if topic is None:
             return
@@ -222,10 +262,7 @@ class Hub:
         told = [s for s in topic.subscribers if job_id in s.active]
         if reason is not None and told:
             seq = await self.broker.reserve_seq()
-            message = {
-                "job_not_found": f"job {job_id} was never published",
-                "job_expired": f"job {job_id} stopped reporting progress and expired",
-            }.get(reason, reason)
+            message = GONE_REASONS[reason].format(job_id=job_id)
             frame_data = _encode({"message": message, "code": reason})
         for subscriber in list(topic.subscribers):
             if frame_data is not None and job_id in subscriber.active:
@@ -236,7 +273,7 @@ class Hub:
                 subscriber.add(sse.event_frame(event_id, "failed", data))
             subscriber.end_job(job_id)
 
-    async def sweep_gone(self) -> None:
+    async def sweep(self) -> None:
         """End the streams of jobs that have gone from the broker (expired there, or never
         published within the pending TTL of the stream's wait)."""
         if not self._topics:
@@ -251,14 +288,15 @@ class Hub:
             elif topic.created <= deadline:
                 await self.end_job(job_id, "job_not_found")
 
-    async def catch_up(self, job_ids: list[str], reset: bool) -> None:
+    async def catch_up(self, job_ids: list[str], lost: bool) -> None:
         """After live delivery was interrupted, bring every subscriber of these jobs up to date
-        from history: the missed events, or `reset` when they are out of reach. All jobs are
-        read at one instant and each stream gets its share in id order, as on a fresh open."""
+        from history: the missed events, or `reset` when they are out of reach (``lost``: the
+        broker's history itself was lost). All jobs are read at one instant and each stream gets
+        its share in id order, as on a fresh open."""
         topics = [topic for job_id in job_ids if (topic := self._topics.get(job_id))]
         reads: list[tuple[str, int | None]] = []
         for topic in topics:
-            if reset:
+            if lost:
                 # History is gone; whatever comes now starts a new life of the job.
                 topic.restart()
                 reads.append((topic.job_id, None))
@@ -282,23 +320,16 @@ class Hub:
             for job_id in subscriber.job_ids:
                 if job_id not in caught or job_id not in subscriber.active:
                     continue
-                read = (job_id, None if reset else subscriber.high(job_id))
+                read = (job_id, None if lost else subscriber.high(job_id))
                 if read not in found:
                     continue  # live events moved this stream on while the reads were made
-                replay = found[read]
-                if reset:  # a new life of the job: its snapshot, even if it is not there yet
-                    parts.append(JobCatchUp(job_id, replay, reset=True))
-                elif replay is not None:  # (None: it has gone; sweep_gone ends the stream)
-                    parts.append(JobCatchUp(job_id, replay, reset=not replay.complete))
-            resets, events = arrange(parts)
-            self.counts.resets += len(resets)
-            self.counts.replayed += len(events)
-            for n, part in enumerate(resets, 1):
-                frame = self._reset_frame(
-                    part.job_id, part.replay, subscriber.multi, n == len(resets)
-                )
-                finished = part.replay is not None and part.replay.snapshot.finished
-                subscriber.reset_job(part.job_id, frame, part.seq, finished)
+                part = catchup.plan_resync(job_id, found[read], lost)
+                if part is not None:
+                    parts.append(part)
+            resets, events = catchup.arrange(parts)
+            reset_frames, _ = self._frames(resets, events, subscriber.multi)
+            for part, frame in zip(resets, reset_frames, strict=True):
+                subscriber.reset_job(part.job_id, frame, part.seq, part.finished)
             for event in events:
                 subscriber.push((event,))
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from progress_relay.brokers import Broker
+from progress_relay.brokers.base import Broker, Expiring
 from progress_relay.core.hub import Hub
 from progress_relay.wire.errors import RelayError
 
@@ -20,10 +20,10 @@ _REASONS = {"pending": "job_not_found", "running": "job_expired"}
 class Reaper:
     def __init__(self, broker: Broker, hub: Hub, interval: float) -> None:
         self._broker = broker
+        self._expiring = broker if isinstance(broker, Expiring) else None
         self._hub = hub
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
-        self.evicted = 0
 
     def start(self) -> None:
         if self._task is not None:
@@ -50,15 +50,15 @@ class Reaper:
     async def sweep(self) -> int:
         """Evict every expired job; one failing eviction is logged and the others go on."""
         count = 0
-        for job_id, status in await self._broker.expired():
+        expired = [] if self._expiring is None else await self._expiring.expired()
+        for job_id, status in expired:
             try:
                 await self.evict(job_id, status)
             except Exception:
                 log.exception("evicting job %s failed", job_id)
             else:
                 count += 1
-        await self._hub.sweep_gone()
-        self.evicted += count
+        await self._hub.sweep()
         return count
 
     async def evict(self, job_id: str, status: str) -> None:

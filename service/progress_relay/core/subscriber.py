@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from progress_relay.core.counts import RelayCounts
 from progress_relay.core.flusher import Flusher
 from progress_relay.wire.events import Event
 
 
-def _nothing_buffered() -> int:
-    return 0
+class Socket(Protocol):
+    """What a subscriber writes to: the body of its stream's HTTP response, after the head
+    (implemented by the HTTP layer, http/streams.py). Writes never block; ``pushing_back`` says
+    when the caller should stop writing and let the handler wait for the socket to drain."""
 
+    @property
+    def framed(self) -> bool:
+        """The body is HTTP/1.1-chunked, so bytes already framed as chunks may be written."""
+        ...
 
-def _never() -> bool:
-    return False
+    def write(self, piece: bytes) -> None:
+        """A piece of the body (framed as one chunk when the body is chunked)."""
+
+    def write_framed(self, data: bytes) -> None:
+        """Bytes already framed as HTTP chunks (only when ``framed``)."""
+
+    def pushing_back(self) -> bool:
+        """The socket's buffer is past its high-water mark."""
+        ...
+
+    def buffered(self) -> int:
+        """Bytes written and not sent yet."""
+        ...
+
+    def abort(self) -> None:
+        """Cut the connection now (a handler blocked on a client that reads nothing cannot
+        see a drop otherwise)."""
 
 
 class Subscriber:
@@ -33,8 +55,10 @@ class Subscriber:
     subscriber is dropped: its queue is emptied, the stream ends, and the client resumes from
     history with its last id. A subscriber with nothing waiting always takes a whole publish.
 
-    Writing: once the handler has sent the response's head it gives the subscriber a ``sink``
-    (a write to the socket). From then on the handler sleeps while the stream is idle: at the end
+    Writing: the handler connects the subscriber to its ``Socket`` before the response's head
+    goes out (so a drop can cut the connection and the byte bound can count the socket's
+    buffer); once the head and the first chunk are out it makes the subscriber ``live``. From
+    then on the handler sleeps while the stream is idle: at the end
     of each turn of the loop the topic writes that turn's events, framed once for all its
     streams, to every idle stream in step (``take``), and the ``Flusher`` writes what others
     have queued, all of it in one write. The handler is woken to end the stream, or when the
@@ -53,18 +77,15 @@ class Subscriber:
         "_progress_at",
         "_waiter",
         "active",
-        "buffered",
         "counts",
         "dropped",
         "job_ids",
+        "live",
         "max_bytes",
         "max_frames",
         "multi",
-        "on_drop",
-        "pushing_back",
-        "sink",
+        "socket",
         "taken",
-        "write_chunks",
         "writing",
     )
 
@@ -74,9 +95,9 @@ class Subscriber:
         *,
         multi: bool,
         max_frames: int,
-        max_bytes: int = 1 << 62,
-        counts: RelayCounts | None = None,
-        flusher: Flusher | None = None,
+        max_bytes: int,
+        counts: RelayCounts,
+        flusher: Flusher,
     ) -> None:
         self.job_ids = tuple(job_ids)
         self.multi = multi
@@ -94,22 +115,25 @@ class Subscriber:
         self._waiter: asyncio.Future[None] | None = None
         # Set by the stream handler: True while it is blocked writing to the socket.
         self.writing = False
-        # Set by the stream handler: the bytes the socket has not sent yet.
-        self.buffered: Callable[[], int] = _nothing_buffered
-        # Set by the stream handler: a handler blocked writing to a client that does not read
-        # cannot see the drop, so the connection itself has to be cut.
-        self.on_drop: Callable[[], None] | None = None
-        self.counts = counts if counts is not None else RelayCounts()
+        self.socket: Socket | None = None  # see ``connect``
+        self.live = False  # the head is out: topics and the flusher write to the socket
+        self.counts = counts
         self.taken = 0  # frames in the last chunk handed out
-        # Set by the stream handler once the response's head is out: writes a chunk now.
-        self.sink: Callable[[bytes], None] | None = None
-        # Set with the sink when the body is HTTP-chunked: writes bytes already framed as chunks
-        # (a topic frames a turn's events once for all its streams).
-        self.write_chunks: Callable[[bytes], None] | None = None
-        # Set by the stream handler: whether the socket's buffer is past its high-water mark.
-        self.pushing_back: Callable[[], bool] = _never
         self._flusher = flusher
         self._flushing = False  # in the flusher's list for this turn of the loop
+
+    def connect(self, socket: Socket) -> None:
+        """The stream handler's socket, before the response's head is written."""
+        self.socket = socket
+
+    def go_live(self) -> None:
+        """The head and the first chunk are out: from now on idle writes go to the socket."""
+        self.live = self.socket is not None
+
+    def disconnect(self) -> None:
+        """The stream is over: nothing writes to its socket any more."""
+        self.live = False
+        self.socket = None
 
     @property
     def closed(self) -> bool:
@@ -145,22 +169,26 @@ class Subscriber:
                 self.active.discard(job_id)
                 break
         self._high[job_id] = high
-        if self._count > self.max_frames or (
-            pressed and self._bytes + self.buffered() > self.max_bytes
-        ):
+        if self._count > self.max_frames or (pressed and self._over_bytes()):
             self.drop()
             return
         self._wake()
 
-    def take(self, events: Sequence[Event], wire: bytes | None) -> bool:
+    def _over_bytes(self) -> bool:
+        socket = self.socket
+        buffered = 0 if socket is None else socket.buffered()
+        return self._bytes + buffered > self.max_bytes
+
+    def take(self, events: Sequence[Event], wire: bytes) -> bool:
         """A turn's events of one job from its topic, with ``wire``, their frames as one HTTP
         chunk. Written straight to the socket when the stream is idle and in step (nothing
         waiting, all of them new); else queued as by ``push``. True when written."""
         waiter = self._waiter
-        write = self.write_chunks
+        socket = self.socket
         if (
-            write is None
-            or wire is None
+            not self.live
+            or socket is None
+            or not socket.framed
             or waiter is None
             or waiter.done()
             or self._frames
@@ -175,10 +203,10 @@ class Subscriber:
             return False
         last = events[-1]
         self._high[job_id] = last.seq
-        write(wire)
+        socket.write_framed(wire)
         if last.terminal:
             self.active.discard(job_id)
-        if not self.active or self.pushing_back():
+        if not self.active or socket.pushing_back():
             waiter.set_result(None)  # the handler ends the stream, or waits for the socket
         return True
 
@@ -258,14 +286,14 @@ class Subscriber:
         self._clear()
         self._held = None
         self._wake()
-        if self.on_drop is not None:
-            self.on_drop()
+        if self.socket is not None:
+            self.socket.abort()
 
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is None or waiter.done():
             return  # the handler is busy; it looks at the queue when it is done
-        if self.sink is not None and self._flusher is not None and not self.closed:
+        if self.live and not self.closed:
             if not self._flushing:
                 self._flushing = True
                 self._flusher.add(self)
@@ -276,18 +304,18 @@ class Subscriber:
         """The Flusher's turn: write everything queued, unless the handler has taken over."""
         self._flushing = False
         waiter = self._waiter
-        sink = self.sink
-        if waiter is None or waiter.done() or sink is None or not self._frames:
+        socket = self.socket
+        if waiter is None or waiter.done() or not self.live or socket is None or not self._frames:
             return
         frames = self._frames
         chunk = frames[0] if len(frames) == 1 else b"".join(frames)
         taken = self._count
         self._clear()
-        sink(chunk)
+        socket.write(chunk)
         counts = self.counts
         counts.writes += 1
         counts.delivered += taken
-        if self.closed or self.pushing_back():
+        if self.closed or socket.pushing_back():
             waiter.set_result(None)
 
     def _clear(self) -> None:

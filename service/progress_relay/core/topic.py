@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from progress_relay.core.counts import RelayCounts
 from progress_relay.core.flusher import Flusher, chunked
@@ -26,7 +26,7 @@ class Topic:
     )
 
     def __init__(
-        self, job_id: str, flusher: Flusher | None = None, counts: RelayCounts | None = None
+        self, job_id: str, watch: Awaitable[None], flusher: Flusher, counts: RelayCounts
     ) -> None:
         self.job_id = job_id
         self.subscribers: set[Subscriber] = set()
@@ -36,9 +36,9 @@ class Topic:
         # have waited the pending TTL.
         self.status: str | None = None
         # the broker's watch of the job; subscribers start reading history once it is done
-        self.watching: asyncio.Future[None] | None = None
+        self.watching: asyncio.Future[None] = asyncio.ensure_future(watch)
         self._flusher = flusher
-        self._counts = counts if counts is not None else RelayCounts()
+        self._counts = counts
         self._batch: list[Event] = []  # published during this turn of the loop, not handed out
         # Multi-job subscribers get each publish at once: batching per topic until the end of
         # the turn would hand them one job's later events before another job's earlier ones.
@@ -63,10 +63,6 @@ class Topic:
         of the loop, all of that turn's publishes at once (``flush``), and queued for multi-job
         subscribers at once."""
         self.status = "running"
-        if self._flusher is None:
-            for subscriber in self.subscribers:
-                subscriber.push(events)
-            return
         for subscriber in self._multi:
             subscriber.push(events)
         if len(self._multi) == len(self.subscribers):
@@ -83,11 +79,9 @@ class Topic:
         if not events:
             return
         self._batch = []
-        if any(event.terminal for event in events[:-1]):
-            wire = None  # (publishing ends at a terminal event; this is never the case)
-        else:
-            frames = [event.frame for event in events]
-            wire = chunked(frames[0] if len(frames) == 1 else b"".join(frames))
+        # (Publishing ends at a terminal event, so only the last of a turn's events can be one.)
+        frames = [event.frame for event in events]
+        wire = chunked(frames[0] if len(frames) == 1 else b"".join(frames))
         written = 0
         for subscriber in self.subscribers:
             if not subscriber.multi:

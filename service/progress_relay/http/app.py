@@ -46,11 +46,10 @@ def create_app(settings: Settings) -> web.Application:
     app[IN_FLIGHT] = in_flight
     app[BROKER] = broker
     app[HUB] = hub
-    app[METRICS] = Metrics(hub, broker)
+    app[METRICS] = Metrics(hub)
     app[CREDENTIALS] = Credentials(settings.auth)
     app[PUBLISH_RATE] = RateLimiter(settings.limits.publish_rate, settings.limits.publish_burst)
     app[REAPER] = Reaper(broker, hub, settings.reaper.interval)
-    app[OPENAPI] = openapi.encode_document(settings)
     app.add_routes(jobs.routes)
     app.add_routes(streams.routes)
     app.add_routes(health.routes)
@@ -58,6 +57,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.demo.enabled:
         demo.install(app)
     app.add_routes(openapi.routes)
+    app[OPENAPI] = openapi.encode_document(app)  # of the routes above
     app.on_response_prepare.append(cors.on_prepare)
     app.cleanup_ctx.append(_relay)
     app.on_shutdown.append(_end_streams)

@@ -9,24 +9,21 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from progress_relay.http.keys import HUB
-from progress_relay.wire.errors import BrokerUnavailable, RelayError
+from progress_relay.wire.bodies import ErrorBody, ErrorDetail
+from progress_relay.wire.errors import AIOHTTP_ERRORS, BrokerUnavailable, RelayError
 
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
 
 # aiohttp's own exceptions (no route, wrong method, body too large) get a code of their own.
-_HTTP_CODES = {
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-}
+_HTTP_CODES = {cls.status: cls.code for cls in AIOHTTP_ERRORS}
 
 
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    body = _encode({"error": {"code": code, "message": message}})
+    body = _encode(ErrorBody(ErrorDetail(code, message)))
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 

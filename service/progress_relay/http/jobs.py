@@ -2,57 +2,51 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from aiohttp import web
-from msgspec import Meta, Raw, Struct
+from msgspec import Raw
 
 from progress_relay.http import params
-from progress_relay.http.keys import BROKER, CREDENTIALS, HUB, METRICS, PUBLISH_RATE, SETTINGS
+from progress_relay.http.keys import CREDENTIALS, HUB, PUBLISH_RATE, SETTINGS
+from progress_relay.http.openapi_operation import Operation, Schema, ref
+from progress_relay.wire.bodies import (
+    CancelOut,
+    CreatedJob,
+    CreateJobIn,
+    HistoryEvent,
+    HistoryOut,
+    JobListOut,
+    PublishedOut,
+)
 from progress_relay.wire.errors import (
+    BrokerUnavailable,
     InvalidBody,
+    InvalidEvent,
+    InvalidJobId,
     InvalidJson,
     InvalidParameter,
+    JobFinished,
     JobNotFound,
     PayloadTooLarge,
     RateLimited,
+    TooManyJobs,
 )
-from progress_relay.wire.events import parse_publish, validate_order
-from progress_relay.wire.ids import parse_event_id
-from progress_relay.wire.snapshot import STATUSES, Snapshot, Status
+from progress_relay.wire.events import parse_publish
+from progress_relay.wire.snapshot import STATUSES, Snapshot
 
 routes = web.RouteTableDef()
 _encode = msgspec.json.Encoder().encode
 
-
-class CreateJobIn(Struct, forbid_unknown_fields=True):
-    id: str | None = None
-    ttl: Annotated[float, Meta(gt=0)] | None = None
-    meta: Any = None
-
-
-class HistoryEvent(Struct):
-    id: str
-    event: str
-    data: Raw
-
-
-class HistoryOut(Struct):
-    job: str
-    status: Status
-    events: list[HistoryEvent]
-    truncated: bool
-    has_more: bool
-    next_after: str | None
-
-
-class JobListOut(Struct):
-    jobs: list[Snapshot]
-    next_cursor: str | None
-
+# `limit` of the paged reads (history, job list): the bounds their int_param calls check.
+_PAGE_LIMIT: Schema = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+}
+_FULL = (TooManyJobs, BrokerUnavailable)
 
 _CREATE_DECODER = msgspec.json.Decoder(CreateJobIn)
 
@@ -61,15 +55,18 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encode(body), status=status, content_type="application/json")
 
 
-def job_links(job_id: str) -> dict[str, str]:
-    return {
-        "id": job_id,
-        "stream_url": f"/v1/jobs/{job_id}/stream",
-        "status_url": f"/v1/jobs/{job_id}",
-    }
-
-
 @routes.post("/v1/jobs")
+@Operation(
+    "createJob",
+    "Create a job (optional: publishing creates it too)",
+    "publisher",
+    request=CreateJobIn,
+    responses={
+        201: ("Created", CreatedJob),
+        200: ("The job already exists; ttl and meta are unchanged", CreatedJob),
+    },
+    errors=(InvalidJson, InvalidJobId, PayloadTooLarge, InvalidBody, *_FULL),
+)
 async def create_job(request: web.Request) -> web.Response:
     credentials = request.app[CREDENTIALS]
     credentials.require_publisher(request)
@@ -81,17 +78,31 @@ async def create_job(request: web.Request) -> web.Response:
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
     job_id = params.check_job_id(spec.id, "`$.id`") if spec.id is not None else uuid.uuid4().hex
-    limit = request.app[SETTINGS].limits.max_event_bytes
-    if spec.meta is not None and len(_encode(spec.meta)) > limit:
-        raise PayloadTooLarge(f"`meta` is larger than {limit} bytes - at `$.meta`")
-    _, created = await request.app[BROKER].create(job_id, ttl=spec.ttl, meta=spec.meta)
-    body_out: dict[str, Any] = job_links(job_id)
+    created = await request.app[HUB].create(job_id, ttl=spec.ttl, meta=spec.meta)
+    body_out = CreatedJob.links(job_id)
     if credentials.can_mint:
-        body_out["subscribe_token"] = credentials.mint([job_id])
+        body_out.subscribe_token = credentials.mint([job_id])
     return json_response(body_out, status=201 if created else 200)
 
 
 @routes.post("/v1/jobs/{job_id}/events")
+@Operation(
+    "publish",
+    "Publish one event or a batch; creates the job if unknown",
+    "publisher",
+    request=("application/json", {"oneOf": [ref("EventIn"), ref("EventBatchIn")]}),
+    request_required=True,
+    responses={200: ("Published", PublishedOut)},
+    errors=(
+        InvalidJson,
+        InvalidJobId,
+        JobFinished,
+        PayloadTooLarge,
+        InvalidEvent,
+        RateLimited,
+        *_FULL,
+    ),
+)
 async def publish(request: web.Request) -> web.Response:
     publisher = request.app[CREDENTIALS].require_publisher(request)
     job_id = params.job_id(request)
@@ -107,22 +118,37 @@ async def publish(request: web.Request) -> web.Response:
         max_event_bytes=limits.max_event_bytes,
         max_batch_events=limits.max_batch_events,
     )
-    validate_order(drafts)
-    started = time.perf_counter()
-    published = await request.app[BROKER].publish(job_id, drafts)
-    request.app[METRICS].publish_seconds.observe(time.perf_counter() - started)
-    counts = request.app[HUB].counts
-    counts.published += len(published.events)
-    counts.duplicates += len(drafts) - len(published.events)
-    return json_response(
-        {
-            "ids": published.ids,
-            "cancel_requested": published.cancel_requested,
-        }
-    )
+    published = await request.app[HUB].publish(job_id, drafts)
+    return json_response(PublishedOut(published.ids, published.cancel_requested))
 
 
 @routes.get("/v1/jobs")
+@Operation(
+    "listJobs",
+    "Jobs with their snapshots, newest first, a page at a time",
+    "publisher",
+    description="A page may hold fewer than `limit` jobs (a status filter that few jobs "
+    "match); follow `next_cursor` until it is null.",
+    parameters=(
+        {
+            "name": "status",
+            "in": "query",
+            "description": "only jobs of these statuses: repeated or comma-separated",
+            "style": "form",
+            "explode": True,
+            "schema": {"type": "array", "items": ref("JobStatus")},
+        },
+        _PAGE_LIMIT,
+        {
+            "name": "cursor",
+            "in": "query",
+            "description": "`next_cursor` of the previous page",
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        },
+    ),
+    responses={200: ("A page of jobs", JobListOut)},
+    errors=(InvalidParameter, BrokerUnavailable),
+)
 async def list_jobs(request: web.Request) -> web.Response:
     """Jobs newest first, a page at a time, for dashboards and the CLI."""
     request.app[CREDENTIALS].require_publisher(request)
@@ -144,77 +170,91 @@ async def list_jobs(request: web.Request) -> web.Response:
         if not cursor.isascii() or not cursor.isdigit():
             raise InvalidParameter(f"`cursor` is not a cursor of this relay: {cursor!r}")
         before = int(cursor)
-    page = await request.app[BROKER].jobs(statuses, limit, before)
-    hub = request.app[HUB]
+    page = await request.app[HUB].jobs(statuses, limit, before)
     return json_response(
         JobListOut(
-            jobs=[hub.snapshot_view(snapshot) for snapshot in page.snapshots],
+            jobs=page.snapshots,
             next_cursor=None if page.before is None else str(page.before),
         )
     )
 
 
-async def _snapshot(request: web.Request, job_id: str) -> Snapshot:
-    snapshot = await request.app[BROKER].snapshot(job_id)
-    if snapshot is None:
-        raise JobNotFound(f"no job {job_id}")
-    return request.app[HUB].snapshot_view(snapshot)
-
-
 @routes.get("/v1/jobs/{job_id}")
+@Operation(
+    "getSnapshot",
+    "The job's snapshot",
+    "subscriber",
+    responses={200: ("The snapshot", Snapshot)},
+    errors=(InvalidJobId, JobNotFound, BrokerUnavailable),
+)
 async def get_snapshot(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
     request.app[CREDENTIALS].require_subscriber(request, [job_id])
-    return json_response(await _snapshot(request, job_id))
+    return json_response(await request.app[HUB].snapshot(job_id))
 
 
 @routes.get("/v1/jobs/{job_id}/events")
+@Operation(
+    "getHistory",
+    "The retained history as JSON: the polling fallback of the stream",
+    "subscriber",
+    parameters=(
+        {
+            "name": "after",
+            "in": "query",
+            "description": "only events after this event id; empty is the same as none",
+            "schema": {"anyOf": [ref("EventId"), {"const": ""}]},
+        },
+        _PAGE_LIMIT,
+    ),
+    responses={200: ("Events", HistoryOut)},
+    errors=(InvalidJobId, InvalidParameter, JobNotFound, BrokerUnavailable),
+)
 async def get_history(request: web.Request) -> web.Response:
     """Retained history as JSON, the polling fallback of the stream."""
     job_id = params.job_id(request)
     request.app[CREDENTIALS].require_subscriber(request, [job_id])
     limit = params.int_param(request, "limit", default=100, low=1, high=1000)
-    after_raw = request.query.get("after")
-    broker = request.app[BROKER]
-    after, foreign = 0, False
-    if after_raw:
-        position = parse_event_id(after_raw)
-        if position is None:
-            raise InvalidParameter(f"`after` is not an event id of this relay: {after_raw!r}")
-        # An id of another epoch is older than everything retained.
-        foreign = position.epoch != broker.epoch
-        after = 0 if foreign else position.seq
-    replay = await broker.replay(job_id, after)
-    if replay is None:
-        raise JobNotFound(f"no job {job_id}")
-    events = replay.events[:limit]
+    after = request.query.get("after")
+    history = await request.app[HUB].history(job_id, after, limit)
+    events = history.events
     return json_response(
         HistoryOut(
             job=job_id,
-            status=replay.snapshot.status,
+            status=history.snapshot.status,
             events=[HistoryEvent(e.id, e.name, Raw(e.data)) for e in events],
-            truncated=foreign or not replay.complete,
-            has_more=len(replay.events) > limit,
-            next_after=events[-1].id if events else after_raw or None,
+            truncated=history.truncated,
+            has_more=history.has_more,
+            next_after=events[-1].id if events else after or None,
         )
     )
 
 
 @routes.post("/v1/jobs/{job_id}/cancel")
+@Operation(
+    "cancelJob",
+    "Ask the worker to cancel the job",
+    "subscriber",
+    responses={202: ("Requested (also when already requested)", CancelOut)},
+    errors=(InvalidJobId, JobNotFound, JobFinished, BrokerUnavailable),
+)
 async def cancel(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
     request.app[CREDENTIALS].require_subscriber(request, [job_id])
-    snapshot, event = await request.app[BROKER].request_cancel(job_id)
-    if event is not None:
-        request.app[HUB].counts.published += 1
-    return json_response({"id": job_id, "cancel_requested": snapshot.cancel_requested}, 202)
+    snapshot = await request.app[HUB].cancel(job_id)
+    return json_response(CancelOut(job_id, snapshot.cancel_requested), 202)
 
 
 @routes.delete("/v1/jobs/{job_id}")
+@Operation(
+    "deleteJob",
+    "Drop the job, its snapshot and history; its streams end",
+    "publisher",
+    responses={204: ("Deleted", None)},
+    errors=(InvalidJobId, JobNotFound, BrokerUnavailable),
+)
 async def delete_job(request: web.Request) -> web.Response:
     request.app[CREDENTIALS].require_publisher(request)
     job_id = params.job_id(request)
-    if await request.app[BROKER].delete(job_id) is None:
-        raise JobNotFound(f"no job {job_id}")
-    await request.app[HUB].end_job(job_id, None)
+    await request.app[HUB].delete(job_id)
     return web.Response(status=204)

@@ -1,51 +1,62 @@
-"""The JSON Schemas of the OpenAPI document: the msgspec types that validate and encode the wire,
-as msgspec writes them (JSON Schema 2020-12, which OpenAPI 3.1 uses), and the few shapes that
-have no type of their own (publish bodies, small responses, stream events)."""
+"""The JSON Schemas of the OpenAPI document: the msgspec Structs of the wire as msgspec writes
+them (JSON Schema 2020-12, which OpenAPI 3.1 uses), made exact where a Struct cannot say it all,
+and the few shapes that have no Struct (ids, the publish batch, stream events)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
 
 import msgspec
+import msgspec.inspect as mi
+from msgspec import NODEFAULT, Struct
 
 from progress_relay.config import Settings
-from progress_relay.http.jobs import CreateJobIn, HistoryOut, JobListOut
-from progress_relay.wire.events import PAYLOAD_TYPES, RESERVED
+from progress_relay.http.openapi_operation import Schema, ref
+from progress_relay.wire.events import PAYLOAD_TYPES, RESERVED, IdempotencyKey
 from progress_relay.wire.ids import EVENT_ID_PATTERN, JOB_ID_PATTERN
-from progress_relay.wire.snapshot import STATUSES, Snapshot
+from progress_relay.wire.snapshot import STATUSES
 
-Schema = dict[str, Any]
-
-# Structs the relay only encodes: msgspec writes every field, defaults included.
-_RESPONSE_STRUCTS = (
-    "Snapshot",
-    "JobError",
-    "LogEntry",
-    "HistoryOut",
-    "HistoryEvent",
-    "JobListOut",
-)
 # The event-name pattern as JSON Schema (ECMA 262) writes it: `$` there never matches before a
 # trailing newline, so it says what `\Z` says in progress_relay.wire.events.
 EVENT_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 
 
-def ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
+def _encoded(types: Iterable[type[Struct]]) -> dict[str, mi.StructType]:
+    """The Structs reachable from ``types``, by name."""
+    found: dict[str, mi.StructType] = {}
+    pending: list[object] = list(mi.multi_type_info(list(types)))
+    while pending:
+        node = pending.pop()
+        if isinstance(node, mi.StructType):
+            if node.cls.__name__ in found:
+                continue
+            found[node.cls.__name__] = node
+        if isinstance(node, Struct):
+            pending.extend(getattr(node, name) for name in node.__struct_fields__)
+        elif isinstance(node, tuple):
+            pending.extend(node)
+    return found
 
 
-def _struct_schemas() -> dict[str, Schema]:
-    types = [*PAYLOAD_TYPES.values(), Snapshot, HistoryOut, CreateJobIn, JobListOut]
+def _struct_schemas(
+    settings: Settings, requests: Iterable[type[Struct]], responses: Iterable[type[Struct]]
+) -> dict[str, Schema]:
+    responses = list(responses)
+    types = [*requests, *responses, *PAYLOAD_TYPES.values()]
     _, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
-    for name in _RESPONSE_STRUCTS:
-        schema = components[name]
-        schema["required"] = list(schema["properties"])
+    # The relay writes every field of what it sends, but those it may leave UNSET (fields that
+    # msgspec sees as neither required nor defaulted).
+    for name, info in _encoded(responses).items():
+        components[name]["required"] = [
+            field.encode_name
+            for field in info.fields
+            if field.required or (field.default, field.default_factory) != (NODEFAULT, NODEFAULT)
+        ]
     for name in ("created_at", "updated_at"):
         components["Snapshot"]["properties"][name]["format"] = "date-time"
     components["LogEntry"]["properties"]["at"]["format"] = "date-time"
-    components["CreateJobIn"]["properties"]["id"]["anyOf"][0] = ref("JobId")
     return components
 
 
@@ -61,7 +72,6 @@ def _payload_rules(data: str) -> list[Schema]:
 
 
 def _wire_schemas(settings: Settings) -> dict[str, Schema]:
-    limits = settings.limits
     reserved = sorted(RESERVED)
     return {
         "JobId": {"type": "string", "pattern": JOB_ID_PATTERN},
@@ -77,19 +87,18 @@ def _wire_schemas(settings: Settings) -> dict[str, Schema]:
             "not": {"enum": reserved},
             "description": f"not one of the reserved names {', '.join(reserved)}",
         },
+        # progress_relay.wire.events.EventIn (msgspec cannot write a Raw default).
         "EventIn": {
             "type": "object",
             "properties": {
                 "event": ref("EventName"),
                 "data": {
-                    "description": f"any JSON, at most {limits.max_event_bytes} bytes encoded; "
-                    "an object of the name's schema for the known names",
+                    "description": f"any JSON, at most {settings.limits.max_event_bytes} bytes "
+                    "encoded; an object of the name's schema for the known names",
                     "default": {},
                 },
                 "key": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 200,
+                    **msgspec.json.schema(IdempotencyKey),
                     "description": "idempotency key: a publish whose key this job has seen in "
                     f"the last {settings.jobs.idempotency_window:g} s is not published again, "
                     "and its original id is returned. Unique within a batch",
@@ -99,6 +108,7 @@ def _wire_schemas(settings: Settings) -> dict[str, Schema]:
             "additionalProperties": False,
             "allOf": _payload_rules("data"),
         },
+        # progress_relay.wire.events.PublishIn with `events`: its batch form.
         "EventBatchIn": {
             "type": "object",
             "properties": {
@@ -106,73 +116,13 @@ def _wire_schemas(settings: Settings) -> dict[str, Schema]:
                     "type": "array",
                     "items": ref("EventIn"),
                     "minItems": 1,
-                    "maxItems": limits.max_batch_events,
+                    "maxItems": settings.limits.max_batch_events,
                     "description": "published in order, atomically; a terminal event "
                     "(complete, failed, cancelled) only as the last",
                 }
             },
             "required": ["events"],
             "additionalProperties": False,
-        },
-        "JobLinks": {
-            "type": "object",
-            "properties": {
-                "id": ref("JobId"),
-                "stream_url": {"type": "string"},
-                "status_url": {"type": "string"},
-                "subscribe_token": {
-                    "type": "string",
-                    "description": "a subscriber JWT for this job; only when the relay has "
-                    "auth.jwt_secret",
-                },
-            },
-            "required": ["id", "stream_url", "status_url"],
-        },
-        "Published": {
-            "type": "object",
-            "properties": {
-                "ids": {
-                    "type": "array",
-                    "items": ref("EventId"),
-                    "minItems": 1,
-                    "description": "one per event, in order; for a key seen before, the id "
-                    "it was published with",
-                },
-                "cancel_requested": {"type": "boolean"},
-            },
-            "required": ["ids", "cancel_requested"],
-        },
-        "CancelAccepted": {
-            "type": "object",
-            "properties": {"id": ref("JobId"), "cancel_requested": {"const": True}},
-            "required": ["id", "cancel_requested"],
-        },
-        "Health": {
-            "type": "object",
-            "properties": {
-                "status": {"const": "ok"},
-                "streams": {"type": "integer", "minimum": 0},
-            },
-            "required": ["status", "streams"],
-        },
-        "Ready": {
-            "type": "object",
-            "properties": {"status": {"const": "ready"}},
-            "required": ["status"],
-        },
-        "Error": {
-            "type": "object",
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "properties": {
-                        "code": {"type": "string"},
-                        "message": {"type": "string"},
-                    },
-                    "required": ["code", "message"],
-                }
-            },
-            "required": ["error"],
         },
         "StreamEvent": _sse_event_schema(wrapped=False),
         "MultiStreamEvent": _sse_event_schema(wrapped=True),
@@ -229,5 +179,8 @@ def _sse_event_schema(*, wrapped: bool) -> Schema:
     }
 
 
-def component_schemas(settings: Settings) -> dict[str, Schema]:
-    return {**_struct_schemas(), **_wire_schemas(settings)}
+def component_schemas(
+    settings: Settings, requests: Iterable[type[Struct]], responses: Iterable[type[Struct]]
+) -> dict[str, Schema]:
+    """Every schema: of the Structs the operations take and send, and of the wire's shapes."""
+    return {**_struct_schemas(settings, requests, responses), **_wire_schemas(settings)}

@@ -7,6 +7,8 @@ from importlib import resources
 
 from aiohttp import web
 
+from progress_relay.http.openapi_operation import Operation
+
 routes = web.RouteTableDef()
 
 _CLIENT = resources.files("progress_relay").joinpath("static/progress-relay.js").read_bytes()
@@ -14,6 +16,15 @@ _ETAG = '"' + hashlib.sha256(_CLIENT).hexdigest()[:20] + '"'
 
 
 @routes.get("/static/progress-relay.js")
+@Operation(
+    "browserClient",
+    "The browser client, an ES module (see the README)",
+    "public",
+    responses={
+        200: ("The module", ("text/javascript", {"type": "string"})),
+        304: ("Not modified (If-None-Match)", None),
+    },
+)
 async def client(request: web.Request) -> web.Response:
     # Revalidated on every load (the ETag makes that a 304), so a new relay's client is used
     # as soon as it is deployed.

@@ -11,27 +11,98 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp_sse import EventSourceResponse
 
+from progress_relay.config import Settings
+from progress_relay.core.catchup import REPLAY_MODES, ReplayMode
 from progress_relay.core.flusher import chunked
-from progress_relay.core.hub import ReplayMode
 from progress_relay.http import params
 from progress_relay.http.keys import CREDENTIALS, HUB, SETTINGS
+from progress_relay.http.openapi_operation import Body, Operation, Parameter, Schema, ref
 from progress_relay.wire import sse
-from progress_relay.wire.errors import InvalidParameter, PayloadTooLarge
+from progress_relay.wire.errors import (
+    BrokerUnavailable,
+    InvalidJobId,
+    InvalidParameter,
+    PayloadTooLarge,
+    ShuttingDown,
+    TooManyStreams,
+)
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-_REPLAY_MODES = ("history", "snapshot", "none")
+_PARAMETERS: tuple[Parameter, ...] = (
+    {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "description": "resume after this id; sent by EventSource when it reconnects. "
+        "Wins over the query parameter",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "last_event_id",
+        "in": "query",
+        "description": "resume after this id, for a new EventSource that cannot set headers",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "replay",
+        "in": "query",
+        "description": "what to send when there is no last id",
+        "schema": {"enum": list(REPLAY_MODES), "default": "history"},
+    },
+)
+_ERRORS = (InvalidJobId, InvalidParameter, TooManyStreams, ShuttingDown, BrokerUnavailable)
+
+
+def _responses(event_schema: str) -> dict[int, tuple[str, Body | None]]:
+    return {
+        200: (
+            "The stream: a `retry` frame, then events and `: ping` comments. It ends after the "
+            "terminal event, deletion, eviction or shutdown.",
+            ("text/event-stream", ref(event_schema)),
+        ),
+        204: ("Nothing will ever come: EventSource stops reconnecting", None),
+    }
+
+
+def _jobs_parameter(settings: Settings) -> Schema:
+    most = settings.limits.max_stream_jobs
+    return {
+        "name": "job",
+        "in": "query",
+        "required": True,
+        "description": f"repeated; duplicates count once; at most {most}",
+        "style": "form",
+        "explode": True,
+        "schema": {"type": "array", "items": ref("JobId"), "minItems": 1},
+    }
+
 
 # No HEAD: a stream has no headers-only form, and answering one would open a subscriber.
 
 
 @routes.get("/v1/jobs/{job_id}/stream", allow_head=False)
+@Operation(
+    "streamJob",
+    "The SSE stream of one job",
+    "subscriber",
+    parameters=_PARAMETERS,
+    responses=_responses("StreamEvent"),
+    errors=_ERRORS,
+)
 async def stream_job(request: web.Request) -> web.StreamResponse:
     return await _stream(request, [params.job_id(request)], multi=False)
 
 
 @routes.get("/v1/stream", allow_head=False)
+@Operation(
+    "streamJobs",
+    "One SSE stream for several jobs",
+    "subscriber",
+    parameters=(_jobs_parameter, *_PARAMETERS),
+    responses=_responses("MultiStreamEvent"),
+    errors=(*_ERRORS, PayloadTooLarge),
+)
 async def stream_jobs(request: web.Request) -> web.StreamResponse:
     """One stream for several jobs; each frame's data is ``{"job": ID, "data": PAYLOAD}``."""
     names = request.query.getall("job", [])
@@ -51,7 +122,7 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
     # The header wins: a browser reconnecting on its own sends it, while the URL still carries
     # the `last_event_id` the page started with.
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
-    mode = cast(ReplayMode, params.choice_param(request, "replay", _REPLAY_MODES))
+    mode = cast(ReplayMode, params.choice_param(request, "replay", REPLAY_MODES))
     hub = request.app[HUB]
     settings = request.app[SETTINGS].stream
     subscriber = await hub.open(job_ids, last_event_id, mode, multi=multi)
@@ -66,26 +137,25 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
     )
     response.headers["Cache-Control"] = "no-cache, no-transform"
     transport = request.transport
+    protocol = request.protocol
+    body = None
     if transport is not None:
-        subscriber.on_drop = transport.abort
-        subscriber.buffered = transport.get_write_buffer_size
+        body = _Body(transport, protocol, framed=request.version >= (1, 1))
+        subscriber.connect(body)
     counts = hub.counts
     try:
         writer = await response.prepare(request)
         async with response:
             # The first chunk (`retry:` and the replay) goes out with the response's head.
             chunk = await subscriber.next_chunk()
-            if chunk is None or transport is None or writer is None:
+            if chunk is None or body is None or writer is None:
                 return response
             async with asyncio.timeout(settings.write_timeout):
                 await response.write(chunk)
             counts.writes += 1
             counts.delivered += subscriber.taken
-            protocol = request.protocol
-            body = _Body(transport, writer, protocol, framed=request.version >= (1, 1))
-            subscriber.pushing_back = body.pushing_back
-            subscriber.sink = body.write
-            subscriber.write_chunks = body.write_chunks if body.framed else None
+            body.writer = writer
+            subscriber.go_live()
             while (chunk := await subscriber.next_chunk()) is not None:
                 if chunk:
                     body.write(chunk)
@@ -108,41 +178,42 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
     except ConnectionResetError:
         return response  # the client went away; nothing to report
     finally:
-        subscriber.sink = subscriber.write_chunks = None
+        subscriber.disconnect()
         hub.close(subscriber)
 
 
 class _Body:
-    """Writes to the response's body straight to the socket (the head is out): the same bytes
-    aiohttp would write, without a coroutine per write. (A class, not closures: a stream holds
-    it as long as it is open, and this is the smaller.)"""
+    """The stream's ``Socket`` (core/subscriber.py): writes to the response's body straight to
+    the transport once the head is out, the same bytes aiohttp would write, without a coroutine
+    per write. (A class, not closures: a stream holds it as long as it is open, and this is the
+    smaller.) It relies on aiohttp 3's transport and protocol, hence aiohttp < 4."""
 
-    __slots__ = ("_protocol", "_transport", "_writer", "framed")
+    __slots__ = ("_protocol", "_transport", "framed", "writer")
 
     def __init__(
-        self,
-        transport: asyncio.Transport,
-        writer: AbstractStreamWriter,
-        protocol: BaseProtocol,
-        *,
-        framed: bool,
+        self, transport: asyncio.Transport, protocol: BaseProtocol, *, framed: bool
     ) -> None:
         self._transport = transport
-        self._writer = writer
         self._protocol = protocol
         self.framed = framed  # HTTP-chunked; HTTP/1.0 bodies are not
+        # aiohttp's writer, for its count of bytes written (set once the head is out)
+        self.writer: AbstractStreamWriter | None = None
 
     def write(self, piece: bytes) -> None:
-        """A piece of the body, framed as one chunk when the body is chunked."""
-        self.write_chunks(chunked(piece) if self.framed else piece)
+        self.write_framed(chunked(piece) if self.framed else piece)
 
-    def write_chunks(self, data: bytes) -> None:
-        """Bytes as they go on the wire (already framed as chunks, if chunked)."""
+    def write_framed(self, data: bytes) -> None:
         if self._transport.is_closing():
             return  # the client went away; the handler is being cancelled
-        self._writer.output_size += len(data)
+        if self.writer is not None:
+            self.writer.output_size += len(data)
         self._transport.write(data)
 
     def pushing_back(self) -> bool:
-        """Whether the socket's buffer is past its high-water mark."""
         return self._protocol.writing_paused
+
+    def buffered(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def abort(self) -> None:
+        self._transport.abort()

@@ -1,6 +1,6 @@
 """/metrics in the Prometheus text format, from a registry of this app's own.
 
-The relay's counters are plain integers (service/counts.py) read at scrape time by a collector,
+The relay's counters are plain integers (core/counts.py) read at scrape time by a collector,
 so counting costs the hot path nothing but an integer add per publish or per write. Jobs by status
 are asked of the broker at scrape time (with Redis, one pipelined read of every job's status).
 """
@@ -14,7 +14,6 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, ge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from progress_relay.brokers import Broker
 from progress_relay.core.hub import Hub
 from progress_relay.wire.errors import RelayError
 from progress_relay.wire.snapshot import STATUSES
@@ -67,8 +66,8 @@ class _RelayCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, hub: Hub, broker: Broker) -> None:
-        self._broker = broker
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
         self.registry = CollectorRegistry()
         self._relay = _RelayCollector(hub)
         self.registry.register(self._relay)
@@ -79,10 +78,11 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )
+        hub.publish_timer = self.publish_seconds.observe
 
     async def render(self) -> bytes:
         try:
-            self._relay.jobs = await self._broker.job_counts()
+            self._relay.jobs = await self._hub.job_counts()
         except RelayError as exc:
             log.warning("/metrics without job counts: %s", exc)
             self._relay.jobs = None

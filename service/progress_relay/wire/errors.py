@@ -1,13 +1,21 @@
-"""The errors a request can meet. Each maps to one status and one stable ``code`` on the wire."""
+"""The errors a request can meet. Each maps to one status and one stable ``code`` on the wire,
+and says what it means (``description``, for the OpenAPI document)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class RelayError(Exception):
-    """Answered as ``{"error": {"code": code, "message": str(self)}}`` with ``status``."""
+    """Answered as ``{"error": {"code": code, "message": str(self)}}`` with ``status``.
+
+    ``documented_headers``: (name, always) of each response header the error comes with.
+    """
 
     status = 400
     code = "bad_request"
+    description = "the request is not valid"
+    documented_headers: ClassVar[tuple[tuple[str, bool], ...]] = ()
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -16,19 +24,23 @@ class RelayError(Exception):
 
 class InvalidJson(RelayError):
     code = "invalid_json"
+    description = "the body is not valid JSON (or event data is not valid UTF-8)"
 
 
 class InvalidJobId(RelayError):
     code = "invalid_job_id"
+    description = "a job id breaks the rules of JobId"
 
 
 class InvalidParameter(RelayError):
     code = "invalid_parameter"
+    description = "a query parameter is out of range or malformed"
 
 
 class InvalidEvent(RelayError):
     status = 422
     code = "invalid_event"
+    description = "the publish body does not match its schema"
 
 
 class InvalidBody(RelayError):
@@ -36,59 +48,120 @@ class InvalidBody(RelayError):
 
     status = 422
     code = "invalid_body"
+    description = "the create body has a wrong field type or an unknown field"
 
 
 class PayloadTooLarge(RelayError):
     status = 413
     code = "payload_too_large"
+    description = "event data, meta, a batch or the request body is over its limit"
 
 
 class JobNotFound(RelayError):
     status = 404
     code = "job_not_found"
+    description = "the job does not exist (never created, deleted or evicted)"
 
 
 class JobFinished(RelayError):
     status = 409
     code = "job_finished"
+    description = "the job already had its terminal event"
 
 
 class TooManyJobs(RelayError):
     status = 503
     code = "too_many_jobs"
+    description = "a new job while the relay holds its maximum; see Retry-After"
+    documented_headers = (("Retry-After", True),)
 
 
 class BrokerUnavailable(RelayError):
     status = 503
     code = "broker_unavailable"
+    description = "Redis did not answer in time; nothing was changed, retry"
 
 
 class Unauthorized(RelayError):
     status = 401
     code = "unauthorized"
+    description = "a credential is missing, invalid or expired"
+    # When the credential is missing, or a publisher token is wrong.
+    documented_headers = (("WWW-Authenticate", False),)
 
 
 class Forbidden(RelayError):
     status = 403
     code = "forbidden"
+    description = "the subscriber token does not grant this job"
 
 
 class RateLimited(RelayError):
-    """Answered with ``Retry-After``."""
-
     status = 429
     code = "rate_limited"
+    description = "too many requests for this job or publisher; see Retry-After"
+    documented_headers = (("Retry-After", True),)
 
 
 class TooManyStreams(RelayError):
-    """Answered with ``Retry-After``."""
-
     status = 503
     code = "too_many_streams"
+    description = "the relay holds its maximum of open streams; see Retry-After"
+    documented_headers = (("Retry-After", True),)
 
 
 class ShuttingDown(RelayError):
-    """A new stream, or /readyz, while the relay drains; answered with ``Retry-After``."""
+    """A new stream, or /readyz, while the relay drains."""
 
     status = 503
     code = "shutting_down"
+    description = "the relay is draining; connect again (to another instance); see Retry-After"
+    documented_headers = (("Retry-After", False),)  # a new stream gets it, /readyz does not
+
+
+class NoSuchEndpoint(RelayError):
+    """aiohttp's own: no route for the path."""
+
+    status = 404
+    code = "not_found"
+    description = "no such endpoint"
+
+
+class MethodNotAllowed(RelayError):
+    """aiohttp's own: the path is routed, the method is not."""
+
+    status = 405
+    code = "method_not_allowed"
+    description = "the path exists, the method does not; see Allow"
+    documented_headers = (("Allow", True),)
+
+
+# The errors aiohttp raises itself, before a handler runs (a body over client_max_size is 413).
+AIOHTTP_ERRORS: tuple[type[RelayError], ...] = (NoSuchEndpoint, MethodNotAllowed, PayloadTooLarge)
+
+
+def error_classes() -> list[type[RelayError]]:
+    """Every error the relay answers with (not the base class, which is never raised)."""
+    found: list[type[RelayError]] = []
+    pending = RelayError.__subclasses__()
+    while pending:
+        cls = pending.pop(0)
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+# What every error code means.
+ERROR_CODES: dict[str, str] = {cls.code: cls.description for cls in error_classes()}
+
+
+def no_job(job_id: str) -> JobNotFound:
+    """The one 404 for a job the broker does not have (never created, deleted or evicted)."""
+    return JobNotFound(f"no job {job_id}")
+
+
+# Why a stream of a job that has gone from the broker ends: the `failed` it gets, by code.
+GONE_REASONS = {
+    "job_not_found": "job {job_id} was never published",
+    "job_expired": "job {job_id} stopped reporting progress and expired",
+}

@@ -165,6 +165,10 @@ class Event:
         return len(self.frame)
 
 
+# The event a viewer's cancel request publishes (on either broker), and the flag it sets.
+CANCEL_REQUESTED = Draft("cancel_requested", b'{"cancel_requested":true}', None)
+
+
 def parse_publish(body: bytes, *, max_event_bytes: int, max_batch_events: int) -> list[Draft]:
     """Validate a publish request body; every problem names its JSON path."""
     try:
