@@ -784,6 +784,54 @@ async def test_snapshot_eta_needs_three_points_then_is_positive(client) -> None:
     assert (await (await client.get("/v1/jobs/eta")).json())["eta_seconds"] == eta
 
 
+async def test_live_progress_carries_the_snapshots_eta(client, open_stream) -> None:
+    """One ETA: each progress frame carries the eta_seconds the snapshot got from that event
+    (the publisher's own when it sent one), so a live reader shows what a snapshot reader does;
+    history holds the same data."""
+    async with open_stream("/v1/jobs/one-eta/stream") as (_, reader):
+        steps: list[dict[str, Any]] = [
+            {"percent": 0},
+            {"percent": 0.001},
+            {"percent": 0.002},  # tiny steps: a large estimate however fast the requests are
+            {"message": "no percent: the estimate stays"},
+            {"percent": 0.003, "eta_seconds": 42},  # the publisher's own wins
+            {"percent": 0.004},  # then the relay's again
+            {"percent": 100},
+        ]
+        shown: list[Any] = []
+        for data in steps:
+            await publish(client, "one-eta", "progress", data)
+            [frame] = await reader.events(1)
+            assert frame.event == "progress"
+            snapshot = await (await client.get("/v1/jobs/one-eta")).json()
+            live = frame.json
+            assert live.get("eta_seconds") == snapshot["eta_seconds"]
+            assert {k: v for k, v in live.items() if k != "eta_seconds"} == {
+                k: v for k, v in data.items() if k != "eta_seconds"
+            }
+            shown.append(snapshot["eta_seconds"])
+        await publish(client, "one-eta", "complete")
+        [end] = await reader.events(1)
+        assert end.event == "complete" and "eta_seconds" not in end.json
+    assert shown[:2] == [None, None]
+    assert isinstance(shown[2], float) and shown[2] > 0
+    assert shown[3] == shown[2] and shown[4] == 42 and shown[6] == 0
+    assert isinstance(shown[5], float) and shown[5] != 42
+    assert (await (await client.get("/v1/jobs/one-eta")).json())["eta_seconds"] is None
+    history = await (await client.get("/v1/jobs/one-eta/events")).json()
+    etas = [event["data"].get("eta_seconds") for event in history["events"][:-1]]
+    assert etas == shown
+    assert "eta_seconds" not in history["events"][-1]["data"]  # complete: no time left
+
+
+async def test_a_publishers_eta_must_be_a_number_of_seconds(client) -> None:
+    response = await client.post(
+        "/v1/jobs/bad-eta/events", json={"event": "progress", "data": {"eta_seconds": -1}}
+    )
+    assert response.status == 422
+    assert "$.data.eta_seconds" in (await response.json())["error"]["message"]
+
+
 async def test_snapshot_counts_open_streams(client) -> None:
     await publish(client, "sub", "progress", {"percent": 1})
     assert (await (await client.get("/v1/jobs/sub")).json())["subscribers"] == 0

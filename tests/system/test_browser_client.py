@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,6 +246,36 @@ def test_the_element_shows_progress_and_job_text_only_as_text(
     error = shadow(page, ".error")
     assert not error["hidden"] and error["text"] == f"broke: {evil}"
     assert shadow(page, "button")["hidden"]
+    page.close()
+
+
+def test_the_element_shows_the_relays_eta_and_none_after_complete(
+    browser: Browser, relay: Relay
+) -> None:
+    base = relay.base_url
+    page = open_element_page(browser, relay, "eta-el")
+    state = "document.querySelector('job-progress').watch.state"
+
+    def shown_after(data: dict[str, Any]) -> tuple[Any, str]:
+        event_id = publish(base, "eta-el", "progress", data)
+        page.wait_for_function(f"{state}.last_event_id === {event_id!r}")
+        return page.evaluate(f"{state}.eta_seconds"), shadow(page, ".eta")["text"]
+
+    assert shown_after({"percent": 10, "eta_seconds": 150}) == (150, "about 3 min left")
+    shown_after({"percent": 0.001})  # a new phase (percent went down): the relay starts over
+    shown_after({"percent": 0.002})
+    # Tiny steps: the relay's estimate is large however fast the requests are.
+    eta, text = shown_after({"percent": 0.003})
+    snapshot = httpx.get(f"{base}/v1/jobs/eta-el").json()
+    assert snapshot["eta_seconds"] is not None and snapshot["eta_seconds"] > 60
+    assert eta == snapshot["eta_seconds"]
+    assert text == f"about {math.floor(eta / 60 + 0.5)} min left"  # Math.round
+    publish(base, "eta-el", "complete")
+    page.wait_for_function(
+        "document.querySelector('job-progress').getAttribute('status') === 'completed'"
+    )
+    assert page.evaluate(f"{state}.eta_seconds") is None
+    assert shadow(page, ".eta")["text"] == ""
     page.close()
 
 

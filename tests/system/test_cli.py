@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pty
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
+from packaging.requirements import Requirement
 
+import progress_relay
+from progress_relay.cli.main import build_parser
 from progress_relay.client import Relay
 from tests.support.client_support import (
     RunningRelay,
@@ -136,9 +142,12 @@ def test_watch_draws_a_reset_when_history_is_gone(own_relay: Callable[..., Runni
     assert lines[-1] == "failed: out of memory (OOM)"
 
 
-def test_watch_unknown_job_and_relay_down(shared_relay: RunningRelay) -> None:
-    missing = cli("watch", job_id(), "--url", shared_relay.url)
+def test_watch_unknown_job_and_relay_down(own_relay: Callable[..., RunningRelay]) -> None:
+    # The stream of a job without events waits jobs.pending_ttl, then says job_not_found.
+    running = own_relay(PROGRESS_RELAY_JOBS_PENDING_TTL="0.5", PROGRESS_RELAY_REAPER_INTERVAL="0.1")
+    missing = cli("watch", job_id(), "--url", running.url)
     assert missing.returncode == 4 and "job not found" in one_line_error(missing)
+    assert "failed" not in missing.stdout
     down = cli("watch", "x", "--url", f"http://127.0.0.1:{free_port()}", "--retry-budget", "0.3")
     assert down.returncode == 3 and "is unavailable" in one_line_error(down)
 
@@ -272,3 +281,302 @@ def test_publish_through_the_entry_point(shared_relay: RunningRelay) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert history(shared_relay.url, job)[0]["data"]["message"] == "hi"
+
+
+def open_streams(url: str) -> float:
+    metrics = httpx.get(f"{url}/metrics").text
+    line = next(
+        line for line in metrics.splitlines() if line.startswith("progress_relay_open_streams")
+    )
+    return float(line.split()[-1])
+
+
+def watch_process(job: str, url: str) -> subprocess.Popen[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PROGRESS_RELAY_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "progress_relay", "watch", job, "--url", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean,
+    )
+
+
+def test_watch_waits_for_the_first_event_of_a_job(own_relay: Callable[..., RunningRelay]) -> None:
+    running = own_relay()
+    job = job_id()
+    process = watch_process(job, running.url)
+    try:
+        eventually(lambda: open_streams(running.url) == 1, timeout=30)
+        assert process.poll() is None  # still waiting, not "job not found"
+        with Relay(running.url, progress_rate=0) as relay:
+            relay.progress(job, 50, stage="reading")
+            relay.complete(job, {"pages": 2})
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "reading  [############............]   50%"
+    assert lines[-1] == 'completed: result: {"pages": 2}'
+
+
+def test_watch_of_a_job_deleted_meanwhile_says_not_found(shared_relay: RunningRelay) -> None:
+    job = job_id()
+    url = shared_relay.url
+    with Relay(url) as relay:
+        relay.progress(job, 10, stage="reading")
+    process = watch_process(job, url)
+    try:
+        eventually(lambda: snapshot(url, job)["subscribers"] >= 1, timeout=30)
+        assert httpx.delete(f"{url}/v1/jobs/{job}").status_code in (200, 204)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 4, err
+    assert "job not found" in err and "Traceback" not in err
+
+
+def test_watch_shows_the_relays_eta_and_none_after_the_end(shared_relay: RunningRelay) -> None:
+    job = job_id()
+    url = shared_relay.url
+    with Relay(url, progress_rate=0) as relay:
+        relay.publish(job, "progress", {"percent": 10, "stage": "reading", "eta_seconds": 75})
+        relay.progress(job, 20, stage="reading")
+        relay.progress(job, 30, stage="reading")
+        relay.progress(job, 40, stage="reading")
+        relay.progress(job, 100, stage="writing")
+        relay.complete(job)
+    etas = [event["data"].get("eta_seconds") for event in history(url, job)[:5]]
+    assert etas[0] == 75 and etas[4] == 0  # the publisher's own, then the relay's
+    result = cli("watch", job, "--url", url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "reading  [##......................]   10%  ETA 1:15"
+    for line, eta in zip(lines[1:5], etas[1:5], strict=True):
+        shown = None if "ETA " not in line else line.split("ETA ", 1)[1]
+        assert shown == (None if eta is None else _duration(eta))
+    assert lines[4] == "writing  [########################]  100%  ETA 0:00"
+    assert lines[5:] == ["completed"]
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def test_watch_in_a_terminal_shows_no_eta_after_complete(shared_relay: RunningRelay) -> None:
+    job = job_id()
+    url = shared_relay.url
+    with Relay(url, progress_rate=0) as relay:
+        relay.publish(job, "progress", {"percent": 90, "stage": "writing", "eta_seconds": 6})
+        relay.complete(job, {"pages": 1})
+    master, slave = pty.openpty()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PROGRESS_RELAY_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "progress_relay", "watch", job, "--url", url],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**clean, "COLUMNS": "100", "LINES": "20", "TERM": "xterm"},
+    )
+    os.close(slave)
+    try:
+        output = read_all(master)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+    text = output.decode()
+    assert "writing  [######################..]   90%  ETA 0:06" in text
+    last_bar = text.split("\r\x1b[2K")[-1]
+    assert last_bar.startswith("writing  [########################]  100%")
+    assert "ETA" not in last_bar
+    assert 'completed: result: {"pages": 1}' in last_bar
+
+
+def test_version_and_help_are_for_users() -> None:
+    version = cli("--version")
+    assert version.returncode == 0
+    assert version.stdout == f"progress-relay {metadata.version('progress-relay')}\n"
+    commands = ["serve", "publish", "watch", "jobs", "token"]
+    top = cli("--help")
+    assert top.returncode == 0 and "Server-Sent Events" in top.stdout
+    for command in commands:
+        assert command in top.stdout
+    for text in [top.stdout, *(cli(command, "--help").stdout for command in commands)]:
+        assert "cli_" not in text and "progress_relay" not in text and "``" not in text
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(subcommands.choices) == sorted(commands)
+    for name, sub in subcommands.choices.items():
+        assert sub.description, name
+        for action in sub._actions:
+            assert action.help, f"{name} {action.dest}"
+
+
+def test_serve_on_a_busy_address_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("serve", "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert line == f"progress-relay: cannot listen on 127.0.0.1:{port}: address already in use"
+    assert "listening" not in result.stderr
+
+
+_RUNNER = """
+import json, sys
+from progress_relay.cli.main import main
+report = sys.argv.pop(1)
+try:
+    status = main(sys.argv[1:])
+except SystemExit as exit:
+    status = exit.code
+with open(report, "w") as file:
+    json.dump(sorted(sys.modules), file)
+sys.exit(status)
+"""
+SERVER_MODULES = tuple(
+    f"progress_relay.{part}" for part in ("http", "core", "brokers", "ops", "wire", "config")
+)
+SERVER_DEPENDENCIES = ("aiohttp_sse", "redis", "jwt", "prometheus_client", "msgspec")
+
+
+def server_modules(loaded: list[str]) -> list[str]:
+    return [
+        name
+        for name in loaded
+        if name in SERVER_MODULES
+        or name.startswith(tuple(f"{module}." for module in SERVER_MODULES))
+        or name.split(".", 1)[0] in SERVER_DEPENDENCIES
+    ]
+
+
+def test_server_modules_are_told_apart() -> None:
+    assert server_modules(["progress_relay.http.app", "redis.asyncio", "msgspec", "jwt"]) == [
+        "progress_relay.http.app", "redis.asyncio", "msgspec", "jwt"
+    ]  # fmt: skip
+    assert server_modules(["progress_relay.cli.main", "progress_relay.client", "httpx"]) == []
+
+
+def test_the_client_commands_import_nothing_of_the_server(
+    shared_relay: RunningRelay, tmp_path: Path
+) -> None:
+    finished, url = job_id(), shared_relay.url
+    with Relay(url) as relay:
+        relay.complete(finished)
+    runs = {
+        "help": ["--help"],
+        "version": ["--version"],
+        "publish": ["publish", job_id(), "progress", "--percent", "50", "--url", url],
+        "watch": ["watch", finished, "--url", url],
+    }
+    for name, args in runs.items():
+        report = tmp_path / f"{name}.json"
+        result = subprocess.run(
+            [sys.executable, "-c", _RUNNER, str(report), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, (name, result.stderr)
+        loaded = json.loads(report.read_text())
+        assert "progress_relay.cli.main" in loaded
+        assert server_modules(loaded) == [], name
+
+
+# What an install of the SDK alone has: httpx, and aiohttp because client/__init__.py imports
+# AsyncRelay (aiohttp) when the package is imported; with their own dependencies.
+SLIM_DISTRIBUTIONS = ("httpx", "aiohttp")
+
+
+def _closure(names: tuple[str, ...]) -> list[metadata.Distribution]:
+    found: dict[str, metadata.Distribution] = {}
+    todo = list(names)
+    while todo:
+        dist = metadata.distribution(todo.pop())
+        name = dist.metadata["Name"].lower()
+        if name in found:
+            continue
+        found[name] = dist
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return list(found.values())
+
+
+@pytest.fixture(scope="module")
+def slim_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real virtualenv holding only the SDK's dependencies and the package's source (no
+    msgspec, aiohttp-sse, redis, pyjwt, prometheus-client, and no installed metadata of
+    progress-relay itself)."""
+    root = tmp_path_factory.mktemp("slim")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    python = root / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    site = Path(purelib)
+    for dist in _closure(SLIM_DISTRIBUTIONS):
+        tops = {Path(str(file)).parts[0] for file in dist.files or []}
+        for top in tops - {"__pycache__", ".."}:
+            source = Path(str(dist.locate_file(top)))
+            if source.exists():
+                (site / top).symlink_to(source)
+    source_root = Path(progress_relay.__file__).parent.parent
+    (site / "progress_relay_source.pth").write_text(f"{source_root}\n")
+    return python
+
+
+def slim(python: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PROGRESS_RELAY_", "PYTHON"))}
+    return subprocess.run(
+        [str(python), "-m", "progress_relay", *args],
+        capture_output=True,
+        text=True,
+        env=clean,
+        timeout=60,
+    )
+
+
+def test_the_slim_environment_has_no_server_dependency(slim_python: Path) -> None:
+    for module in (*SERVER_DEPENDENCIES, "aiohttp", "httpx"):
+        found = subprocess.run(
+            [str(slim_python), "-c", f"import {module}"], capture_output=True, timeout=60
+        )
+        assert (found.returncode == 0) == (module in ("aiohttp", "httpx")), module
+
+
+def test_the_client_commands_work_without_the_servers_dependencies(
+    slim_python: Path, shared_relay: RunningRelay
+) -> None:
+    version = slim(slim_python, "--version")
+    assert version.returncode == 0, version.stderr
+    assert version.stdout == f"progress-relay {progress_relay.__version__}\n"
+    assert slim(slim_python, "--help").returncode == 0
+    job, url = job_id(), shared_relay.url
+    published = slim(slim_python, "publish", job, "complete", "--url", url)
+    assert published.returncode == 0, published.stderr
+    watched = slim(slim_python, "watch", job, "--url", url)
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout.splitlines()[-1] == "completed"
+
+
+@pytest.mark.parametrize("command", [["serve"], ["token", "report-42"]])
+def test_serve_and_token_say_what_to_install(slim_python: Path, command: list[str]) -> None:
+    result = slim(slim_python, *command)
+    assert result.returncode == 2
+    assert one_line_error(result) == (
+        f"progress-relay: {command[0]} needs the server's dependencies: "
+        "pip install 'progress-relay[server]'"
+    )

@@ -29,6 +29,7 @@ from tests.support.client_support import (
     launch,
     own_relay,
     shared_relay,
+    snapshot,
     unavailable_response,
 )
 
@@ -307,7 +308,10 @@ def test_coalescing_bounds_progress_and_keeps_every_log(shared_relay: RunningRel
     assert logs == [f"log {i}" for i in range(1000)]
     # At most one per interval, plus the first and the flush on close.
     assert 2 <= len(progress) <= rate * elapsed + 2
-    assert progress[-1] == {"percent": 99.9, "message": "item 999"}
+    # The relay adds its ETA (the snapshot's) to each progress; the rest is what was sent.
+    assert progress[-1].get("eta_seconds") == snapshot(shared_relay.url, job)["eta_seconds"]
+    sent = {k: v for k, v in progress[-1].items() if k != "eta_seconds"}
+    assert sent == {"percent": 99.9, "message": "item 999"}
 
 
 def test_a_failed_background_flush_is_raised_by_the_next_call(relay: Relay, proxy: Proxy) -> None:

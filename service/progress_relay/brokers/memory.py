@@ -7,6 +7,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import msgspec
+
 from progress_relay.brokers.base import (
     Expired,
     JobPage,
@@ -22,7 +24,9 @@ from progress_relay.core.ring import Ring
 from progress_relay.wire.errors import JobFinished, no_job
 from progress_relay.wire.events import CANCEL_REQUESTED, Draft, Event
 from progress_relay.wire.ids import Position, new_epoch
-from progress_relay.wire.snapshot import EtaEstimator, Snapshot, apply, new_snapshot
+from progress_relay.wire.snapshot import EtaEstimator, Snapshot, apply, new_snapshot, with_eta
+
+_encode = msgspec.json.Encoder().encode
 
 
 class _Job:
@@ -107,9 +111,11 @@ class MemoryBroker:
                 continue
             self._seq += 1
             event_id = str(Position(self._epoch, self._seq))
-            event = Event(job_id, self._seq, event_id, draft.name, draft.data)
-            job.ring.append(event)
             apply(snapshot, draft, event_id, job.eta, tail)
+            eta = snapshot.eta_seconds
+            data = with_eta(draft, None if eta is None else _encode(eta))
+            event = Event(job_id, self._seq, event_id, draft.name, data)
+            job.ring.append(event)
             events.append(event)
             ids.append(event_id)
             if draft.key is not None:

@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Any, cast
 
 import msgspec
-from msgspec import Raw
+from msgspec import Raw, UnsetType
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.exceptions import RedisError
 
@@ -38,7 +38,14 @@ from progress_relay.config import Settings
 from progress_relay.wire.errors import BrokerUnavailable, JobFinished, no_job
 from progress_relay.wire.events import CANCEL_REQUESTED, Draft, Event, LogData
 from progress_relay.wire.ids import Position, new_epoch
-from progress_relay.wire.snapshot import EtaEstimator, LogEntry, Snapshot, changes, progress_percent
+from progress_relay.wire.snapshot import (
+    LogEntry,
+    Snapshot,
+    changes,
+    own_eta,
+    progress_percent,
+    with_eta,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,18 @@ def _script(name: str) -> str:
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
+
+
+def _own_eta_arg(name: str, own: float | UnsetType | None) -> bytes | str:
+    """The script's ETA argument of one event: "" (not a progress), "-" (the relay estimates) or
+    the publisher's own ``eta_seconds`` as JSON."""
+    if name != "progress":
+        return ""
+    return "-" if isinstance(own, UnsetType) else _encode(own)
+
+
+def _etas(replies: Sequence[bytes]) -> list[bytes | None]:
+    return [reply or None for reply in replies]
 
 
 def _no_listener(job_id: str, events: Sequence[Event]) -> None:
@@ -250,9 +269,10 @@ class RedisBroker:
             raise _AlreadyRequested
         self._set_epoch(reply[1].decode())
         first = int(reply[2])
+        # The script added the ETA to progress events (as with_eta does): reply[4:], per event.
         events = [
-            self._event(job_id, first + offset, drafts[index].name, drafts[index].data)
-            for offset, index in enumerate(pending)
+            self._event(job_id, first + offset, drafts[index].name, with_eta(drafts[index], eta))
+            for offset, (index, eta) in enumerate(zip(pending, _etas(reply[4:]), strict=True))
         ]
         for event, index in zip(events, pending, strict=True):
             ids[index] = event.id
@@ -262,6 +282,7 @@ class RedisBroker:
         settings = self._settings
         names_data: list[Any] = []
         percents: list[str] = []
+        owns: list[Any] = []
         fields: dict[str, Any] = {}
         final = ""
         for draft in drafts:
@@ -273,6 +294,8 @@ class RedisBroker:
             names_data += [draft.name, draft.data, entry, draft.key or ""]
             percent = progress_percent(draft)
             percents.append("" if percent is None else repr(percent))
+            own = own_eta(draft)
+            owns.append(_own_eta_arg(draft.name, own))
             fields.update(changes(draft))
             if draft.terminal:
                 final = str(fields.get("status", ""))
@@ -298,6 +321,7 @@ class RedisBroker:
             settings.idempotency_keys,
             *names_data,
             *percents,
+            *owns,
             len(fields),
             *pairs,
         ]
@@ -342,22 +366,21 @@ class RedisBroker:
         async with _available(self._timeout):
             pipe = self._redis.pipeline(transaction=True)
             for job_id, after in reads:
-                key, history, logs, eta, *_ = self._keys(job_id)
+                key, history, logs, *_ = self._keys(job_id)
                 pipe.hgetall(key)
                 pipe.lrange(logs, 0, -1)
-                pipe.lrange(eta, 0, -1)
                 if after is not None:
                     pipe.xrange(history, f"({after}-0" if after else "-", "+")
             replies = iter(await pipe.execute())
         found: list[Replay | None] = []
         for job_id, after in reads:
             fields: dict[bytes, bytes] = next(replies)
-            logs_raw, eta_raw = next(replies), next(replies)
+            logs_raw = next(replies)
             entries = next(replies) if after is not None else []
             if not fields:
                 found.append(None)
                 continue
-            snapshot = self._snapshot(job_id, fields, logs_raw, eta_raw)
+            snapshot = self._snapshot(job_id, fields, logs_raw)
             seq = int(fields.get(b"last_seq", b"0"))
             dropped = int(fields.get(b"dropped", b"0"))
             events = [
@@ -368,9 +391,7 @@ class RedisBroker:
             found.append(Replay(snapshot, events, complete, seq))
         return found
 
-    def _snapshot(
-        self, job_id: str, fields: dict[bytes, bytes], logs: list[bytes], eta: list[bytes]
-    ) -> Snapshot:
+    def _snapshot(self, job_id: str, fields: dict[bytes, bytes], logs: list[bytes]) -> Snapshot:
         values: dict[str, Any] = {"id": job_id}
         for raw_name, raw in fields.items():
             name = raw_name.decode()
@@ -385,11 +406,6 @@ class RedisBroker:
             seq, at, level, message = _LOG_ENTRY.decode(raw)
             entry = LogEntry(str(Position(self._epoch, seq)), _time(at), level, message)
             snapshot.logs.append(entry)
-        if not snapshot.finished:
-            estimator = EtaEstimator()
-            for point in eta:
-                at_ms, percent = point.split(b" ")
-                snapshot.eta_seconds = estimator.add(float(percent), int(at_ms) / 1000)
         return snapshot
 
     async def jobs(self, statuses: frozenset[str], limit: int, before: int | None) -> JobPage:

@@ -1,45 +1,89 @@
-"""``progress-relay serve|publish|watch|jobs|token``: run the relay, or talk to one.
+"""``progress-relay``: the command line of progress-relay.
 
-``serve [--host] [--port] [--config FILE] [--broker URL]`` runs it; the client commands are in
-``cli_client`` (publish, jobs, token) and ``cli_watch`` (watch).
+``serve`` runs the relay; ``publish``, ``watch``, ``jobs`` talk to a running one (``remote``,
+``watch``); ``token`` mints a subscriber token. The server's modules are imported by ``serve``
+and ``token`` only, so that the client commands, ``--help`` and ``--version`` work in an install
+without the server's dependencies.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import sys
 from collections.abc import Sequence
-from typing import Any
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from progress_relay.cli import remote as cli_client
-from progress_relay.cli import watch as cli_watch
-from progress_relay.config import ConfigError, Settings, load_settings
-from progress_relay.http.app import create_app
-from progress_relay.ops import logs, server
+from progress_relay.cli import remote, watch
+from progress_relay.cli.remote import EXIT_USAGE, fail, needs_server
+
+if TYPE_CHECKING:
+    from progress_relay.config import Settings
 
 log = logging.getLogger("progress_relay")
 
+EXIT_SERVE_FAILED = 1
+
+DESCRIPTION = """\
+Relay the progress of long-running jobs to browsers and services over Server-Sent Events.
+
+Run the relay with `progress-relay serve`; publish to it, follow a job or list jobs from any
+shell with the other commands. `progress-relay COMMAND --help` describes each command."""
+
+EPILOG = """\
+Settings: config/default.toml documents every one; PROGRESS_RELAY_<SECTION>_<KEY> environment
+variables override the file, and options override both."""
+
+
+def version() -> str:
+    try:
+        return metadata.version("progress-relay")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        from progress_relay import __version__
+
+        return __version__
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="progress-relay", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the relay")
-    serve.add_argument("--host", help="address to listen on (server.host)")
-    serve.add_argument("--port", type=int, help="port to listen on (server.port)")
-    serve.add_argument("--config", metavar="FILE", help="a TOML file like config/default.toml")
+    parser = argparse.ArgumentParser(
+        prog="progress-relay",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"progress-relay {version()}",
+        help="print the version",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the relay",
+        description="Run the relay until SIGTERM or SIGINT, then drain its streams and requests "
+        "within server.shutdown_timeout.",
+    )
+    serve.add_argument("--host", help="the address to listen on (server.host)")
+    serve.add_argument("--port", type=int, help="the port to listen on (server.port)")
     serve.add_argument(
-        "--broker", metavar="URL", help="memory:// or redis://host:port/db (broker.url)"
+        "--config", metavar="FILE", help="a TOML settings file like config/default.toml"
     )
     serve.add_argument(
-        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log.level"
+        "--broker",
+        metavar="URL",
+        help="where jobs live: memory:// (one process) or redis://host:port/db (broker.url)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="the least severe log messages to write (log.level)",
     )
     serve.set_defaults(run=run_serve)
-    common = cli_client.common_options()
-    cli_client.add_commands(commands, common)
-    cli_watch.add_command(commands, common)
+    common = remote.common_options()
+    remote.add_commands(commands, common)
+    watch.add_command(commands, common)
     return parser
 
 
@@ -49,7 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+@needs_server("serve")
 def run_serve(args: argparse.Namespace) -> int:
+    from progress_relay.config import ConfigError, load_settings
+    from progress_relay.ops import logs
+
     server: dict[str, Any] = {}
     if args.host is not None:
         server["host"] = args.host
@@ -63,23 +111,33 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config, overrides=overrides)
     except ConfigError as exc:
-        print(f"progress-relay: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), EXIT_USAGE)
+    from progress_relay.ops.server import CannotListen
+
     logs.configure(settings.log, args.log_level)
-    serve(settings)
+    try:
+        serve(settings)
+    except CannotListen as exc:
+        return fail(str(exc), EXIT_SERVE_FAILED)
     return 0
 
 
 def serve(settings: Settings) -> None:
-    log.info(
+    """Serve until a signal; CannotListen when the address cannot be bound."""
+    import asyncio
+
+    from progress_relay.http.app import create_app
+    from progress_relay.ops import server
+
+    app = create_app(settings)
+    server.tune_gc()
+    listening = (
         "progress-relay listening on http://%s:%d (broker %s)",
         settings.server.host,
         settings.server.port,
         _redacted(settings.broker.url),
     )
-    app = create_app(settings)
-    server.tune_gc()
-    asyncio.run(server.serve(app, settings))
+    asyncio.run(server.serve(app, settings, on_listening=lambda: log.info(*listening)))
 
 
 def _redacted(url: str) -> str:

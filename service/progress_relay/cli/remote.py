@@ -1,9 +1,10 @@
 """The client commands of the CLI: ``publish``, ``jobs``, ``token`` (``watch`` is in
-``cli_watch``), their common options, and one exit status per kind of failure:
+``progress_relay.cli.watch``), their common options, and one exit status per kind of failure:
 
 0 done; 3 the relay is unreachable (or kept answering 5xx); 4 no such job; 5 the relay refused
 the request (4xx: a finished job, a bad event, a missing token); 2 bad arguments or settings.
-Every failure is one line on stderr, never a traceback.
+Every failure is one line on stderr, never a traceback. Only the SDK and the standard library
+are imported here; ``token`` imports the server's modules when it runs (see ``needs_server``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
-from progress_relay.client import JobNotFound, Relay, RelayError, RelayUnavailable
-from progress_relay.config import ConfigError, load_settings
-from progress_relay.http.auth import Credentials
+from progress_relay.client.constants import DEFAULT_URL
+from progress_relay.client.errors import JobNotFound, RelayError, RelayUnavailable
+from progress_relay.client.sync import Relay
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
@@ -26,14 +28,41 @@ EXIT_REFUSED = 5
 
 Command = Callable[[argparse.Namespace], int]
 
+# What the server needs beyond the SDK: the `server` extra of the package.
+SERVER_DEPENDENCIES = frozenset(
+    {"aiohttp", "aiohttp_sse", "jwt", "msgspec", "prometheus_client", "redis"}
+)
+
+
+def needs_server(name: str) -> Callable[[Command], Command]:
+    """A command that imports the server's modules: one line and exit 2 when they cannot be,
+    because the server's dependencies are not installed."""
+
+    def decorate(command: Command) -> Command:
+        @wraps(command)
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return command(args)
+            except ModuleNotFoundError as error:
+                if (error.name or "").split(".", 1)[0] not in SERVER_DEPENDENCIES:
+                    raise
+                return fail(
+                    f"{name} needs the server's dependencies: pip install 'progress-relay[server]'",
+                    EXIT_USAGE,
+                )
+
+        return run
+
+    return decorate
+
 
 def common_options() -> argparse.ArgumentParser:
     """``--url``, ``--token`` and ``--retry-budget``, shared by the commands that call a relay."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url",
-        default=os.environ.get("PROGRESS_RELAY_URL", "http://127.0.0.1:8080"),
-        help="the relay (env PROGRESS_RELAY_URL; default http://127.0.0.1:8080)",
+        default=os.environ.get("PROGRESS_RELAY_URL", DEFAULT_URL),
+        help=f"the relay's base URL (env PROGRESS_RELAY_URL; default {DEFAULT_URL})",
     )
     common.add_argument(
         "--token",
@@ -54,23 +83,37 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     publish = commands.add_parser(
         "publish", parents=[common], help="publish one event to a job", description=_PUBLISH
     )
-    publish.add_argument("job", metavar="JOB")
-    publish.add_argument("event", metavar="EVENT", help="progress, log, content, complete, ...")
-    publish.add_argument("--data", metavar="JSON", help="the event's data as JSON")
-    publish.add_argument("--percent", type=float, help="data.percent")
-    publish.add_argument("--message", help="data.message")
-    publish.add_argument("--stage", help="data.stage")
-    publish.add_argument("--level", help="data.level (of a log)")
+    publish.add_argument("job", metavar="JOB", help="the job's id (created if unknown)")
+    publish.add_argument(
+        "event",
+        metavar="EVENT",
+        help="the event's name: progress, log, content, complete, failed, cancelled, or your own",
+    )
+    publish.add_argument("--data", metavar="JSON", help="the event's data, a JSON value")
+    publish.add_argument("--percent", type=float, help="set data.percent (0-100, of a progress)")
+    publish.add_argument("--message", help="set data.message")
+    publish.add_argument("--stage", help="set data.stage (of a progress)")
+    publish.add_argument(
+        "--level", help="set data.level of a log: debug, info, success, warning, error"
+    )
     publish.set_defaults(run=run_publish)
 
-    jobs = commands.add_parser("jobs", parents=[common], help="list jobs, newest first")
+    jobs = commands.add_parser(
+        "jobs",
+        parents=[common],
+        help="list jobs, newest first",
+        description="List the relay's jobs, newest first, as a table or as JSON.",
+    )
     jobs.add_argument(
         "--status",
         action="append",
-        help="pending, running, completed, failed, cancelled (repeat or comma-separate)",
+        help="only jobs in this status: pending, running, completed, failed, cancelled "
+        "(repeat or comma-separate for several)",
     )
-    jobs.add_argument("--limit", type=int, default=100, help="at most this many jobs (100)")
-    jobs.add_argument("--json", action="store_true", help="one snapshot per line, as JSON")
+    jobs.add_argument("--limit", type=int, default=100, help="at most this many jobs (default 100)")
+    jobs.add_argument(
+        "--json", action="store_true", help="print each job's snapshot as one line of JSON"
+    )
     jobs.set_defaults(run=run_jobs)
 
     token = commands.add_parser(
@@ -79,9 +122,13 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         description="Mint a subscriber token for JOB (or '*' for every job), signed with "
         "auth.jwt_secret from --config FILE or PROGRESS_RELAY_AUTH_JWT_SECRET.",
     )
-    token.add_argument("jobs", metavar="JOB", nargs="+")
-    token.add_argument("--ttl", type=float, help="seconds the token is valid (auth.token_ttl)")
-    token.add_argument("--config", metavar="FILE", help="a TOML file like config/default.toml")
+    token.add_argument("jobs", metavar="JOB", nargs="+", help="a job the token may read, or '*'")
+    token.add_argument(
+        "--ttl", type=float, help="seconds the token is valid (default auth.token_ttl)"
+    )
+    token.add_argument(
+        "--config", metavar="FILE", help="a TOML settings file like config/default.toml"
+    )
     token.set_defaults(run=run_token)
 
 
@@ -189,7 +236,11 @@ def _percent(value: Any) -> str:
     return "-" if value is None else f"{float(value):.0f}%"
 
 
+@needs_server("token")
 def run_token(args: argparse.Namespace) -> int:
+    from progress_relay.config import ConfigError, load_settings
+    from progress_relay.http.auth import Credentials
+
     try:
         settings = load_settings(args.config)
     except ConfigError as error:

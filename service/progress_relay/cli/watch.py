@@ -1,8 +1,7 @@
 """``progress-relay watch JOB``: follow a job in the terminal until it ends.
 
-On a terminal the last line is a progress bar redrawn in place (stage, percent, ETA, message)
-and log lines scroll above it; without one (a pipe, a CI log) every change is a plain line.
-Exit status: 0 completed, 1 failed, 2 cancelled, 3 relay unreachable, 4 no such job.
+The ETA shown is the relay's (the ``eta_seconds`` of each progress event, as in the snapshot);
+the CLI estimates nothing itself, and shows no ETA once the job has ended.
 """
 
 from __future__ import annotations
@@ -11,8 +10,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
-from collections import deque
 from typing import Any, TextIO
 
 from progress_relay.cli.remote import EXIT_NOT_FOUND, fail, guarded, relay_for
@@ -21,16 +18,26 @@ from progress_relay.client import Event
 EXIT_BY_STATUS = {"completed": 0, "failed": 1, "cancelled": 2}
 BAR_WIDTH = 24
 
+DESCRIPTION = """\
+Follow a job live until it ends. On a terminal the last line is a progress bar (stage, percent,
+the relay's ETA, message) redrawn in place, with log lines scrolling above it; piped, every
+change is a plain line.
+
+A job that has no event yet is waited for, as its stream waits (up to jobs.pending_ttl).
+
+Exit status: 0 completed, 1 failed, 2 cancelled, 3 the relay is unreachable, 4 no such job
+(never published within the wait, or deleted or expired)."""
+
 
 def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
     watch = commands.add_parser(
         "watch",
         parents=[common],
         help="follow a job live: progress bar, logs, exit status by its end",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    watch.add_argument("job", metavar="JOB")
+    watch.add_argument("job", metavar="JOB", help="the job's id")
     watch.set_defaults(run=run_watch)
 
 
@@ -39,41 +46,35 @@ def run_watch(args: argparse.Namespace) -> int:
     view = WatchView(sys.stdout, tty=sys.stdout.isatty())
     try:
         with relay_for(args) as relay:
-            relay.snapshot(args.job)  # JobNotFound (exit 4) for a job that does not exist
+            # A job without an event yet is waited for by its stream, which says `failed` with
+            # code job_not_found when the job was never published within jobs.pending_ttl.
             for event in relay.subscribe(args.job):
+                if _never_published(event):
+                    missing = event.data.get("message") or f"no job {args.job}"
+                    break
                 view.apply(event)
-            if view.status not in EXIT_BY_STATUS:
-                # The stream ended without a terminal event: the job was deleted or evicted.
-                view.show_snapshot(relay.snapshot(args.job), logs=False)
+            else:
+                missing = None
+                if view.status not in EXIT_BY_STATUS:
+                    # The stream ended without a terminal event (204): the job is gone.
+                    view.show_snapshot(relay.snapshot(args.job), logs=False)
     except KeyboardInterrupt:
         return 130
     finally:
         view.close()  # the cursor leaves the bar's line before any message on stderr
+    if missing is not None:
+        return fail(f"job not found: {missing}", EXIT_NOT_FOUND)
     if view.status not in EXIT_BY_STATUS:
         return fail(f"job {args.job} ended without a terminal event", EXIT_NOT_FOUND)
     return EXIT_BY_STATUS[view.status]
 
 
-class Eta:
-    """Seconds left from the rate of the last (up to 10) percent values; None until 3."""
-
-    def __init__(self) -> None:
-        self._points: deque[tuple[float, float]] = deque(maxlen=10)
-
-    def add(self, now: float, percent: float) -> None:
-        if self._points and percent < self._points[-1][1]:
-            self._points.clear()
-        self._points.append((now, percent))
-
-    def seconds(self) -> float | None:
-        if len(self._points) < 3:
-            return None
-        (t0, p0), (t1, p1) = self._points[0], self._points[-1]
-        if p1 >= 100:
-            return 0.0
-        if t1 - t0 < 0.5 or p1 <= p0:
-            return None
-        return (100 - p1) * (t1 - t0) / (p1 - p0)
+def _never_published(event: Event) -> bool:
+    return (
+        event.event == "failed"
+        and isinstance(event.data, dict)
+        and event.data.get("code") == "job_not_found"
+    )
 
 
 class WatchView:
@@ -84,7 +85,6 @@ class WatchView:
         self.percent: float | None = None
         self.stage: str | None = None
         self.message: str | None = None
-        self.eta = Eta()
         self._eta_seconds: float | None = None
         self._content = ""
         self._bar_drawn = False
@@ -96,7 +96,7 @@ class WatchView:
         self.percent = snapshot.get("percent")
         self.stage = snapshot.get("stage")
         self.message = snapshot.get("message")
-        self._eta_seconds = snapshot.get("eta_seconds")
+        self._eta_seconds = None if self.status in EXIT_BY_STATUS else snapshot.get("eta_seconds")
         if logs:
             for entry in snapshot.get("logs") or []:
                 self._line(f"{entry.get('level', 'info'):>7}  {entry.get('message', '')}")
@@ -111,9 +111,8 @@ class WatchView:
             for name in ("percent", "stage", "message"):
                 if data.get(name) is not None:
                     setattr(self, name, data[name])
-            if self.percent is not None:
-                self.eta.add(time.monotonic(), float(self.percent))
-                self._eta_seconds = self.eta.seconds()
+            eta = data.get("eta_seconds")
+            self._eta_seconds = float(eta) if isinstance(eta, int | float) else None
             self._progress_changed()
         elif event.event == "log":
             self._line(f"{data.get('level', 'info'):>7}  {data.get('message', '')}")
@@ -126,6 +125,7 @@ class WatchView:
         elif event.terminal:
             self._flush_content()
             self.status = {"complete": "completed"}.get(event.event, event.event)
+            self._eta_seconds = None  # an ended job has no time left to estimate
             if event.event == "complete":
                 self.percent = 100
             self.message = data.get("message", self.message)

@@ -16,13 +16,13 @@ from typing import Any, TypeVar
 import aiohttp
 
 from progress_relay.client import events
+from progress_relay.client.constants import DEFAULT_URL
 from progress_relay.client.errors import RelayError
 from progress_relay.client.events import Event, Outgoing
 from progress_relay.client.protocol import Call, Calls, Done, Job, Published, Wait, headers
 from progress_relay.client.publishing import PublishState
 from progress_relay.client.retry import RetryPolicy
 from progress_relay.client.sse import End, Open, StreamSession
-from progress_relay.client.sync import DEFAULT_URL
 from progress_relay.client.trackers import AsyncTracker
 from progress_relay.client.tracking import Stages, log_deferred
 from progress_relay.client.waiting import Waiter
@@ -142,13 +142,13 @@ class AsyncRelay:
         event = events.progress(
             percent, stage=stage, message=message, step=step, total_steps=total_steps
         )
-        return await self._publish(job_id, [event])
+        return await self.publish_events(job_id, [event])
 
     async def log(self, job_id: str, message: str, level: str = "info") -> Published:
-        return _sent(await self._publish(job_id, [events.log(message, level)]))
+        return _sent(await self.publish_events(job_id, [events.log(message, level)]))
 
     async def content(self, job_id: str, text: str) -> Published:
-        return _sent(await self._publish(job_id, [events.content(text)]))
+        return _sent(await self.publish_events(job_id, [events.content(text)]))
 
     async def complete(
         self,
@@ -159,25 +159,39 @@ class AsyncRelay:
         redirect_url: str | None = None,
     ) -> Published:
         event = events.complete(result, message=message, redirect_url=redirect_url)
-        return _sent(await self._publish(job_id, [event]))
+        return _sent(await self.publish_events(job_id, [event]))
 
     async def fail(
         self, job_id: str, message: str, *, code: str | None = None, details: Any = None
     ) -> Published:
         event = events.failed(message, code=code, details=details)
-        return _sent(await self._publish(job_id, [event]))
+        return _sent(await self.publish_events(job_id, [event]))
 
     async def cancelled(self, job_id: str, message: str | None = None) -> Published:
-        return _sent(await self._publish(job_id, [events.cancelled(message)]))
+        return _sent(await self.publish_events(job_id, [events.cancelled(message)]))
 
     async def publish(self, job_id: str, event: str, data: Any = None) -> Published | None:
-        return await self._publish(job_id, [Outgoing(event, data)])
+        return await self.publish_events(job_id, [Outgoing(event, data)])
 
     async def batch(self, job_id: str, batch: Sequence[tuple[str, Any]]) -> Published:
         outgoing = [Outgoing(name, data) for name, data in batch]
         if not outgoing:
             raise ValueError("a batch needs at least one event")
-        return _sent(await self._publish(job_id, outgoing, coalesce=False))
+        return _sent(await self.publish_events(job_id, outgoing, coalesce=False))
+
+    async def publish_events(
+        self, job_id: str, batch: Sequence[Outgoing], *, coalesce: bool = True
+    ) -> Published | None:
+        """Publish ``batch`` (built with ``progress_relay.client.events``) in one request, in
+        order; None when the one event is a ``progress`` the coalescer holds (it is sent later).
+        ``coalesce=False`` sends a ``progress`` at once (a milestone, an explicit batch). The
+        calls above and the trackers go through here."""
+        async with self._job_lock(job_id):
+            planned = self._state.plan(job_id, batch, time.monotonic(), coalesce=coalesce)
+            if not planned:
+                self._schedule_flush(job_id)
+                return None
+            return await self._send(job_id, planned)
 
     async def flush(self, job_id: str | None = None) -> None:
         """Send held progress now (of one job, or of all); raises what a background flush of
@@ -274,16 +288,6 @@ class AsyncRelay:
             if isinstance(step, Done):
                 return step.value
             await asyncio.sleep(step.delay)
-
-    async def _publish(
-        self, job_id: str, batch: Sequence[Outgoing], *, coalesce: bool = True
-    ) -> Published | None:
-        async with self._job_lock(job_id):
-            planned = self._state.plan(job_id, batch, time.monotonic(), coalesce=coalesce)
-            if not planned:
-                self._schedule_flush(job_id)
-                return None
-            return await self._send(job_id, planned)
 
     async def _send(self, job_id: str, batch: Sequence[Outgoing]) -> Published:
         published = await self._run(self._calls.publish(job_id, batch))

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from progress_relay.client import events
+from progress_relay.client.constants import DEFAULT_URL as DEFAULT_URL
 from progress_relay.client.errors import RelayError
 from progress_relay.client.events import Event, Outgoing
 from progress_relay.client.protocol import Call, Calls, Done, Job, Published, Wait, headers
@@ -28,8 +29,6 @@ from progress_relay.client.tracking import Stages, log_deferred
 from progress_relay.client.waiting import Waiter
 
 T = TypeVar("T")
-
-DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 class Relay:
@@ -151,13 +150,13 @@ class Relay:
         event = events.progress(
             percent, stage=stage, message=message, step=step, total_steps=total_steps
         )
-        return self._publish(job_id, [event])
+        return self.publish_events(job_id, [event])
 
     def log(self, job_id: str, message: str, level: str = "info") -> Published:
-        return self._sent(self._publish(job_id, [events.log(message, level)]))
+        return self._sent(self.publish_events(job_id, [events.log(message, level)]))
 
     def content(self, job_id: str, text: str) -> Published:
-        return self._sent(self._publish(job_id, [events.content(text)]))
+        return self._sent(self.publish_events(job_id, [events.content(text)]))
 
     def complete(
         self,
@@ -168,27 +167,43 @@ class Relay:
         redirect_url: str | None = None,
     ) -> Published:
         event = events.complete(result, message=message, redirect_url=redirect_url)
-        return self._sent(self._publish(job_id, [event]))
+        return self._sent(self.publish_events(job_id, [event]))
 
     def fail(
         self, job_id: str, message: str, *, code: str | None = None, details: Any = None
     ) -> Published:
         event = events.failed(message, code=code, details=details)
-        return self._sent(self._publish(job_id, [event]))
+        return self._sent(self.publish_events(job_id, [event]))
 
     def cancelled(self, job_id: str, message: str | None = None) -> Published:
-        return self._sent(self._publish(job_id, [events.cancelled(message)]))
+        return self._sent(self.publish_events(job_id, [events.cancelled(message)]))
 
     def publish(self, job_id: str, event: str, data: Any = None) -> Published | None:
         """Any event by name (``progress`` is coalesced like :meth:`progress`)."""
-        return self._publish(job_id, [Outgoing(event, data)])
+        return self.publish_events(job_id, [Outgoing(event, data)])
 
     def batch(self, job_id: str, batch: Sequence[tuple[str, Any]]) -> Published:
         """Several events in one request, published atomically and in order (never coalesced)."""
         outgoing = [Outgoing(name, data) for name, data in batch]
         if not outgoing:
             raise ValueError("a batch needs at least one event")
-        return self._sent(self._publish(job_id, outgoing, coalesce=False))
+        return self._sent(self.publish_events(job_id, outgoing, coalesce=False))
+
+    def publish_events(
+        self, job_id: str, batch: Sequence[Outgoing], *, coalesce: bool = True
+    ) -> Published | None:
+        """Publish ``batch`` (built with ``progress_relay.client.events``) in one request, in
+        order; None when the one event is a ``progress`` the coalescer holds (it is sent later).
+        ``coalesce=False`` sends a ``progress`` at once (a milestone, an explicit batch). The
+        calls above and the trackers go through here."""
+        with self._job_lock(job_id):
+            with self._lock:
+                planned = self._state.plan(job_id, batch, time.monotonic(), coalesce=coalesce)
+                if not planned:
+                    self._start_flusher()
+                    self._wake.notify()
+                    return None
+            return self._send(job_id, planned)
 
     def flush(self, job_id: str | None = None) -> None:
         """Send held progress now (of one job, or of all); raises what a background flush of
@@ -290,18 +305,6 @@ class Relay:
             if isinstance(step, Done):
                 return step.value
             time.sleep(step.delay)
-
-    def _publish(
-        self, job_id: str, batch: Sequence[Outgoing], *, coalesce: bool = True
-    ) -> Published | None:
-        with self._job_lock(job_id):
-            with self._lock:
-                planned = self._state.plan(job_id, batch, time.monotonic(), coalesce=coalesce)
-                if not planned:
-                    self._start_flusher()
-                    self._wake.notify()
-                    return None
-            return self._send(job_id, planned)
 
     def _send(self, job_id: str, batch: Sequence[Outgoing]) -> Published:
         """Send under the job's lock, so that the job's events leave in order."""

@@ -1,20 +1,40 @@
 """The trackers of ``relay.track(job_id, stages=...)``: ``Tracker`` (a ``with`` block over a
 ``Relay``) and ``AsyncTracker`` (``async with`` over an ``AsyncRelay``). What they publish and
-how a block ends is decided by ``tracking.TrackState``; these only send it."""
+how a block ends is decided by ``tracking.TrackState``; these only send it, through the public
+``publish_events`` and ``cancel_requested`` of a relay (the Protocols below), so that they
+depend on no transport."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from progress_relay.client import events
 from progress_relay.client.errors import Cancelled, RelayError
 from progress_relay.client.events import Outgoing
+from progress_relay.client.protocol import Published
 from progress_relay.client.tracking import Stages, TrackState, log_lost_terminal
 
-if TYPE_CHECKING:
-    from progress_relay.client.aio import AsyncRelay
-    from progress_relay.client.sync import Relay
+
+class Publisher(Protocol):
+    """What a :class:`Tracker` needs of its relay (``progress_relay.client.Relay``)."""
+
+    def publish_events(
+        self, job_id: str, batch: Sequence[Outgoing], *, coalesce: bool = True
+    ) -> Published | None: ...
+
+    def cancel_requested(self, job_id: str) -> bool: ...
+
+
+class AsyncPublisher(Protocol):
+    """What an :class:`AsyncTracker` needs of its relay (``progress_relay.client.AsyncRelay``)."""
+
+    async def publish_events(
+        self, job_id: str, batch: Sequence[Outgoing], *, coalesce: bool = True
+    ) -> Published | None: ...
+
+    def cancel_requested(self, job_id: str) -> bool: ...
 
 
 class _Tracked:
@@ -50,7 +70,7 @@ class Tracker(_Tracked):
     ended as cancelled.
     """
 
-    def __init__(self, relay: Relay, job_id: str, stages: Stages) -> None:
+    def __init__(self, relay: Publisher, job_id: str, stages: Stages) -> None:
         super().__init__(job_id, stages)
         self.relay = relay
 
@@ -83,7 +103,7 @@ class Tracker(_Tracked):
     def stage(self, name: str, *, message: str | None = None) -> None:
         self.check()
         # A stage change is a milestone, never coalesced: it goes out before the stage's logs.
-        self.relay._publish(self.job_id, [self._state.enter(name, message)], coalesce=False)
+        self.relay.publish_events(self.job_id, [self._state.enter(name, message)], coalesce=False)
 
     def progress(
         self,
@@ -95,15 +115,15 @@ class Tracker(_Tracked):
     ) -> None:
         self.check()
         event = self._state.advance(fraction, message, step, total_steps)
-        self.relay._publish(self.job_id, [event])
+        self.relay.publish_events(self.job_id, [event])
 
     def log(self, message: str, level: str = "info") -> None:
         self.check()
-        self.relay._publish(self.job_id, [events.log(message, level)])
+        self.relay.publish_events(self.job_id, [events.log(message, level)])
 
     def content(self, text: str) -> None:
         self.check()
-        self.relay._publish(self.job_id, [events.content(text)])
+        self.relay.publish_events(self.job_id, [events.content(text)])
 
     def complete(
         self, result: Any = None, *, message: str | None = None, redirect_url: str | None = None
@@ -115,14 +135,14 @@ class Tracker(_Tracked):
         self._end(events.failed(message, code=code, details=details))
 
     def _end(self, event: Outgoing) -> None:
-        self.relay._publish(self.job_id, [event])
+        self.relay.publish_events(self.job_id, [event])
         self._state.ended(event)
 
 
 class AsyncTracker(_Tracked):
     """The asyncio twin of :class:`Tracker`: ``await tracker.stage(...)``."""
 
-    def __init__(self, relay: AsyncRelay, job_id: str, stages: Stages) -> None:
+    def __init__(self, relay: AsyncPublisher, job_id: str, stages: Stages) -> None:
         super().__init__(job_id, stages)
         self.relay = relay
 
@@ -153,7 +173,8 @@ class AsyncTracker(_Tracked):
     async def stage(self, name: str, *, message: str | None = None) -> None:
         self.check()
         # A stage change is a milestone, never coalesced: it goes out before the stage's logs.
-        await self.relay._publish(self.job_id, [self._state.enter(name, message)], coalesce=False)
+        event = self._state.enter(name, message)
+        await self.relay.publish_events(self.job_id, [event], coalesce=False)
 
     async def progress(
         self,
@@ -165,15 +186,15 @@ class AsyncTracker(_Tracked):
     ) -> None:
         self.check()
         event = self._state.advance(fraction, message, step, total_steps)
-        await self.relay._publish(self.job_id, [event])
+        await self.relay.publish_events(self.job_id, [event])
 
     async def log(self, message: str, level: str = "info") -> None:
         self.check()
-        await self.relay._publish(self.job_id, [events.log(message, level)])
+        await self.relay.publish_events(self.job_id, [events.log(message, level)])
 
     async def content(self, text: str) -> None:
         self.check()
-        await self.relay._publish(self.job_id, [events.content(text)])
+        await self.relay.publish_events(self.job_id, [events.content(text)])
 
     async def complete(
         self, result: Any = None, *, message: str | None = None, redirect_url: str | None = None
@@ -184,5 +205,5 @@ class AsyncTracker(_Tracked):
         await self._end(events.failed(message, code=code, details=details))
 
     async def _end(self, event: Outgoing) -> None:
-        await self.relay._publish(self.job_id, [event])
+        await self.relay.publish_events(self.job_id, [event])
         self._state.ended(event)

@@ -12,10 +12,12 @@ arriving would be lost; the drain here does it in the order a relay needs instea
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import signal
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -27,6 +29,22 @@ log = logging.getLogger("progress_relay")
 
 # What aiohttp's cleanup gets at the end of the grace period to cancel stragglers.
 _CUT = 0.25
+
+
+class CannotListen(Exception):
+    """The address could not be bound (in use, not local, privileged)."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {address}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+_REASONS = {
+    errno.EADDRINUSE: "address already in use",
+    errno.EADDRNOTAVAIL: "address not available",
+    errno.EACCES: "permission denied",
+}
 
 
 def tune_gc() -> None:
@@ -43,7 +61,11 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 10)
 
 
-async def serve(app: web.Application, settings: Settings) -> None:
+async def serve(
+    app: web.Application, settings: Settings, on_listening: Callable[[], None] | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain. ``on_listening`` is called once the address is
+    bound; CannotListen if it cannot be."""
     server = settings.server
     runner = web.AppRunner(
         app,
@@ -57,7 +79,13 @@ async def serve(app: web.Application, settings: Settings) -> None:
     site = web.TCPSite(runner, server.host, server.port, backlog=4096)
     started: float | None = None
     try:
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            reason = _REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
+            raise CannotListen(f"{server.host}:{server.port}", reason) from None
+        if on_listening is not None:
+            on_listening()
         signalled = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

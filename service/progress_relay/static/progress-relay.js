@@ -59,7 +59,6 @@ export class JobWatch extends Emitter {
     this.state = emptyState(id);
     this._epoch = null;
     this._seq = 0;
-    this._progressAt = null; // [time, percent] of the first progress seen, for the ETA
   }
 
   get finished() {
@@ -103,7 +102,8 @@ export class JobWatch extends Emitter {
         for (const key of ["percent", "stage", "message", "step", "total_steps"]) {
           if (data[key] !== undefined && data[key] !== null) state[key] = data[key];
         }
-        this._estimate();
+        // The relay's estimate (the snapshot's, carried by every progress event): none here.
+        state.eta_seconds = typeof data.eta_seconds === "number" ? data.eta_seconds : null;
         break;
       case "log":
         if (state.status === "pending") state.status = "running";
@@ -120,7 +120,7 @@ export class JobWatch extends Emitter {
       case "complete":
         state.status = "completed";
         state.percent = 100;
-        state.eta_seconds = 0;
+        state.eta_seconds = null;
         if (data.result !== undefined) state.result = data.result;
         if (data.message) state.message = data.message;
         if (data.redirect_url) state.redirect_url = data.redirect_url;
@@ -149,17 +149,6 @@ export class JobWatch extends Emitter {
       logs: (snapshot.logs || []).map((entry) => ({ ...entry })) };
     const { epoch, seq } = seqOf(snapshot.last_event_id);
     if (snapshot.last_event_id) { this._epoch = epoch; this._seq = seq; }
-  }
-
-  _estimate() {
-    const percent = this.state.percent;
-    if (typeof percent !== "number") return;
-    const now = Date.now() / 1000;
-    if (!this._progressAt || percent < this._progressAt[1]) { this._progressAt = [now, percent]; return; }
-    const [t0, p0] = this._progressAt;
-    if (percent > p0 && percent < 100) {
-      this.state.eta_seconds = Math.round(((now - t0) * (100 - percent)) / (percent - p0));
-    }
   }
 }
 

@@ -35,6 +35,8 @@ class ProgressData(Struct):
     message: str | None = None
     step: Count | None = None
     total_steps: Count | None = None
+    # The publisher's own estimate, which the snapshot takes; unset, the relay adds its own.
+    eta_seconds: Annotated[float, Meta(ge=0)] | UnsetType | None = UNSET
 
 
 class LogData(Struct):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 import msgspec
-from msgspec import Struct
+from msgspec import UNSET, Struct, UnsetType
 
 from progress_relay.wire.events import (
     CancelledData,
@@ -94,7 +94,8 @@ class EtaEstimator:
 
 
 def changes(draft: Draft) -> dict[str, Any]:
-    """The snapshot fields one event sets, other than its position, time, logs and ETA.
+    """The snapshot fields one event sets, other than its position, time, logs and the ETA of a
+    progress event.
 
     Shared by every broker: the memory broker sets them on its Snapshot, the Redis broker
     writes them into the job's hash.
@@ -139,6 +140,25 @@ def progress_percent(draft: Draft) -> float | None:
     return None
 
 
+def own_eta(draft: Draft) -> float | UnsetType | None:
+    """The ``eta_seconds`` a publisher sent with a progress event (UNSET when it sent none)."""
+    payload = draft.payload
+    return payload.eta_seconds if isinstance(payload, ProgressData) else UNSET
+
+
+def with_eta(draft: Draft, eta_text: bytes | None) -> bytes:
+    """The data of an event as the relay stores and delivers it: a progress event carries the
+    snapshot's ``eta_seconds`` after it (``eta_text``, a JSON number; None: no estimate), so
+    that a live reader shows the number a snapshot reader sees. A publisher's own estimate is
+    left as it sent it. Both brokers build the data with this rule (Redis in lua/publish.lua,
+    byte for byte the same)."""
+    data = draft.data
+    if eta_text is None or draft.name != "progress" or own_eta(draft) is not UNSET:
+        return data
+    # A valid progress payload is a JSON object, made compact by make_draft: `{...}`.
+    return data[:-1] + (b"," if len(data) > 2 else b"") + b'"eta_seconds":' + eta_text + b"}"
+
+
 def apply(snapshot: Snapshot, draft: Draft, event_id: str, eta: EtaEstimator, tail: int) -> None:
     """Update ``snapshot`` for one event, in publish order."""
     now = datetime.now(UTC)
@@ -151,6 +171,9 @@ def apply(snapshot: Snapshot, draft: Draft, event_id: str, eta: EtaEstimator, ta
     percent = progress_percent(draft)
     if percent is not None:
         snapshot.eta_seconds = eta.add(percent)
+    own = own_eta(draft)
+    if not isinstance(own, UnsetType):
+        snapshot.eta_seconds = own
     payload = draft.payload
     if isinstance(payload, LogData):
         snapshot.logs.append(LogEntry(event_id, now, payload.level, payload.message))

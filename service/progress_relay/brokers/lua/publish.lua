@@ -2,6 +2,10 @@
 -- from the deployment-wide sequence, append to the job's history stream (trimmed to the ring
 -- size), update the snapshot hash, log tail and ETA points, set the job's expiration, and PUBLISH
 -- the batch to the job's channel. Nothing here can fail half-way on valid input.
+-- The ETA is estimated here, as wire/snapshot.py EtaEstimator does (over the last 10 percent
+-- points, at Redis time), and put into the data of each progress event whose publisher sent no
+-- `eta_seconds` of its own, as wire/snapshot.py with_eta does: live readers, history and the
+-- snapshot's `eta_seconds` show the same number.
 --
 -- KEYS: 1 epoch, 2 seq, 3 job hash, 4 history stream, 5 logs list, 6 eta list,
 --       7 jobs index (sorted set of job ids by expiry time, ms), 8 seen idempotency keys
@@ -12,8 +16,11 @@
 --       10 batch body (JSON array of [name, data]), 11 n, 12 max jobs, 13 job id,
 --       14 idempotency window ms, 15 idempotency keys kept per job,
 --       then n quadruples (name, data, log entry "[level,message]" or "", key or ""),
---       then n eta percents ("" when none), then m, then m pairs (field, JSON value)
--- Returns {"ok", epoch, first seq, cancel_requested} or {"finished", status} or {"missing"}
+--       then n eta percents ("" when none), then n ETA modes ("" not a progress, "-" the relay
+--       estimates, else the publisher's own eta_seconds as JSON), then m, then m pairs (field,
+--       JSON value)
+-- Returns {"ok", epoch, first seq, cancel_requested, then per event the eta_seconds added to
+-- its data or ""} or {"finished", status} or {"missing"}
 -- or {"already"} (a cancel that was already requested) or {"full"} (a new job past max jobs)
 -- or {"seen", epoch, cancel_requested, seq or "0" for each event}: some keys were seen
 -- before, nothing was published, and the caller publishes the others again on their own.
@@ -30,6 +37,7 @@ local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local n = tonumber(ARGV[11])
 local base = 15
 local eta_base = base + 4 * n
+local own_base = eta_base + n
 
 -- Forget members of `set` scored at most `score`, in `also` as well.
 local function forget(set, score, also)
@@ -96,12 +104,50 @@ local ring_bytes = tonumber(ARGV[4])
 local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0')
 local dropped = redis.call('HGET', KEYS[3], 'dropped') or '0'
 local has_logs = false
+-- The snapshot's eta_seconds as JSON, event by event.
+local eta = redis.call('HGET', KEYS[3], 'eta_seconds') or 'null'
+local eta_changed = false
+local added = {}
+local datas = {}
+local function estimate(percent, text)
+  local last = redis.call('LINDEX', KEYS[6], -1)
+  if last and percent < tonumber(string.match(last, ' (.+)$')) then
+    redis.call('DEL', KEYS[6])  -- progress went back (a new phase): the old rate says nothing
+  end
+  redis.call('RPUSH', KEYS[6], now_ms .. ' ' .. text)
+  redis.call('LTRIM', KEYS[6], -10, -1)
+  if percent >= 100 then return '0.0' end
+  local points = redis.call('LRANGE', KEYS[6], 0, -1)
+  if #points < 3 then return 'null' end
+  local t0, p0 = string.match(points[1], '^(%d+) (.+)$')
+  local t1, p1 = string.match(points[#points], '^(%d+) (.+)$')
+  t0, p0, t1, p1 = tonumber(t0), tonumber(p0), tonumber(t1), tonumber(p1)
+  if p1 <= p0 or t1 <= t0 then return 'null' end
+  return string.format('%.1f', (100 - p1) * (t1 - t0) / 1000 / (p1 - p0))
+end
 for i = 1, n do
   local seq = first + i - 1
   local name = ARGV[base + 4 * i - 3]
   local data = ARGV[base + 4 * i - 2]
   local log_entry = ARGV[base + 4 * i - 1]
   local key = ARGV[base + 4 * i]
+  local percent = ARGV[eta_base + i]
+  local own = ARGV[own_base + i]
+  if percent ~= '' then
+    eta = estimate(tonumber(percent), percent)
+    eta_changed = true
+  end
+  added[i] = ''
+  if own == '-' then
+    if eta ~= 'null' then
+      data = string.sub(data, 1, -2) .. (#data > 2 and ',' or '') .. '"eta_seconds":' .. eta .. '}'
+      added[i] = eta
+    end
+  elseif own ~= '' then
+    eta = own
+    eta_changed = true
+  end
+  datas[i] = data
   if key ~= '' then
     redis.call('HSET', KEYS[8], key, seq)
     redis.call('ZADD', KEYS[9], now_ms, key)
@@ -113,10 +159,6 @@ for i = 1, n do
   if log_entry ~= '' then
     redis.call('RPUSH', KEYS[5], '[' .. seq .. ',' .. now_ms .. ',' .. log_entry .. ']')
     has_logs = true
-  end
-  local percent = ARGV[eta_base + i]
-  if percent ~= '' then
-    redis.call('RPUSH', KEYS[6], now_ms .. ' ' .. percent)
   end
 end
 if has_logs then
@@ -130,7 +172,6 @@ if has_keys then
     redis.call('HDEL', KEYS[8], unpack(oldest))
   end
 end
-redis.call('LTRIM', KEYS[6], -10, -1)
 
 -- Trim the history: the newest event always stays, even when it alone is over the byte limit.
 local length = redis.call('XLEN', KEYS[4])
@@ -147,12 +188,16 @@ while length > 1 and (length > ring_events or bytes > ring_bytes) do
   length = length - 1
 end
 
-local m_at = eta_base + n + 1
+local m_at = own_base + n + 1
 local m = tonumber(ARGV[m_at])
 local fields = {'updated_at', now_ms, 'last_seq', first + n - 1, 'bytes', bytes, 'dropped', dropped}
 if status == '"pending"' and mode ~= 'cancel' then
   table.insert(fields, 'status')
   table.insert(fields, '"running"')
+end
+if eta_changed then  -- before the pairs: a terminal event's eta_seconds null comes after it
+  table.insert(fields, 'eta_seconds')
+  table.insert(fields, eta)
 end
 for j = 1, m do
   table.insert(fields, ARGV[m_at + 2 * j - 1])
@@ -171,6 +216,14 @@ for k = 3, 9 do
 end
 redis.call('ZADD', KEYS[7], now_ms + ttl, ARGV[13])
 
-redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. first .. ' ' .. ARGV[10])
+local body = ARGV[10]
+if table.concat(added) ~= '' then  -- the batch as [[name, data], ...] with the ETAs added
+  local items = {}
+  for i = 1, n do
+    items[i] = '["' .. ARGV[base + 4 * i - 3] .. '",' .. datas[i] .. ']'
+  end
+  body = '[' .. table.concat(items, ',') .. ']'
+end
+redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. first .. ' ' .. body)
 local cancel = redis.call('HGET', KEYS[3], 'cancel_requested') == 'true'
-return {'ok', epoch, first, cancel and 1 or 0}
+return {'ok', epoch, first, cancel and 1 or 0, unpack(added)}
