@@ -5,6 +5,9 @@ SHELL := bash
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# make run installs only what the relay needs to run (the server extra), under its own stamp;
+# make test, lint and format install the dev extras (which include the server's).
+RUN_STAMP := $(VENV)/.run-installed
 
 # Set these on the command line (make run PORT=9000 CONFIG=config/dev.toml); unset, the
 # relay's own settings apply (127.0.0.1:8080 unless the config file or environment say else).
@@ -37,7 +40,11 @@ $(STAMP): pyproject.toml | $(PYTHON)
 
 venv: $(STAMP) ## create .venv and install the project with its dev extras
 
-run: venv ## start the relay with its demo at / (HOST, PORT, CONFIG)
+$(RUN_STAMP): pyproject.toml | $(PYTHON)
+	$(PYTHON) -m pip install -e '.[server]'
+	touch $@
+
+run: $(RUN_STAMP) ## start the relay with its demo at / (HOST, PORT, CONFIG)
 	PROGRESS_RELAY_DEMO_ENABLED=$${PROGRESS_RELAY_DEMO_ENABLED:-true} exec $(VENV)/bin/progress-relay serve$(if $(HOST), --host "$(HOST)")$(if $(PORT), --port "$(PORT)")$(if $(CONFIG), --config "$(CONFIG)")
 
 test: venv ## install redis-server, chromium and nginx-light if missing, then run pytest
