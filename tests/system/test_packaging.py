@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 import progress_relay
-from tests.test_process import Relay, start_relay
+from tests.support.process import Relay, start_relay
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "service" / "progress_relay"
