@@ -68,14 +68,14 @@ class Relay:
 def start_relay(*args: str, env: dict[str, str] | None = None, port: int | None = None) -> Relay:
     port = port or free_port()
     command = [str(ENTRY_POINT), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    return run_relay(command, {**os.environ, **(env or {})}, f"http://127.0.0.1:{port}")
+
+
+def run_relay(command: list[str], env: dict[str, str], base_url: str) -> Relay:
+    """Run ``command`` with exactly ``env``; the Relay once ``base_url``/readyz answers 200."""
     process = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
     )
-    base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if process.poll() is not None:

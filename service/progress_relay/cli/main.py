@@ -98,18 +98,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from progress_relay.config import ConfigError, load_settings
     from progress_relay.ops import logs
 
-    server: dict[str, Any] = {}
-    if args.host is not None:
-        server["host"] = args.host
-    if args.port is not None:
-        server["port"] = args.port
-    overrides: dict[str, dict[str, Any]] = {}
-    if server:
-        overrides["server"] = server
-    if args.broker is not None:
-        overrides["broker"] = {"url": args.broker}
     try:
-        settings = load_settings(args.config, overrides=overrides)
+        settings = load_settings(args.config, overrides=serve_overrides(args))
     except ConfigError as exc:
         return fail(str(exc), EXIT_USAGE)
     from progress_relay.ops.server import CannotListen
@@ -120,6 +110,21 @@ def run_serve(args: argparse.Namespace) -> int:
     except CannotListen as exc:
         return fail(str(exc), EXIT_SERVE_FAILED)
     return 0
+
+
+def serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The settings that `serve`'s options set, as ``load_settings(overrides=...)`` takes them."""
+    server: dict[str, Any] = {}
+    if args.host is not None:
+        server["host"] = args.host
+    if args.port is not None:
+        server["port"] = args.port
+    overrides: dict[str, dict[str, Any]] = {}
+    if server:
+        overrides["server"] = server
+    if args.broker is not None:
+        overrides["broker"] = {"url": args.broker}
+    return overrides
 
 
 def serve(settings: Settings) -> None:
