@@ -26,20 +26,38 @@ ENTRY_POINT = Path(sys.executable).with_name("progress-relay")
 
 class Relay:
     """A relay process. Its stderr is read all along (a full pipe would block the relay on its
-    next log line) and kept for the test."""
+    next log line) and kept for the test; so is its stdout, when it was captured."""
 
     def __init__(self, process: subprocess.Popen[str], base_url: str) -> None:
         self.process = process
         self.base_url = base_url
         self._lines: list[str] = []
+        self._out: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self._out_reader: threading.Thread | None = None
+        if process.stdout is not None:
+            self._out_reader = threading.Thread(target=self._read_out, daemon=True)
+            self._out_reader.start()
 
     def _read(self) -> None:
         assert self.process.stderr is not None
         with self.process.stderr:
             for line in self.process.stderr:
                 self._lines.append(line)
+
+    def _read_out(self) -> None:
+        assert self.process.stdout is not None
+        with self.process.stdout:
+            for line in self.process.stdout:
+                self._out.append(line)
+
+    @property
+    def output(self) -> str:
+        """What it wrote to stdout (start_relay(capture_stdout=True)), all of it once it ended."""
+        if self._out_reader is not None and self.process.poll() is not None:
+            self._out_reader.join(timeout=5)
+        return "".join(self._out)
 
     @property
     def log(self) -> str:
@@ -65,16 +83,32 @@ class Relay:
         self.wait()
 
 
-def start_relay(*args: str, env: dict[str, str] | None = None, port: int | None = None) -> Relay:
+def start_relay(
+    *args: str,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    capture_stdout: bool = False,
+) -> Relay:
     port = port or free_port()
     command = [str(ENTRY_POINT), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
-    return run_relay(command, {**os.environ, **(env or {})}, f"http://127.0.0.1:{port}")
+    return run_relay(
+        command,
+        {**os.environ, **(env or {})},
+        f"http://127.0.0.1:{port}",
+        capture_stdout=capture_stdout,
+    )
 
 
-def run_relay(command: list[str], env: dict[str, str], base_url: str) -> Relay:
+def run_relay(
+    command: list[str], env: dict[str, str], base_url: str, *, capture_stdout: bool = False
+) -> Relay:
     """Run ``command`` with exactly ``env``; the Relay once ``base_url``/readyz answers 200."""
     process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+        command,
+        stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

@@ -1,7 +1,12 @@
 """The Hub: the one entry for what changes a job (create, publish, cancel, delete) and for what
 reads one (snapshot, history, the job list, a stream's open); this process's topics, the
 hand-over from replay to live, and ending streams. Handlers and the demo call the Hub, never the
-broker."""
+broker.
+
+With tracing on (``tracer``, set by ops/tracing.py), create, publish, cancel, delete and a
+stream's open are spans, with the broker's call a child span of publish and open. With it off
+(None) the only cost is the check for None: publish, open, create, cancel and delete are then
+the untraced coroutines themselves, without a wrapper."""
 
 from __future__ import annotations
 
@@ -9,8 +14,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
@@ -35,6 +40,9 @@ from progress_relay.wire.events import Draft, Event, validate_order
 from progress_relay.wire.ids import Position
 from progress_relay.wire.snapshot import Snapshot
 
+if TYPE_CHECKING:
+    from progress_relay.ops.tracing import Attributes, Tracer
+
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
@@ -42,6 +50,28 @@ _encode = msgspec.json.Encoder().encode
 
 def _no_timer(seconds: float) -> None:
     return None
+
+
+_JOB_ID = "progress_relay.job_id"
+# The ids a stream.open span names (a multi-job stream may follow up to limits.max_stream_jobs).
+_TRACED_JOB_IDS = 16
+
+
+def _annotate_open(
+    tracer: Tracer, resume: Resume, outcome: str, replayed: int, resets: int
+) -> None:
+    """A stream's replay decision, on its `stream.open` span: ``outcome`` is `no_content`
+    (204), `reset` (a snapshot for at least one job), `replay` (missed events only) or `wait`
+    (nothing to send yet)."""
+    kind = "foreign" if resume.foreign else "none" if resume.position is None else "current"
+    tracer.annotate(
+        {
+            "progress_relay.last_event_id": kind,
+            "progress_relay.outcome": outcome,
+            "progress_relay.replayed": replayed,
+            "progress_relay.resets": resets,
+        }
+    )
 
 
 class History(NamedTuple):
@@ -65,41 +95,83 @@ class Hub:
         self.flusher = Flusher()
         # Seconds each publish took, broker included (set by ops.metrics to its histogram).
         self.publish_timer: Callable[[float], None] = _no_timer
+        # Spans of what the Hub does (set by ops.tracing when tracing is on; None: off).
+        self.tracer: Tracer | None = None
+        kind = "memory" if settings.broker.url.startswith("memory:") else "redis"
+        self._broker_kind = {"progress_relay.broker": kind}
         broker.set_listener(self.deliver)
         broker.set_resync(self.catch_up)
 
     # -- changing a job -----------------------------------------------------------------------
 
-    async def create(self, job_id: str, *, ttl: float | None, meta: Any) -> bool:
+    def create(self, job_id: str, *, ttl: float | None, meta: Any) -> Coroutine[Any, Any, bool]:
         """Create a job (idempotent); True when this call created it."""
+        call = self._create(job_id, ttl, meta)
+        tracer = self.tracer
+        return call if tracer is None else tracer.around("create", {_JOB_ID: job_id}, call)
+
+    async def _create(self, job_id: str, ttl: float | None, meta: Any) -> bool:
         limit = self.settings.limits.max_event_bytes
         if meta is not None and len(_encode(meta)) > limit:
             raise PayloadTooLarge(f"`meta` is larger than {limit} bytes - at `$.meta`")
         _, created = await self.broker.create(job_id, ttl=ttl, meta=meta)
         return created
 
-    async def publish(self, job_id: str, drafts: Sequence[Draft]) -> Published:
+    def publish(self, job_id: str, drafts: Sequence[Draft]) -> Coroutine[Any, Any, Published]:
         """Publish validated drafts to a job (created if unknown); the events reach this
         process's subscribers through ``deliver``."""
+        tracer = self.tracer
+        if tracer is None:
+            return self._publish(job_id, drafts, None)
+        attributes: Attributes = {_JOB_ID: job_id, "progress_relay.events": len(drafts)}
+        return tracer.around("publish", attributes, self._publish(job_id, drafts, tracer))
+
+    async def _publish(
+        self, job_id: str, drafts: Sequence[Draft], tracer: Tracer | None
+    ) -> Published:
         validate_order(drafts)
         started = time.perf_counter()
-        published = await self.broker.publish(job_id, drafts)
+        if tracer is None:
+            published = await self.broker.publish(job_id, drafts)
+        else:
+            call = self.broker.publish(job_id, drafts)
+            published = await tracer.around("broker.publish", self._broker_kind, call)
         self.publish_timer(time.perf_counter() - started)
         counts = self.counts
-        counts.published += len(published.events)
-        counts.duplicates += len(drafts) - len(published.events)
+        new = len(published.events)
+        counts.published += new
+        counts.duplicates += len(drafts) - new
+        if tracer is not None:
+            attributes: dict[str, int | str] = {
+                "progress_relay.published": new,
+                "progress_relay.deduplicated": len(drafts) - new,
+            }
+            if published.ids:
+                attributes["progress_relay.first_id"] = published.ids[0]
+                attributes["progress_relay.last_id"] = published.ids[-1]
+            tracer.annotate(attributes)
         return published
 
-    async def cancel(self, job_id: str) -> Snapshot:
+    def cancel(self, job_id: str) -> Coroutine[Any, Any, Snapshot]:
         """A viewer asks for cancellation: the job is marked and a `cancel_requested` event
         goes to its subscribers, once; the worker learns it from its next publish."""
+        call = self._cancel(job_id)
+        tracer = self.tracer
+        return call if tracer is None else tracer.around("cancel", {_JOB_ID: job_id}, call)
+
+    async def _cancel(self, job_id: str) -> Snapshot:
         snapshot, event = await self.broker.request_cancel(job_id)
         if event is not None:
             self.counts.published += 1
         return snapshot
 
-    async def delete(self, job_id: str) -> None:
+    def delete(self, job_id: str) -> Coroutine[Any, Any, None]:
         """Drop a job and its history; its open streams end."""
+        call = self._delete(job_id)
+        tracer = self.tracer
+        return call if tracer is None else tracer.around("delete", {_JOB_ID: job_id}, call)
+
+    async def _delete(self, job_id: str) -> None:
         if await self.broker.delete(job_id) is None:
             raise no_job(job_id)
         await self.end_job(job_id, None)
@@ -149,10 +221,29 @@ class Hub:
         if topic is not None:
             topic.publish(events)
 
-    async def open(
+    def open(
         self, job_ids: Sequence[str], last_event_id: str | None, mode: ReplayMode, *, multi: bool
-    ) -> Subscriber | None:
+    ) -> Coroutine[Any, Any, Subscriber | None]:
         """A subscriber with its replay queued, or None when there is nothing to stream (204)."""
+        tracer = self.tracer
+        call = self._open(job_ids, last_event_id, mode, multi, tracer)
+        if tracer is None:
+            return call
+        attributes: Attributes = {
+            "progress_relay.jobs": len(job_ids),
+            "progress_relay.job_ids": list(job_ids[:_TRACED_JOB_IDS]),
+            "progress_relay.replay_mode": mode,
+        }
+        return tracer.around("stream.open", attributes, call)
+
+    async def _open(
+        self,
+        job_ids: Sequence[str],
+        last_event_id: str | None,
+        mode: ReplayMode,
+        multi: bool,
+        tracer: Tracer | None,
+    ) -> Subscriber | None:
         self._admit(job_ids)
         stream = self.settings.stream
         subscriber = Subscriber(
@@ -169,15 +260,24 @@ class Hub:
             for job_id in job_ids:
                 await self._attach(job_id, subscriber)
             resume = catchup.resume_from(last_event_id, self.broker.epoch, mode)
-            replays = await self.broker.replays([(job_id, resume.after) for job_id in job_ids])
+            call = self.broker.replays([(job_id, resume.after) for job_id in job_ids])
+            if tracer is None:
+                replays = await call
+            else:
+                replays = await tracer.around("broker.replays", self._broker_kind, call)
         except BaseException:
             self.close(subscriber)
             raise
         parts, ended = self._plan(job_ids, replays, resume)
         if not parts:
             self.close(subscriber)
+            if tracer is not None:
+                _annotate_open(tracer, resume, "no_content", 0, 0)
             return None
         resets, events = catchup.arrange(parts)
+        if tracer is not None:
+            outcome = "reset" if resets else "replay" if events else "wait"
+            _annotate_open(tracer, resume, outcome, len(events), len(resets))
         reset_frames, event_frames = self._frames(resets, events, multi)
         high = {part.job_id: part.seq for part in parts}
         ended.extend(part.job_id for part in parts if part.finished)

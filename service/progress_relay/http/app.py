@@ -28,10 +28,14 @@ from progress_relay.http.keys import (
     SETTINGS,
 )
 from progress_relay.http.rate import RateLimiter
+from progress_relay.ops import tracing
 from progress_relay.ops.metrics import Metrics
+from progress_relay.ops.tracing import Tracer
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, tracer: Tracer | None = None) -> web.Application:
+    """The relay's app. ``tracer``: its spans (tests pass one); None: as the OTEL_* environment
+    says (ops/tracing.py), off when it says nothing."""
     # Middlewares run outermost first; errors wrap everything. Credentials are checked by each
     # handler (the rights depend on the job), CORS headers are added as any response is prepared.
     cors = Cors(settings.cors)
@@ -61,6 +65,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(cors.on_prepare)
     app.cleanup_ctx.append(_relay)
     app.on_shutdown.append(_end_streams)
+    tracing.setup(app, tracer or tracing.from_environment())
     return app
 
 
