@@ -71,7 +71,7 @@ async def test_actual_responses_carry_the_headers_streams_included(make_client: 
         "/v1/jobs/job-1/events", json={"event": "log"}, headers={"Origin": APP}
     )
     assert published.headers["Access-Control-Allow-Origin"] == APP
-    assert published.headers["Access-Control-Expose-Headers"] == "Retry-After"
+    assert published.headers["Access-Control-Expose-Headers"] == "Retry-After, X-Request-Id"
     stream = await client.get(
         "/v1/jobs/job-1/stream", headers={"Origin": APP, "Last-Event-ID": "0-0"}
     )

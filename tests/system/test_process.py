@@ -174,3 +174,6 @@ def test_json_log_lines() -> None:
     access = [line for line in lines if line["logger"] == "aiohttp.access"]
     assert any("GET /v1/jobs/none?token=*** " in line["message"] for line in access), access
     assert "secret-token-value" not in log
+    [line] = [line for line in access if line["path"] == "/v1/jobs/none?token=***"]
+    assert (line["method"], line["route"], line["status"]) == ("GET", "/v1/jobs/{job_id}", 404)
+    assert line["client"] == "127.0.0.1" and line["request_id"] and line["duration_ms"] >= 0

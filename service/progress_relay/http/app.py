@@ -27,6 +27,7 @@ from progress_relay.http.keys import (
     REAPER,
     SETTINGS,
 )
+from progress_relay.http.observe import Observe
 from progress_relay.http.rate import RateLimiter
 from progress_relay.ops import tracing
 from progress_relay.ops.metrics import Metrics
@@ -36,21 +37,26 @@ from progress_relay.ops.tracing import Tracer
 def create_app(settings: Settings, *, tracer: Tracer | None = None) -> web.Application:
     """The relay's app. ``tracer``: its spans (tests pass one); None: as the OTEL_* environment
     says (ops/tracing.py), off when it says nothing."""
-    # Middlewares run outermost first; errors wrap everything. Credentials are checked by each
-    # handler (the rights depend on the job), CORS headers are added as any response is prepared.
+    # Middlewares run outermost first; observe (request id, request metrics) sees every answer,
+    # errors wrap everything else. Credentials are checked by each handler (the rights depend on
+    # the job), CORS headers and the request id are added as any response is prepared.
+    broker = create_broker(settings)
+    hub = Hub(broker, settings)
+    metrics = Metrics(
+        hub, broker="memory" if settings.broker.url.startswith("memory:") else "redis"
+    )
+    observe = Observe(metrics)
     cors = Cors(settings.cors)
     in_flight = InFlight()
     app = web.Application(
-        middlewares=[in_flight.track, json_errors, cors.preflight],
+        middlewares=[observe.middleware, in_flight.track, json_errors, cors.preflight],
         client_max_size=settings.limits.max_request_bytes,
     )
-    broker = create_broker(settings)
-    hub = Hub(broker, settings)
     app[SETTINGS] = settings
     app[IN_FLIGHT] = in_flight
     app[BROKER] = broker
     app[HUB] = hub
-    app[METRICS] = Metrics(hub)
+    app[METRICS] = metrics
     app[CREDENTIALS] = Credentials(settings.auth)
     app[PUBLISH_RATE] = RateLimiter(settings.limits.publish_rate, settings.limits.publish_burst)
     app[REAPER] = Reaper(broker, hub, settings.reaper.interval)
@@ -63,6 +69,7 @@ def create_app(settings: Settings, *, tracer: Tracer | None = None) -> web.Appli
     app.add_routes(openapi.routes)
     app[OPENAPI] = openapi.encode_document(app)  # of the routes above
     app.on_response_prepare.append(cors.on_prepare)
+    app.on_response_prepare.append(observe.on_prepare)
     app.cleanup_ctx.append(_relay)
     app.on_shutdown.append(_end_streams)
     tracing.setup(app, tracer or tracing.from_environment())

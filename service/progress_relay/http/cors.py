@@ -15,8 +15,8 @@ from progress_relay.wire.errors import Forbidden
 
 _METHODS = "GET, POST, DELETE"
 _REQUEST_HEADERS = "Authorization, Content-Type, Last-Event-ID"
-# Readable by scripts: the relay's answers to limits.
-_EXPOSED = "Retry-After"
+# Readable by scripts: the relay's answers to limits, and the request's id (http/observe.py).
+_EXPOSED = "Retry-After, X-Request-Id"
 
 
 class Cors:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from progress_relay.http.errors import error_response
 from progress_relay.http.jobs import json_response
@@ -47,11 +46,12 @@ async def readyz(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 @Operation(
     "metrics",
-    "Prometheus metrics of this instance (text exposition format)",
+    "Prometheus metrics of this instance (text format; OpenMetrics when the Accept header asks)",
     "public",
     responses={200: ("Metrics", ("text/plain", {"type": "string"}))},
 )
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format; see ops/metrics.py for what is counted."""
-    body = await request.app[METRICS].render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    """Prometheus text format, or OpenMetrics when asked; see ops/metrics.py for what is
+    counted."""
+    body, content_type = await request.app[METRICS].render(request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type})

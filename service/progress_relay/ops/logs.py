@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import msgspec
 
 from progress_relay.config import LogSettings
 
 _encode = msgspec.json.Encoder().encode
-_TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+"""The id of the request being handled (set by http/observe.py); JSON lines carry it."""
+
+
+class Fields(Protocol):
+    """A log message with fields of its own (the access line): ``str()`` is its text line, and
+    a JSON line puts ``fields()`` at its top level. Only JSON mode pays for the fields."""
+
+    def fields(self) -> dict[str, Any]: ...
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"time", "level", "logger", "message"}``, plus ``"exception"`` with its traceback."""
+    """``{"time", "level", "logger", "message"}``, plus the message's own fields (an access
+    line's: docs/operations.md), ``"request_id"`` on lines written while handling a request, and
+    ``"exception"`` with its traceback."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
@@ -23,6 +37,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        fields = getattr(record.msg, "fields", None)  # a Fields message; a str has none
+        if fields is not None:
+            line.update(fields())
+        elif (current := request_id.get()) is not None:
+            line["request_id"] = current
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return _encode(line).decode()
@@ -30,5 +49,6 @@ class JsonFormatter(logging.Formatter):
 
 def configure(settings: LogSettings, level: str | None = None) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if settings.format == "json" else logging.Formatter(_TEXT))
+    json = settings.format == "json"
+    handler.setFormatter(JsonFormatter() if json else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level or settings.level, handlers=[handler], force=True)

@@ -1,0 +1,99 @@
+"""Every request gets an id (``X-Request-Id``) and is counted once answered (ops/metrics.py).
+
+The id is the client's ``X-Request-Id`` when it is sane: 1-128 characters of
+``A-Z a-z 0-9 . _ : -``. Anything else is replaced, never echoed: a header value the relay sends
+back must not let a client inject header lines or markup into logs and dashboards. The id goes
+back on every response (errors, 404s and streams included), is ``request[REQUEST_ID]`` for
+handlers, and is on the request's log lines (ops/logs.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import string
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from progress_relay.ops import logs
+from progress_relay.ops.metrics import Metrics
+
+REQUEST_ID = web.RequestKey("request_id", str)
+HEADER = "X-Request-Id"
+
+_ALLOWED = string.ascii_letters + string.digits + "._:-"
+_LONGEST = 128
+# The response whose head went out, for a request cancelled afterwards (a stream's client left).
+_SENT = web.RequestKey("sent", web.StreamResponse)
+# Status of a request whose client left before it was answered (nginx's convention).
+CLIENT_CLOSED = 499
+
+# Made ids: this process's random prefix and a counter, unique across instances and restarts
+# without a call to the OS's random source per request.
+_prefix = secrets.token_hex(6)
+_serial = itertools.count(1)
+
+
+def _sane(given: str) -> bool:
+    # strip() leaves nothing iff every character is allowed: no regex per request.
+    return 0 < len(given) <= _LONGEST and not given.strip(_ALLOWED)
+
+
+def new_id() -> str:
+    return f"{_prefix}-{next(_serial):x}"
+
+
+class Observe:
+    """``middleware`` (outermost, to see every answer as it leaves) and ``on_prepare`` (an
+    ``on_response_prepare`` signal: a stream's head goes out inside its handler)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._answered = metrics.answered
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get(HEADER)
+        current = given if given is not None and _sane(given) else new_id()
+        request[REQUEST_ID] = current
+        token = logs.request_id.set(current)
+        started = time.perf_counter()
+        status = 500  # what aiohttp answers to an exception that got past json_errors
+        streamed = False
+        try:
+            response = await handler(request)
+            status = response.status
+            streamed = response.prepared  # its handler wrote the body: a stream
+            return response
+        except web.HTTPException as exc:  # json_errors lets redirects through
+            status = exc.status
+            raise
+        except TimeoutError:
+            status = 504  # as aiohttp answers it
+            raise
+        except asyncio.CancelledError:
+            # The client went away (handler_cancellation): the end of most streams.
+            sent = request.get(_SENT)
+            if sent is None:
+                status = CLIENT_CLOSED
+            else:
+                status, streamed = sent.status, True
+                # aiohttp writes no access line for a cancelled handler; this is the line.
+                access = request.protocol.access_logger
+                if access is not None and access.enabled:
+                    access.log(request, sent, time.perf_counter() - started)
+            raise
+        finally:
+            logs.request_id.reset(token)
+            resource = request.match_info.route.resource
+            route = None if resource is None else resource.canonical
+            self._answered(
+                request.method, route, status, time.perf_counter() - started, stream=streamed
+            )
+
+    async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        current = request.get(REQUEST_ID)
+        response.headers[HEADER] = current if current is not None else new_id()
+        request[_SENT] = response
