@@ -95,12 +95,16 @@ async def test_a_killed_instance_stops_counting(
     b = start_relay(env=env)
     try:
         await publish(a, "orphaned", "progress", {"percent": 5})
-        async with aiohttp.ClientSession(b.base_url) as session:
-            async with open_streams(session.get, "/v1/jobs/orphaned/stream", 2):
-                assert await settles(lambda: subscribers(a, "/v1/jobs/orphaned"), 2) == 2
-                b.process.send_signal(signal.SIGKILL)  # no goodbye: only the TTL can tell
-                b.wait()
-                assert await settles(lambda: subscribers(a, "/v1/jobs/orphaned"), 0) == 0
+        # A's own stream keeps the job's counts alive in Redis: B's must go by B's key alone.
+        async with (
+            open_streams(a.get, "/v1/jobs/orphaned/stream", 1),
+            aiohttp.ClientSession(b.base_url) as session,
+            open_streams(session.get, "/v1/jobs/orphaned/stream", 2),
+        ):
+            assert await settles(lambda: subscribers(a, "/v1/jobs/orphaned"), 3) == 3
+            b.process.send_signal(signal.SIGKILL)  # no goodbye: only the TTL can tell
+            b.wait()
+            assert await settles(lambda: subscribers(a, "/v1/jobs/orphaned"), 1) == 1
     finally:
         b.close()
 
