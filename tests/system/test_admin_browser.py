@@ -89,7 +89,9 @@ def test_the_page_lists_jobs_shows_one_live_and_cancels_and_deletes(
 
     # The list: newest first, with status, percent, subscribers and age.
     wait_for(page, "document.querySelectorAll('#jobs tbody tr[data-job]').length === 2")
-    order = page.eval_on_selector_all("#jobs tbody tr[data-job]", "rows => rows.map(r => r.dataset.job)")
+    order = page.eval_on_selector_all(
+        "#jobs tbody tr[data-job]", "rows => rows.map(r => r.dataset.job)"
+    )
     assert order == ["job-a", "older-job"]
     assert row_text(page, "job-a", "status") == "running"
     assert row_text(page, "job-a", "percent") == "40 %"
@@ -119,7 +121,9 @@ def test_the_page_lists_jobs_shows_one_live_and_cancels_and_deletes(
     snapshot = httpx.get(f"{relay.base_url}/v1/jobs/job-a", headers=AUTH).json()
     assert snapshot["cancel_requested"] is True
     wait_for(page, "document.querySelector('#live').textContent.includes('cancel_requested')")
-    wait_for(page, "document.querySelector('.summary-status').textContent.includes('cancel requested')")
+    wait_for(
+        page, "document.querySelector('.summary-status').textContent.includes('cancel requested')"
+    )
 
     # Delete: the job is gone.
     page.get_by_role("button", name="Delete the job").click()

@@ -25,7 +25,11 @@ BOUND = 10 * TTL  # how long a count may take to settle (generous: CI machines a
 
 
 def redis_broker(redis_server: RedisServer) -> dict[str, Any]:
-    return {"url": redis_server.url, "key_prefix": f"c{uuid.uuid4().hex[:10]}:", "instance_ttl": TTL}
+    return {
+        "url": redis_server.url,
+        "key_prefix": f"c{uuid.uuid4().hex[:10]}:",
+        "instance_ttl": TTL,
+    }
 
 
 async def subscribers(client: TestClient[Any, Any] | aiohttp.ClientSession, url: str) -> int:

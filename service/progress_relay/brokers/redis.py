@@ -125,6 +125,7 @@ class RedisBroker:
         self._dirty: set[str] = set()
         self._counts_changed = asyncio.Event()
         self._counts_task: asyncio.Task[None] | None = None
+        self._counts_closing = False
         # Blocking: a burst of requests (a thousand streams opening at once) waits for a
         # connection instead of failing with "Too many connections".
         self._pool = BlockingConnectionPool.from_url(
@@ -184,9 +185,13 @@ class RedisBroker:
                 await resyncing
         counts, self._counts_task = self._counts_task, None
         if counts is not None:
-            counts.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await counts
+            # Asked to stop rather than cancelled: redis-py's shielded calls can swallow a
+            # cancel, which left the task waiting for ever.
+            self._counts_closing = True
+            self._counts_changed.set()
+            done, _ = await asyncio.wait([counts], timeout=2 * self._timeout)
+            if not done:
+                counts.cancel()
             # Gone at once rather than after the TTL: readers ignore this instance's fields now.
             with contextlib.suppress(BrokerUnavailable):
                 async with _available(self._timeout):
@@ -558,7 +563,7 @@ class RedisBroker:
         instance's key and all of its counts (a Redis that lost them gets them back)."""
         every = self._instance_ttl / 3
         next_beat = 0.0
-        while True:
+        while not self._counts_closing:
             beat = time.monotonic() >= next_beat
             dirty, self._dirty = self._dirty, set()
             self._counts_changed.clear()
