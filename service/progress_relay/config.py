@@ -42,6 +42,9 @@ class BrokerSettings(Struct, forbid_unknown_fields=True, frozen=True):
     timeout: Seconds = 2.0
     # Connections to Redis for requests; past them a request waits (up to `timeout`) for one.
     pool_size: Positive = 64
+    # Each instance's open-stream counts (a snapshot's `subscribers`) stop counting this long
+    # after the instance stopped refreshing them (it died); refreshed every third of it.
+    instance_ttl: Seconds = 15.0
 
 
 class StreamSettings(Struct, forbid_unknown_fields=True, frozen=True):
@@ -108,6 +111,11 @@ class DemoSettings(Struct, forbid_unknown_fields=True, frozen=True):
     speed: Annotated[float, Meta(gt=0)] = 1.0
 
 
+class AdminSettings(Struct, forbid_unknown_fields=True, frozen=True):
+    # The inspection page at /admin (it calls the API with the publisher token it is given).
+    enabled: bool = False
+
+
 class LogSettings(Struct, forbid_unknown_fields=True, frozen=True):
     format: Literal["text", "json"] = "text"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -124,6 +132,7 @@ class Settings(Struct, forbid_unknown_fields=True, frozen=True):
     cors: CorsSettings = CorsSettings()
     log: LogSettings = LogSettings()
     demo: DemoSettings = DemoSettings()
+    admin: AdminSettings = AdminSettings()
 
     def __post_init__(self) -> None:
         auth = self.auth

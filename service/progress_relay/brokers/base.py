@@ -137,6 +137,17 @@ class Broker(Protocol):
         """The last local subscriber of ``job_id`` left. Must not block: a networked broker
         completes this on its own task."""
 
+    def count_subscribers(self, job_id: str, count: int) -> None:
+        """This instance now has ``count`` open streams of ``job_id`` (called on every attach and
+        detach). Must not block, and stays cheap: a networked broker coalesces the changes and
+        writes them on its own task."""
+
+    async def subscribers(self, job_ids: Sequence[str], local: Sequence[int]) -> list[int]:
+        """Open streams of each job across every instance, ``local`` being this instance's own
+        (exact, where what it shared may lag). The memory broker answers ``local``. A shared
+        broker stops counting a dead instance's streams within a bound
+        (``broker.instance_ttl``)."""
+
 
 @runtime_checkable
 class Expiring(Protocol):

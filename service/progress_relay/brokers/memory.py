@@ -206,3 +206,9 @@ class MemoryBroker:
 
     def unwatch(self, job_id: str) -> None:
         return None
+
+    def count_subscribers(self, job_id: str, count: int) -> None:
+        return None
+
+    async def subscribers(self, job_ids: Sequence[str], local: Sequence[int]) -> list[int]:
+        return list(local)  # one process: its own streams are all of them

@@ -6,6 +6,13 @@ whose entry ids are the event seqs), ``P job:{id}:logs`` and ``P job:{id}:eta``.
 Lua script (lua/publish.lua; every script is a file in lua/). Job lifetimes are Redis
 expirations, so a job expires even when no relay is running; each instance notices the jobs of
 its own streams that have gone.
+
+Open streams across instances (a snapshot's ``subscribers``): per job the hash ``P job:{id}:subs``
+of instance id → that instance's count, and per instance ``P instance:{iid}``, a key that lives
+``broker.instance_ttl``. Each instance writes its changed counts on its own task (coalesced: the
+attach/detach path only marks the job) and, every third of the TTL, refreshes that key and all
+its counts. A reader sums the fields of instances whose key exists, so a dead instance's streams
+stop counting within the TTL; its fields are removed when a reader finds them.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
@@ -109,6 +117,15 @@ class RedisBroker:
         # jobs leave it when a new job is created, or when a listing finds them gone.
         self._created_key = f"{prefix}jobs:created"
         self._created_count_key = f"{prefix}jobs:n"
+        self._instance = uuid.uuid4().hex[:16]
+        self._instance_ttl = settings.broker.instance_ttl
+        # This instance's open streams per job (nonzero), the jobs whose count changed since it
+        # was last written, and the task that writes them.
+        self._local: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        self._counts_changed = asyncio.Event()
+        self._counts_task: asyncio.Task[None] | None = None
+        self._counts_closing = False
         # Blocking: a burst of requests (a thousand streams opening at once) waits for a
         # connection instead of failing with "Too many connections".
         self._pool = BlockingConnectionPool.from_url(
@@ -155,6 +172,7 @@ class RedisBroker:
         with contextlib.suppress(BrokerUnavailable):
             await self._refresh_epoch()
         self._channel.start()
+        self._counts_task = asyncio.get_running_loop().create_task(self._keep_counts())
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._timeout):
                 await self._channel.connected_once.wait()
@@ -165,6 +183,19 @@ class RedisBroker:
             resyncing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await resyncing
+        counts, self._counts_task = self._counts_task, None
+        if counts is not None:
+            # Asked to stop rather than cancelled: redis-py's shielded calls can swallow a
+            # cancel, which left the task waiting for ever.
+            self._counts_closing = True
+            self._counts_changed.set()
+            done, _ = await asyncio.wait([counts], timeout=2 * self._timeout)
+            if not done:
+                counts.cancel()
+            # Gone at once rather than after the TTL: readers ignore this instance's fields now.
+            with contextlib.suppress(BrokerUnavailable):
+                async with _available(self._timeout):
+                    await self._redis.delete(self._instance_key(self._instance))
         await self._channel.close()
         await self._redis.aclose()
         await self._pool.aclose()
@@ -198,6 +229,12 @@ class RedisBroker:
         hash of key → seq, and a sorted set of when each was seen)."""
         base = f"{self._prefix}job:{job_id}"
         return [base, f"{base}:h", f"{base}:logs", f"{base}:eta", f"{base}:k", f"{base}:kt"]
+
+    def _subs_key(self, job_id: str) -> str:
+        return f"{self._prefix}job:{job_id}:subs"
+
+    def _instance_key(self, instance: str) -> str:
+        return f"{self._prefix}instance:{instance}"
 
     def _channel_name(self, job_id: str) -> bytes:
         return f"{self._prefix}events:{job_id}".encode()
@@ -340,7 +377,7 @@ class RedisBroker:
         snapshot = await self.snapshot(job_id)
         async with _available(self._timeout):
             pipe = self._redis.pipeline(transaction=True)
-            pipe.delete(*self._keys(job_id))
+            pipe.delete(*self._keys(job_id), self._subs_key(job_id))
             pipe.zrem(self._jobs_key, job_id)
             pipe.zrem(self._created_key, job_id)
             await pipe.execute()
@@ -484,6 +521,81 @@ class RedisBroker:
 
     def unwatch(self, job_id: str) -> None:
         self._channel.unsubscribe(self._channel_name(job_id))
+
+    # -- open streams across instances ---------------------------------------------------
+
+    def count_subscribers(self, job_id: str, count: int) -> None:
+        if count:
+            self._local[job_id] = count
+        else:
+            self._local.pop(job_id, None)
+        self._dirty.add(job_id)
+        self._counts_changed.set()
+
+    async def subscribers(self, job_ids: Sequence[str], local: Sequence[int]) -> list[int]:
+        async with _available(self._timeout):
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hgetall(self._subs_key(job_id))
+            rows = cast(list[dict[bytes, bytes]], await pipe.execute())
+            own = self._instance.encode()
+            others = sorted({instance for row in rows for instance in row if instance != own})
+            alive: set[bytes] = set()
+            if others:
+                keys = [self._instance_key(instance.decode()) for instance in others]
+                found = await self._redis.mget(keys)
+                alive = {i for i, value in zip(others, found, strict=True) if value is not None}
+            totals = []
+            dead = self._redis.pipeline(transaction=False)
+            for job_id, row, count in zip(job_ids, rows, local, strict=True):
+                for instance, raw in row.items():
+                    if instance in alive:
+                        count += int(raw)
+                    elif instance != own:
+                        dead.hdel(self._subs_key(job_id), instance)
+                totals.append(count)
+            if len(dead):
+                await dead.execute()
+        return totals
+
+    async def _keep_counts(self) -> None:
+        """Writes the counts that changed, as they change; every third of the TTL, this
+        instance's key and all of its counts (a Redis that lost them gets them back)."""
+        every = self._instance_ttl / 3
+        next_beat = 0.0
+        while not self._counts_closing:
+            beat = time.monotonic() >= next_beat
+            dirty, self._dirty = self._dirty, set()
+            self._counts_changed.clear()
+            try:
+                await self._write_counts(self._local.keys() if beat else dirty, beat=beat)
+            except BrokerUnavailable as exc:
+                log.debug("writing open-stream counts failed (%s); retrying", exc)
+                self._dirty |= dirty
+                await asyncio.sleep(min(every, 1.0))
+                continue
+            if beat:
+                next_beat = time.monotonic() + every
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_beat - time.monotonic())):
+                    await self._counts_changed.wait()
+
+    async def _write_counts(self, job_ids: Iterable[str], *, beat: bool) -> None:
+        ttl = _ms(self._instance_ttl)
+        async with _available(self._timeout):
+            pipe = self._redis.pipeline(transaction=False)
+            if beat:
+                pipe.set(self._instance_key(self._instance), b"1", px=ttl)
+            for job_id in list(job_ids):
+                key = self._subs_key(job_id)
+                count = self._local.get(job_id)
+                if count:
+                    pipe.hset(key, self._instance, count)
+                    pipe.pexpire(key, ttl)
+                else:
+                    pipe.hdel(key, self._instance)
+            if len(pipe):
+                await pipe.execute()
 
     def _on_message(self, channel: bytes, message: bytes) -> None:
         job_id = channel[len(self._prefix) + len("events:") :].decode()

@@ -188,7 +188,8 @@ class Hub:
         snapshot = await self.broker.snapshot(job_id)
         if snapshot is None:
             raise no_job(job_id)
-        return self.snapshot_view(snapshot)
+        (view,) = await self._views([snapshot])
+        return view
 
     async def history(self, job_id: str, after: str | None, limit: int) -> History:
         read = catchup.history_after(after, self.broker.epoch)
@@ -200,14 +201,25 @@ class Hub:
 
     async def jobs(self, statuses: frozenset[str], limit: int, before: int | None) -> JobPage:
         page = await self.broker.jobs(statuses, limit, before)
-        return JobPage([self.snapshot_view(s) for s in page.snapshots], page.before)
+        return JobPage(await self._views(page.snapshots), page.before)
 
     async def job_counts(self) -> dict[str, int]:
         return await self.broker.job_counts()
 
-    def snapshot_view(self, snapshot: Snapshot) -> Snapshot:
-        """The snapshot as readers see it: with this process's subscriber count."""
-        return msgspec.structs.replace(snapshot, subscribers=self.subscriber_count(snapshot.id))
+    def snapshot_view(self, snapshot: Snapshot, subscribers: int | None = None) -> Snapshot:
+        """The snapshot as readers see it: with its open streams (``subscribers``, counted
+        across every instance; this process's when None)."""
+        if subscribers is None:
+            subscribers = self.subscriber_count(snapshot.id)
+        return msgspec.structs.replace(snapshot, subscribers=subscribers)
+
+    async def _views(self, snapshots: list[Snapshot]) -> list[Snapshot]:
+        """Snapshots as readers see them, with the open streams of every instance."""
+        if not snapshots:
+            return []
+        job_ids = [snapshot.id for snapshot in snapshots]
+        counts = await self.broker.subscribers(job_ids, [self.subscriber_count(i) for i in job_ids])
+        return [self.snapshot_view(s, n) for s, n in zip(snapshots, counts, strict=True)]
 
     def subscriber_count(self, job_id: str) -> int:
         topic = self._topics.get(job_id)
@@ -336,6 +348,7 @@ class Hub:
             topic = Topic(job_id, self.broker.watch(job_id), self.flusher, self.counts)
             self._topics[job_id] = topic
         topic.add(subscriber)
+        self.broker.count_subscribers(job_id, len(topic.subscribers))
         await asyncio.shield(topic.watching)
 
     def close(self, subscriber: Subscriber) -> None:
@@ -346,6 +359,7 @@ class Hub:
             if topic is None:
                 continue
             topic.discard(subscriber)
+            self.broker.count_subscribers(job_id, len(topic.subscribers))
             if not topic.subscribers:
                 del self._topics[job_id]
                 self.broker.unwatch(job_id)

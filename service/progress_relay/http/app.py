@@ -11,7 +11,7 @@ from progress_relay.brokers import create_broker
 from progress_relay.config import Settings
 from progress_relay.core.hub import Hub
 from progress_relay.core.reaper import Reaper
-from progress_relay.http import health, jobs, openapi, static, streams
+from progress_relay.http import admin, health, jobs, openapi, static, streams
 from progress_relay.http.auth import Credentials
 from progress_relay.http.cors import Cors
 from progress_relay.http.errors import json_errors
@@ -66,6 +66,8 @@ def create_app(settings: Settings, *, tracer: Tracer | None = None) -> web.Appli
     app.add_routes(static.routes)
     if settings.demo.enabled:
         demo.install(app)
+    if settings.admin.enabled:
+        app.add_routes(admin.routes)
     app.add_routes(openapi.routes)
     app[OPENAPI] = openapi.encode_document(app)  # of the routes above
     app.on_response_prepare.append(cors.on_prepare)
