@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from progress_relay.brokers.base import Broker, Expired, JobPage, Published, Replay
 from progress_relay.brokers.memory import MemoryBroker
 from progress_relay.config import Settings
@@ -13,13 +15,18 @@ __all__ = [
     "MemoryBroker",
     "Published",
     "Replay",
+    "broker_kind",
     "create_broker",
 ]
 
 
+def broker_kind(settings: Settings) -> Literal["memory", "redis"]:
+    """Which broker ``broker.url`` names (for metrics and traces, and ``create_broker``)."""
+    return "memory" if settings.broker.url.startswith("memory://") else "redis"
+
+
 def create_broker(settings: Settings) -> Broker:
-    url = settings.broker.url
-    if url.startswith("memory://"):
+    if broker_kind(settings) == "memory":
         return MemoryBroker(settings.jobs)
     # Imported here so that the memory broker runs without the Redis client loaded.
     from progress_relay.brokers.redis import RedisBroker

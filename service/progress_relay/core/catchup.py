@@ -174,13 +174,19 @@ def frames(
 ) -> tuple[list[bytes], list[bytes]]:
     """Rule 3 on the wire: the ``reset`` frames (only the last with an id) and the event frames,
     in the order ``arrange`` gave."""
+    event_frames = [event.job_frame if multi else event.frame for event in events]
+    return reset_frames(resets, epoch, subscribers, multi=multi), event_frames
+
+
+def reset_frames(
+    resets: list[JobCatchUp], epoch: str, subscribers: Callable[[str], int], *, multi: bool
+) -> list[bytes]:
+    """The ``reset`` frames of ``arrange``'s resets, only the last with an id."""
     last = len(resets)
-    reset_frames = [
+    return [
         reset_frame(part, epoch, subscribers(part.job_id), multi=multi, with_id=n == last)
         for n, part in enumerate(resets, 1)
     ]
-    event_frames = [event.job_frame if multi else event.frame for event in events]
-    return reset_frames, event_frames
 
 
 @dataclass(frozen=True, slots=True)

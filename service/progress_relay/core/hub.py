@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from progress_relay.brokers import Broker, JobPage, Published, Replay
+from progress_relay.brokers import Broker, JobPage, Published, Replay, broker_kind
 from progress_relay.config import Settings
 from progress_relay.core import catchup
 from progress_relay.core.catchup import JobCatchUp, ReplayMode, Resume
@@ -97,8 +97,7 @@ class Hub:
         self.publish_timer: Callable[[float], None] = _no_timer
         # Spans of what the Hub does (set by ops.tracing when tracing is on; None: off).
         self.tracer: Tracer | None = None
-        kind = "memory" if settings.broker.url.startswith("memory:") else "redis"
-        self._broker_kind = {"progress_relay.broker": kind}
+        self._broker_kind = {"progress_relay.broker": broker_kind(settings)}
         broker.set_listener(self.deliver)
         broker.set_resync(self.catch_up)
 
@@ -290,7 +289,10 @@ class Hub:
         if tracer is not None:
             outcome = "reset" if resets else "replay" if events else "wait"
             _annotate_open(tracer, resume, outcome, len(events), len(resets))
-        reset_frames, event_frames = self._frames(resets, events, multi)
+        self._count_catch_up(resets, events)
+        reset_frames, event_frames = catchup.frames(
+            resets, events, self.broker.epoch, self.subscriber_count, multi=multi
+        )
         high = {part.job_id: part.seq for part in parts}
         ended.extend(part.job_id for part in parts if part.finished)
         subscriber.start([self._retry, *reset_frames, *event_frames], high, ended)
@@ -313,12 +315,9 @@ class Hub:
             parts.append(part)
         return parts, ended
 
-    def _frames(
-        self, resets: list[JobCatchUp], events: list[Event], multi: bool
-    ) -> tuple[list[bytes], list[bytes]]:
+    def _count_catch_up(self, resets: list[JobCatchUp], events: list[Event]) -> None:
         self.counts.resets += len(resets)
         self.counts.replayed += len(events)
-        return catchup.frames(resets, events, self.broker.epoch, self.subscriber_count, multi=multi)
 
     def _admit(self, job_ids: Sequence[str]) -> None:
         """Refuse a stream past the limits on open streams, in total and per job."""
@@ -441,8 +440,11 @@ class Hub:
                 if part is not None:
                     parts.append(part)
             resets, events = catchup.arrange(parts)
-            reset_frames, _ = self._frames(resets, events, subscriber.multi)
-            for part, frame in zip(resets, reset_frames, strict=True):
+            self._count_catch_up(resets, events)
+            frames = catchup.reset_frames(
+                resets, self.broker.epoch, self.subscriber_count, multi=subscriber.multi
+            )
+            for part, frame in zip(resets, frames, strict=True):
                 subscriber.reset_job(part.job_id, frame, part.seq, part.finished)
             for event in events:
                 subscriber.push((event,))

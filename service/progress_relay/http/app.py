@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from progress_relay import demo
-from progress_relay.brokers import create_broker
+from progress_relay.brokers import broker_kind, create_broker
 from progress_relay.config import Settings
 from progress_relay.core.hub import Hub
 from progress_relay.core.reaper import Reaper
@@ -42,9 +42,7 @@ def create_app(settings: Settings, *, tracer: Tracer | None = None) -> web.Appli
     # the job), CORS headers and the request id are added as any response is prepared.
     broker = create_broker(settings)
     hub = Hub(broker, settings)
-    metrics = Metrics(
-        hub, broker="memory" if settings.broker.url.startswith("memory:") else "redis"
-    )
+    metrics = Metrics(hub, broker=broker_kind(settings))
     observe = Observe(metrics)
     cors = Cors(settings.cors)
     in_flight = InFlight()
