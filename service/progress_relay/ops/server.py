@@ -22,8 +22,10 @@ from collections.abc import Callable
 from aiohttp import web
 
 from progress_relay.config import Settings
-from progress_relay.http.keys import HUB, IN_FLIGHT
+from progress_relay.http.keys import CONNECTIONS, HUB, IN_FLIGHT
+from progress_relay.ops import fds
 from progress_relay.ops.access_log import RedactingAccessLogger
+from progress_relay.ops.connections import Site
 
 log = logging.getLogger("progress_relay")
 
@@ -67,6 +69,12 @@ async def serve(
     """Serve until SIGTERM/SIGINT, then drain. ``on_listening`` is called once the address is
     bound; CannotListen if it cannot be."""
     server = settings.server
+    fds.raise_limit()
+    loop = asyncio.get_running_loop()
+    accept_errors = fds.AcceptErrors()
+    loop.set_exception_handler(accept_errors)
+    connections = app[CONNECTIONS]
+    connections.on_accept = accept_errors.accepted
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
@@ -76,7 +84,7 @@ async def serve(
     await runner.setup()
     # Clients reconnect in storms (a deploy, a proxy restart): aiohttp's 128 would drop SYNs
     # and cost each of them a second. The kernel caps it at net.core.somaxconn.
-    site = web.TCPSite(runner, server.host, server.port, backlog=4096)
+    site = Site(runner, connections, server.host, server.port, backlog=4096)
     started: float | None = None
     try:
         try:
@@ -87,7 +95,6 @@ async def serve(
         if on_listening is not None:
             on_listening()
         signalled = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, signalled.set)
         await signalled.wait()
