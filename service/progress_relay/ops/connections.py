@@ -15,8 +15,8 @@ reads nothing blocks its handler for good. Each connection's protocol is wrapped
   write timeout, this bounds every other response.
 
 What a connection is doing comes from its bytes (the end of a head) and from ``middleware``
-(a request is being handled; it was, and its body was read). Run with ``Site`` (ops/server.py);
-an app served some other way (aiohttp's test server) keeps aiohttp's own bounds only.
+(a request is being handled; it was, and its body was read). Served by ops/listener.py's
+``Site``; an app served some other way (aiohttp's test server) keeps aiohttp's own bounds only.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_runner import BaseRunner
 
 from progress_relay.config import LimitSettings, Settings
 from progress_relay.wire.bodies import ErrorBody, ErrorDetail
@@ -51,6 +50,8 @@ _REST_OF_LINE = 8190
 # How long a refused connection reads on (and drops) what its client still sends, so that the
 # answer reaches it before the connection closes instead of being lost to a reset.
 _LINGER = 1.0
+# aiohttp's own default for reading on after an answer (see handler_args).
+_LINGERING_TIME = 10.0
 # Past the write timeout, before a connection whose write is blocked is cut (see above).
 _WRITE_GRACE = 1.0
 
@@ -75,6 +76,9 @@ def handler_args(settings: Settings) -> dict[str, Any]:
         "keepalive_timeout": settings.server.keepalive_timeout,
         "max_line_size": limit + 2,
         "max_field_size": limit,
+        # A request answered before its body was read (a 401, a 408): aiohttp reads on and
+        # drops the rest so the client gets the answer, for no longer than a body may take.
+        "lingering_time": min(_LINGERING_TIME, settings.server.body_timeout),
     }
 
 
@@ -98,8 +102,6 @@ class Connections:
         self.line_limit = line_limit(settings.limits)
         self.head_limit = head_limit(settings.limits)
         self._guards: dict[RequestHandler, Guard] = {}
-        # Called for each accepted connection (ops/fds.py: the accept errors are over).
-        self.on_accept: Callable[[], None] | None = None
 
     @property
     def open(self) -> int:
@@ -109,8 +111,6 @@ class Connections:
         """The protocol factory of a listening socket: aiohttp's ``server``, guarded."""
 
         def make() -> Guard:
-            if self.on_accept is not None:
-                self.on_accept()
             return Guard(self, server())
 
         return make
@@ -235,17 +235,18 @@ class Guard(asyncio.Protocol):
                 self._line = -1
         seen = self._tail + data
         blank = seen.find(b"\r\n\r\n")
-        if blank >= 0:
-            self._in_head = False  # the rest is the body, or a request that comes after
-            self._cancel_head_timer()
-            return True
-        self._head += len(data)
+        # Of this read, what belongs to the head: up to its blank line, or all of it.
+        self._head += len(data) if blank < 0 else blank + 4 - len(self._tail)
         if self._head > connections.head_limit:
             self._refuse(
                 HeadersTooLarge(f"the request's head is longer than {connections.head_limit} bytes")
             )
             return False
-        self._tail = seen[-3:]
+        if blank >= 0:
+            self._in_head = False  # the rest is the body, or a request that comes after
+            self._cancel_head_timer()
+        else:
+            self._tail = seen[-3:]
         return True
 
     def _arm_head_timer(self) -> None:
@@ -298,42 +299,3 @@ class Guard(asyncio.Protocol):
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
-
-
-class Site(web.BaseSite):
-    """A TCP site whose connections are guarded (``Connections``); otherwise aiohttp's
-    TCPSite."""
-
-    __slots__ = ("_connections", "_host", "_port")
-
-    def __init__(
-        self,
-        runner: BaseRunner,
-        connections: Connections,
-        host: str,
-        port: int,
-        *,
-        backlog: int,
-    ) -> None:
-        super().__init__(runner, backlog=backlog)
-        self._connections = connections
-        self._host = host
-        self._port = port
-
-    @property
-    def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
-
-    async def start(self) -> None:
-        await super().start()
-        server = self._runner.server
-        if server is None:
-            raise RuntimeError("call runner.setup() before starting a site")
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._connections.factory(server),
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_address=True,
-        )

@@ -4,27 +4,18 @@ Every connection is a file descriptor, and a common soft limit is 1,024, while t
 (what an unprivileged process may raise itself to) is usually far higher: at start-up the relay
 raises its soft limit to the hard one and logs both.
 
-When they run out anyway, asyncio's accept loop reports each failed ``accept()`` to the loop's
-exception handler with a traceback, up to the listen backlog's count per turn of the loop, and
-tries again a second later: thousands of tracebacks a second. ``AcceptErrors`` is that handler:
-one warning line when accepting fails, at most one more per ``interval`` (with the count), and
-one line when a connection is accepted again. Meanwhile new connections wait in the kernel's
-listen backlog and are taken within a second once descriptors are free; open ones go on.
+When they run out anyway, accepting pauses for a tenth of a second at a time (ops/listener.py) and
+``AcceptErrors`` says so in one line, not one traceback per failed ``accept()``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import logging
 import resource
 import time
 from collections.abc import Callable
-from typing import Any
 
 log = logging.getLogger("progress_relay")
-
-_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 def raise_limit() -> tuple[int, int, int]:
@@ -51,25 +42,20 @@ def _count(limit: int) -> str:
 
 
 class AcceptErrors:
-    """The event loop's exception handler: failed accepts as above, everything else as
-    asyncio's default handler does it."""
+    """Reports accepts that failed for want of descriptors (ops/listener.py): one warning line
+    when accepting fails, at most one more per ``interval`` (with the count), and one line when
+    a connection is accepted again."""
 
-    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._interval = interval
         self._clock = clock
         self._failing = False
         self._next_line = 0.0
         self._since_line = 0
-        self.failed = 0  # accepts that failed for want of descriptors or memory, in all
+        self.failed_total = 0  # accepts that failed for want of descriptors or memory, in all
 
-    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if not (
-            isinstance(exc, OSError) and exc.errno in _OUT_OF_RESOURCES and "socket" in context
-        ):
-            loop.default_exception_handler(context)
-            return
-        self.failed += 1
+    def failed(self, exc: OSError) -> None:
+        self.failed_total += 1
         self._since_line += 1
         self._failing = True
         now = self._clock()
@@ -78,7 +64,7 @@ class AcceptErrors:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         log.warning(
             "cannot accept new connections: %s (open-file limit %s); they wait in the listen "
-            "backlog and are retried every second%s",
+            "backlog, and accepting is tried again every 0.1 s%s",
             exc.strerror,
             _count(soft),
             "" if self._since_line == 1 else f" ({self._since_line} failed since the last line)",
@@ -91,4 +77,5 @@ class AcceptErrors:
         if self._failing:
             self._failing = False
             self._next_line = 0.0
-            log.info("accepting connections again (%d failed accepts in all)", self.failed)
+            self._since_line = 0
+            log.info("accepting connections again (%d failed accepts in all)", self.failed_total)

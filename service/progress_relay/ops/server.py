@@ -25,7 +25,7 @@ from progress_relay.config import Settings
 from progress_relay.http.keys import CONNECTIONS, HUB, IN_FLIGHT
 from progress_relay.ops import fds
 from progress_relay.ops.access_log import RedactingAccessLogger
-from progress_relay.ops.connections import Site
+from progress_relay.ops.listener import Site
 
 log = logging.getLogger("progress_relay")
 
@@ -70,11 +70,6 @@ async def serve(
     bound; CannotListen if it cannot be."""
     server = settings.server
     fds.raise_limit()
-    loop = asyncio.get_running_loop()
-    accept_errors = fds.AcceptErrors()
-    loop.set_exception_handler(accept_errors)
-    connections = app[CONNECTIONS]
-    connections.on_accept = accept_errors.accepted
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
@@ -84,7 +79,14 @@ async def serve(
     await runner.setup()
     # Clients reconnect in storms (a deploy, a proxy restart): aiohttp's 128 would drop SYNs
     # and cost each of them a second. The kernel caps it at net.core.somaxconn.
-    site = Site(runner, connections, server.host, server.port, backlog=4096)
+    site = Site(
+        runner,
+        app[CONNECTIONS],
+        server.host,
+        server.port,
+        backlog=4096,
+        errors=fds.AcceptErrors(),
+    )
     started: float | None = None
     try:
         try:
@@ -95,6 +97,7 @@ async def serve(
         if on_listening is not None:
             on_listening()
         signalled = asyncio.Event()
+        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, signalled.set)
         await signalled.wait()
