@@ -14,8 +14,10 @@ reads nothing blocks its handler for good. Each connection's protocol is wrapped
   ``stream.write_timeout`` and a second is cut: a stream's handler drops its own stream at the
   write timeout, this bounds every other response.
 
-What a connection is doing comes from its bytes (the end of a head) and from ``middleware``
-(a request is being handled; it was, and its body was read). Served by ops/listener.py's
+What a connection is doing comes from its bytes (the end of a head), from ``middleware`` (a
+request is being handled; it was, and its body was read) and, for pipelined requests, from
+aiohttp's queue of requests it has read and not handled yet (``RequestHandler._messages``, as
+http/streams.py relies on aiohttp 3's internals, hence aiohttp < 4). Served by ops/listener.py's
 ``Site``; an app served some other way (aiohttp's test server) keeps aiohttp's own bounds only.
 """
 
@@ -204,6 +206,10 @@ class Guard(asyncio.Protocol):
         self._cancel_head_timer()
 
     def request_ended(self, body: StreamReader) -> None:
+        if getattr(self.inner, "_messages", None):
+            # Pipelined: aiohttp already holds the next request, whose head has come (and
+            # what follows may be its body); it tells us when it starts and ends in turn.
+            return
         if body.is_eof():
             self._expect_head()
         else:

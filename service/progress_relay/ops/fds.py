@@ -14,12 +14,24 @@ import logging
 import resource
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 log = logging.getLogger("progress_relay")
 
 
-def raise_limit() -> tuple[int, int, int]:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; (soft before, soft now, hard), logged."""
+class Limits(NamedTuple):
+    before: int  # the soft limit the process started with
+    soft: int  # the soft limit now
+    hard: int
+
+    def __str__(self) -> str:
+        raised = f"raised from {_count(self.before)}" if self.soft != self.before else "unchanged"
+        return f"open-file limit: soft {_count(self.soft)} ({raised}), hard {_count(self.hard)}"
+
+
+def raise_limit() -> Limits:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (the caller logs the outcome once the
+    relay listens: a relay that cannot start says only why)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     now = soft
     if soft != hard:
@@ -28,13 +40,7 @@ def raise_limit() -> tuple[int, int, int]:
             now = hard
         except (ValueError, OSError) as exc:  # an infinite hard limit is more than Linux allows
             log.warning("could not raise the open-file limit from %d to %s: %s", soft, hard, exc)
-    log.info(
-        "open-file limit: soft %s (%s), hard %s",
-        _count(now),
-        "raised from " + _count(soft) if now != soft else "unchanged",
-        _count(hard),
-    )
-    return soft, now, hard
+    return Limits(soft, now, hard)
 
 
 def _count(limit: int) -> str:

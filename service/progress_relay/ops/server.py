@@ -69,7 +69,7 @@ async def serve(
     """Serve until SIGTERM/SIGINT, then drain. ``on_listening`` is called once the address is
     bound; CannotListen if it cannot be."""
     server = settings.server
-    fds.raise_limit()
+    fd_limits = fds.raise_limit()
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
@@ -94,6 +94,7 @@ async def serve(
         except OSError as exc:
             reason = _REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
             raise CannotListen(f"{server.host}:{server.port}", reason) from None
+        log.info("%s", fd_limits)
         if on_listening is not None:
             on_listening()
         signalled = asyncio.Event()
