@@ -308,3 +308,111 @@ def test_trusted_proxies_must_be_addresses() -> None:
 
     with pytest.raises(ConfigError, match=r"server\.trusted_proxies"):
         load_settings(environ={"PROGRESS_RELAY_SERVER_TRUSTED_PROXIES": "nginx.local"})
+
+
+# -- the same bounds, served in this process as `serve` serves it ------------------------------
+
+
+@contextlib.asynccontextmanager
+async def served(**sections: dict[str, Any]) -> AsyncIterator[tuple[str, int]]:
+    """The relay's app behind ops/listener.py's Site, as ops/server.py runs it."""
+    from aiohttp import web
+
+    from progress_relay.http.app import create_app
+    from progress_relay.http.keys import CONNECTIONS
+    from progress_relay.ops.fds import AcceptErrors
+    from progress_relay.ops.listener import Site
+    from tests.support.app import make_settings
+
+    app = create_app(make_settings(**sections))
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    port = free_port()
+    site = Site(runner, app[CONNECTIONS], "127.0.0.1", port, backlog=128, errors=AcceptErrors())
+    await site.start()
+    try:
+        yield "127.0.0.1", port
+    finally:
+        await runner.cleanup()
+
+
+FAST = {"header_timeout": 0.5, "body_timeout": 0.5, "keepalive_timeout": 0.8}
+
+
+async def test_in_process_a_dribbled_head_is_408_and_a_silent_connection_just_closed() -> None:
+    async with served(server=FAST) as where:
+        dribbler = await asyncio.open_connection(*where)
+        silent = await asyncio.open_connection(*where)
+        dribbler[1].write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: ")
+        status, body = json_error(await until_closed(dribbler[0]))
+        assert (status, body["error"]["code"]) == (408, "request_timeout")
+        assert await until_closed(silent[0]) == b""
+        for _, writer in (dribbler, silent):
+            writer.close()
+
+
+async def test_in_process_long_lines_and_heads_are_json_and_close() -> None:
+    from progress_relay.ops.connections import head_limit, line_limit
+    from tests.support.app import make_settings
+
+    limits = make_settings().limits
+    async with served() as where:
+        reader, writer = await asyncio.open_connection(*where)
+        writer.write(b"GET /" + b"a" * line_limit(limits))  # no end of line yet
+        status, body = json_error(await until_closed(reader))
+        assert (status, body["error"]["code"]) == (414, "uri_too_long")
+        writer.close()
+        reader, writer = await asyncio.open_connection(*where)
+        writer.write(b"GET /healthz HTTP/1.1\r\n")
+        for n in range(head_limit(limits) // 1000 + 2):
+            writer.write(b"X-%d: %s\r\n" % (n, b"h" * 990))
+        status, body = json_error(await until_closed(reader))
+        assert (status, body["error"]["code"]) == (431, "headers_too_large")
+        writer.close()
+
+
+async def test_in_process_kept_and_pipelined_requests_are_served_whole() -> None:
+    async with served(server=FAST) as where:
+        reader, writer = await asyncio.open_connection(*where)
+        body = b'{"event":"progress","data":{"percent":1,"pad":"' + b"p" * 60_000 + b'"}}'
+        publish = (
+            b"POST /v1/jobs/piped/events HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        # Three publishes with large bodies in one write, each behind the one before.
+        writer.write(publish * 3 + b"GET /v1/jobs/piped HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = []
+        for _ in range(4):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"Content-Length: (\d+)", head, re.IGNORECASE)[1])  # type: ignore[index]
+            answers.append((head.split()[1], await reader.readexactly(length)))
+        assert [status for status, _ in answers] == [b"200"] * 4, answers
+        assert json.loads(answers[-1][1])["last_event_id"].endswith("-3")
+        await asyncio.sleep(0.3)  # shorter than the keep-alive: still open
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        writer.close()
+
+
+async def test_in_process_a_response_its_client_never_reads_is_cut() -> None:
+    """Not a stream: a job list of a few megabytes to a client that reads nothing."""
+    async with served(stream={"write_timeout": 0.5}) as (host, port):
+        meta = {"pad": "m" * 60_000}
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as http:
+            for n in range(100):
+                created = await http.post("/v1/jobs", json={"id": f"big-{n}", "meta": meta})
+                assert created.status_code == 201
+        deaf = socket.socket()
+        deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        deaf.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(deaf, (host, port))
+        await loop.sock_sendall(deaf, b"GET /v1/jobs?limit=100 HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(3)  # the write blocks, and 1.5 s later the connection is cut
+        received = 0
+        with contextlib.suppress(ConnectionError):
+            async with asyncio.timeout(PATIENCE):
+                while chunk := await loop.sock_recv(deaf, 65536):
+                    received += len(chunk)
+        deaf.close()
+        assert received < 100 * 60_000  # cut short: it never got the whole list

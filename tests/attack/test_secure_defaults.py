@@ -320,3 +320,27 @@ def test_no_credential_reaches_the_log_in_any_encoding(log_format: str) -> None:
     for secret in (HIDDEN, PUBLISHER):
         assert secret not in log
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "same"),
+    [
+        ("http://127.0.0.1:8080", "127.0.0.1:8080", True),
+        ("https://relay.example", "relay.example", True),
+        ("https://relay.example", "relay.example:443", True),
+        ("http://Relay.Example", "relay.example:80", True),
+        ("http://[::1]:8080", "[::1]:8080", True),
+        ("https://relay.example", "relay.example:8443", False),
+        ("http://127.0.0.1:8081", "127.0.0.1:8080", False),
+        ("https://relay.example.evil", "relay.example", False),
+        ("null", "relay.example", False),
+        ("file://", "relay.example", False),
+        ("https://relay.example/path", "relay.example", False),
+    ],
+)
+def test_the_relays_own_origin_is_the_host_and_port_it_was_sent_to(
+    origin: str, host: str, same: bool
+) -> None:
+    from progress_relay.http.cors import same_origin
+
+    assert same_origin(origin, host) is same

@@ -323,6 +323,9 @@ class _KernelBuffer:
     def buffered(self) -> int:
         return self.unsent
 
+    def written(self) -> int:
+        return 0
+
     def abort(self) -> None:
         self.aborted = True
 
