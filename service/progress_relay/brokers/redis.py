@@ -2,7 +2,8 @@
 
 Keys (``P`` is ``broker.key_prefix``): ``P epoch`` and ``P seq`` for the deployment; per job
 ``P job:{id}`` (the snapshot as a hash of JSON values), ``P job:{id}:h`` (history, a Redis Stream
-whose entry ids are the event seqs), ``P job:{id}:logs`` and ``P job:{id}:eta``. Publishing is one
+whose entry ids are the event seqs), ``P job:{id}:logs``, ``P job:{id}:eta`` and ``P job:{id}:c``
+(the streamed text, a string that `content` events APPEND to; wire/content.py). Publishing is one
 Lua script (lua/publish.lua; every script is a file in lua/). Job lifetimes are Redis
 expirations, so a job expires even when no relay is running; each instance notices the jobs of
 its own streams that have gone.
@@ -43,8 +44,9 @@ from progress_relay.brokers.base import (
 )
 from progress_relay.brokers.redis_channel import Channel
 from progress_relay.config import Settings
+from progress_relay.wire.content import newest, trim_limit
 from progress_relay.wire.errors import BrokerUnavailable, JobFinished, no_job
-from progress_relay.wire.events import CANCEL_REQUESTED, Draft, Event, LogData
+from progress_relay.wire.events import CANCEL_REQUESTED, ContentData, Draft, Event, LogData
 from progress_relay.wire.ids import Position, new_epoch
 from progress_relay.wire.snapshot import (
     LogEntry,
@@ -52,6 +54,7 @@ from progress_relay.wire.snapshot import (
     changes,
     own_eta,
     progress_percent,
+    with_content,
     with_eta,
 )
 
@@ -63,6 +66,9 @@ _LOG_ENTRY = msgspec.json.Decoder(tuple[int, int, str, str])
 # Jobs a listing reads at most for one page (when few of them match its statuses).
 _LIST_SCAN = 5000
 _SNAPSHOT_FIELDS = {f.name for f in msgspec.structs.fields(Snapshot)}
+# Fields of the hash that are not the snapshot's as they are: times (ms) and the text's flag
+# (`replays` reads it with the text).
+_NOT_JSON = frozenset({"created_at", "updated_at", "content_truncated"})
 
 
 def _script(name: str) -> str:
@@ -225,10 +231,13 @@ class RedisBroker:
     # -- keys -----------------------------------------------------------------------------
 
     def _keys(self, job_id: str) -> list[str]:
-        """The job's hash, history, log tail, ETA points, and its seen idempotency keys (a
-        hash of key → seq, and a sorted set of when each was seen)."""
+        """The job's hash, history, log tail, ETA points, its seen idempotency keys (a hash of
+        key → seq, and a sorted set of when each was seen) and its streamed text."""
         base = f"{self._prefix}job:{job_id}"
-        return [base, f"{base}:h", f"{base}:logs", f"{base}:eta", f"{base}:k", f"{base}:kt"]
+        return [
+            *(base, f"{base}:h", f"{base}:logs", f"{base}:eta"),
+            *(f"{base}:k", f"{base}:kt", f"{base}:c"),
+        ]
 
     def _subs_key(self, job_id: str) -> str:
         return f"{self._prefix}job:{job_id}:subs"
@@ -322,8 +331,11 @@ class RedisBroker:
         owns: list[Any] = []
         fields: dict[str, Any] = {}
         final = ""
+        texts: list[str] = []
         for draft in drafts:
             payload = draft.payload
+            if isinstance(payload, ContentData):
+                texts.append(payload.text)
             entry = (
                 _encode((payload.level, payload.message)) if isinstance(payload, LogData) else b""
             )
@@ -356,16 +368,19 @@ class RedisBroker:
             job_id,
             _ms(settings.idempotency_window),
             settings.idempotency_keys,
+            settings.content_bytes,
+            trim_limit(settings.content_bytes),
+            "".join(texts).encode(),
             *names_data,
             *percents,
             *owns,
             len(fields),
             *pairs,
         ]
-        job, history, logs, eta, seen, seen_at = self._keys(job_id)
+        job, history, logs, eta, seen, seen_at, content = self._keys(job_id)
         keys = [
             *(self._epoch_key, self._seq_key, job, history, logs, eta, self._jobs_key),
-            *(seen, seen_at, self._created_key, self._created_count_key),
+            *(seen, seen_at, self._created_key, self._created_count_key, content),
         ]
         async with _available(self._timeout):
             return cast(list[Any], await self._publish(keys=keys, args=args))
@@ -398,14 +413,24 @@ class RedisBroker:
         return found
 
     async def replays(self, reads: Sequence[tuple[str, int | None]]) -> list[Replay | None]:
-        """Snapshots, their seqs, the seq trimmed up to and history, all read in one MULTI so
-        that they agree with each other and with one instant of the sequence."""
+        return await self._read(reads, content=True)
+
+    async def _read(
+        self, reads: Sequence[tuple[str, int | None]], *, content: bool
+    ) -> list[Replay | None]:
+        """Snapshots (with their streamed text when ``content``), their seqs, the seq trimmed up
+        to and history, all read in one MULTI so that they agree with each other and with one
+        instant of the sequence: a `reset` holds exactly the text of the events up to its id."""
+        bound = self._settings.content_bytes
         async with _available(self._timeout):
             pipe = self._redis.pipeline(transaction=True)
             for job_id, after in reads:
-                key, history, logs, *_ = self._keys(job_id)
+                key, history, logs, *_, text = self._keys(job_id)
                 pipe.hgetall(key)
                 pipe.lrange(logs, 0, -1)
+                if content:
+                    pipe.strlen(text)
+                    pipe.getrange(text, -bound, -1)
                 if after is not None:
                     pipe.xrange(history, f"({after}-0" if after else "-", "+")
             replies = iter(await pipe.execute())
@@ -413,11 +438,15 @@ class RedisBroker:
         for job_id, after in reads:
             fields: dict[bytes, bytes] = next(replies)
             logs_raw = next(replies)
+            stored, tail = (next(replies), next(replies)) if content else (0, b"")
             entries = next(replies) if after is not None else []
             if not fields:
                 found.append(None)
                 continue
             snapshot = self._snapshot(job_id, fields, logs_raw)
+            if content:
+                cut = fields.get(b"content_truncated") == b"true"
+                snapshot = with_content(snapshot, *newest(tail, stored, cut))
             seq = int(fields.get(b"last_seq", b"0"))
             dropped = int(fields.get(b"dropped", b"0"))
             events = [
@@ -432,7 +461,7 @@ class RedisBroker:
         values: dict[str, Any] = {"id": job_id}
         for raw_name, raw in fields.items():
             name = raw_name.decode()
-            if name in _SNAPSHOT_FIELDS and name not in ("created_at", "updated_at"):
+            if name in _SNAPSHOT_FIELDS and name not in _NOT_JSON:
                 values[name] = msgspec.json.decode(raw)
         values["created_at"] = _time(fields[b"created_at"])
         values["updated_at"] = _time(fields.get(b"updated_at", fields[b"created_at"]))
@@ -463,7 +492,7 @@ class RedisBroker:
                 if not rows:
                     return JobPage(found, None)
                 job_ids = [member.decode() for member, _ in rows]
-                replays = await self.replays([(job_id, None) for job_id in job_ids])
+                replays = await self._read([(job_id, None) for job_id in job_ids], content=False)
                 gone = []
                 more = False  # the page is full and at least one job follows it
                 for job_id, (_, score), replay in zip(job_ids, rows, replays, strict=True):

@@ -34,7 +34,7 @@ from progress_relay.wire import sse
 from progress_relay.wire.errors import InvalidParameter
 from progress_relay.wire.events import Event
 from progress_relay.wire.ids import Position, parse_event_id
-from progress_relay.wire.snapshot import Snapshot, new_snapshot
+from progress_relay.wire.snapshot import Snapshot, new_snapshot, with_content
 
 ReplayMode = Literal["history", "snapshot", "none"]
 REPLAY_MODES: tuple[ReplayMode, ...] = ("history", "snapshot", "none")
@@ -154,7 +154,7 @@ def reset_frame(
     replay = part.replay
     snapshot: Snapshot
     if replay is None:
-        snapshot, seq = new_snapshot(part.job_id), 0
+        snapshot, seq = with_content(new_snapshot(part.job_id), "", False), 0
     else:
         snapshot, seq = replay.snapshot, replay.seq
     data = _encode(msgspec.structs.replace(snapshot, subscribers=subscribers))
