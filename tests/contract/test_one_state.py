@@ -84,9 +84,9 @@ TERMINAL = st.one_of(
     st.fixed_dictionaries(
         {"result": maybe(JSON), "message": maybe(TEXT), "redirect_url": maybe(TEXT)}
     ).map(lambda fields: ("complete", _present(fields))),
-    st.fixed_dictionaries(
-        {"message": TEXT, "code": maybe(TEXT), "details": maybe(JSON)}
-    ).map(lambda fields: ("failed", _present(fields))),
+    st.fixed_dictionaries({"message": TEXT, "code": maybe(TEXT), "details": maybe(JSON)}).map(
+        lambda fields: ("failed", _present(fields))
+    ),
     st.fixed_dictionaries({"message": maybe(TEXT)}).map(
         lambda fields: ("cancelled", _present(fields))
     ),
@@ -169,8 +169,10 @@ class Reader:
 
 
 async def _attached(client: TestClient[Any, Any], job: str, streams: int) -> None:
-    """Until the relay counts ``streams`` open streams of the job (they hold live events)."""
-    while (await (await client.get(f"/v1/jobs/{job}")).json())["subscribers"] < streams:
+    """Until the relay counts ``streams`` open streams of the job (they hold live events): the
+    SDK's iterator says nothing until an event comes."""
+    snapshot = f"/v1/jobs/{job}"
+    while (await (await client.get(snapshot)).json())["subscribers"] < streams:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
 
 

@@ -48,8 +48,10 @@ def test_a_reset_replaces_the_whole_state_text_included() -> None:
         "status": "running",
         "percent": 30,
         "last_event_id": "e-9",
-        "logs": [{"id": f"e-{i}", "at": "2026-01-01T00:00:00Z", "level": "info",
-                  "message": f"m{i}"} for i in range(4)],  # fmt: skip
+        "logs": [
+            {"id": f"e-{i}", "at": "2026-01-01T00:00:00Z", "level": "info", "message": f"m{i}"}
+            for i in range(4)
+        ],
         "content": "Hello world",
         "content_truncated": False,
         "subscribers": 3,
