@@ -248,3 +248,20 @@ async def test_redis_keeps_the_text_under_the_jobs_key_and_lifetime(
         assert await connection.exists(f"{prefix}job:d:c") == 0
     finally:
         await connection.aclose()
+
+
+async def test_the_openapi_document_says_which_snapshots_carry_the_text(
+    client: TestClient,
+) -> None:
+    document = await (await client.get("/v1/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    assert set(schemas["FullSnapshot"]["required"]) == {"content", "content_truncated"}
+    assert not {"content", "content_truncated"} & set(schemas["Snapshot"]["required"])
+    ok = document["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/FullSnapshot"
+    }
+    listing = document["paths"]["/v1/jobs"]["get"]["responses"]["200"]
+    assert listing["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/JobListOut"
+    }
