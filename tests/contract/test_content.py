@@ -265,3 +265,23 @@ async def test_the_openapi_document_says_which_snapshots_carry_the_text(
     assert listing["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/JobListOut"
     }
+
+
+async def test_a_job_reset_beside_another_on_a_multi_job_stream_has_its_text(
+    make_client: MakeClient,
+) -> None:
+    """Job b's history covers the reader's id, but its missed event is older than job a's
+    `reset`, so b is reset too (the multi-job rule): its reset carries its text as well."""
+    client = await make_client(jobs={"ring_events": 3})
+    [seen] = await publish_content(client, "b", ["B1 "])
+    await publish_content(client, "b", ["B2"])
+    await publish_content(client, "a", [f"A{i} " for i in range(5)])  # a's ring: the last 3
+    path = "/v1/stream?job=a&job=b"
+    async with stream_opener(client)(path, headers={"Last-Event-ID": seen}) as (_, reader):
+        frames = await reader.events(2)
+    assert [(frame.event, frame.json["job"]) for frame in frames] == [
+        ("reset", "b"),
+        ("reset", "a"),
+    ]
+    assert frames[0].json["data"]["content"] == "B1 B2"
+    assert frames[1].json["data"]["content"] == "A0 A1 A2 A3 A4 "

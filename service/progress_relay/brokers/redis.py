@@ -3,10 +3,10 @@
 Keys (``P`` is ``broker.key_prefix``): ``P epoch`` and ``P seq`` for the deployment; per job
 ``P job:{id}`` (the snapshot as a hash of JSON values), ``P job:{id}:h`` (history, a Redis Stream
 whose entry ids are the event seqs), ``P job:{id}:logs``, ``P job:{id}:eta`` and ``P job:{id}:c``
-(the streamed text, a string that `content` events APPEND to; wire/content.py). Publishing is one
-Lua script (lua/publish.lua; every script is a file in lua/). Job lifetimes are Redis
-expirations, so a job expires even when no relay is running; each instance notices the jobs of
-its own streams that have gone.
+(the streamed text, a string that `content` events APPEND to; wire/content.py; read by
+lua/text.lua). Publishing is one Lua script (lua/publish.lua; every script is a file in lua/).
+Job lifetimes are Redis expirations, so a job expires even when no relay is running; each
+instance notices the jobs of its own streams that have gone.
 
 Open streams across instances (a snapshot's ``subscribers``): per job the hash ``P job:{id}:subs``
 of instance id → that instance's count, and per instance ``P instance:{iid}``, a key that lives
@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import msgspec
 from msgspec import Raw, UnsetType
@@ -66,6 +66,8 @@ _LOG_ENTRY = msgspec.json.Decoder(tuple[int, int, str, str])
 # Jobs a listing reads at most for one page (when few of them match its statuses).
 _LIST_SCAN = 5000
 _SNAPSHOT_FIELDS = {f.name for f in msgspec.structs.fields(Snapshot)}
+# When a read of snapshots reads their streamed text: always, only for a `reset`, never.
+_TextRead = Literal["always", "if_reset", "never"]
 # Fields of the hash that are not the snapshot's as they are: times (ms) and the text's flag
 # (`replays` reads it with the text).
 _NOT_JSON = frozenset({"created_at", "updated_at", "content_truncated"})
@@ -145,6 +147,7 @@ class RedisBroker:
         self._publish = self._redis.register_script(_script("publish"))
         self._create = self._redis.register_script(_script("create"))
         self._ensure_epoch = self._redis.register_script(_script("epoch"))
+        self._text = self._redis.register_script(_script("text"))
         self._epoch = ""
         self._listener: Listener = _no_listener
         self._resync: Resync = _no_resync
@@ -413,24 +416,27 @@ class RedisBroker:
         return found
 
     async def replays(self, reads: Sequence[tuple[str, int | None]]) -> list[Replay | None]:
-        return await self._read(reads, content=True)
+        # One read decides its `reset` alone (catchup.plan, plan_resync): its text is needed
+        # only if history does not cover it. Beside other reads a complete one may be reset too
+        # (catchup.arrange), so each of several reads has its text.
+        return await self._read(reads, text="if_reset" if len(reads) == 1 else "always")
 
     async def _read(
-        self, reads: Sequence[tuple[str, int | None]], *, content: bool
+        self, reads: Sequence[tuple[str, int | None]], *, text: _TextRead
     ) -> list[Replay | None]:
-        """Snapshots (with their streamed text when ``content``), their seqs, the seq trimmed up
+        """Snapshots (with their streamed text as ``text`` says), their seqs, the seq trimmed up
         to and history, all read in one MULTI so that they agree with each other and with one
         instant of the sequence: a `reset` holds exactly the text of the events up to its id."""
         bound = self._settings.content_bytes
         async with _available(self._timeout):
             pipe = self._redis.pipeline(transaction=True)
             for job_id, after in reads:
-                key, history, logs, *_, text = self._keys(job_id)
+                key, history, logs, *_, content = self._keys(job_id)
                 pipe.hgetall(key)
                 pipe.lrange(logs, 0, -1)
-                if content:
-                    pipe.strlen(text)
-                    pipe.getrange(text, -bound, -1)
+                if text != "never":
+                    seen = "" if text == "always" or after is None else str(after)
+                    await self._text(keys=[key, content], args=[seen, bound], client=pipe)
                 if after is not None:
                     pipe.xrange(history, f"({after}-0" if after else "-", "+")
             replies = iter(await pipe.execute())
@@ -438,13 +444,13 @@ class RedisBroker:
         for job_id, after in reads:
             fields: dict[bytes, bytes] = next(replies)
             logs_raw = next(replies)
-            stored, tail = (next(replies), next(replies)) if content else (0, b"")
+            stored, tail = next(replies) if text != "never" else (-1, b"")
             entries = next(replies) if after is not None else []
             if not fields:
                 found.append(None)
                 continue
             snapshot = self._snapshot(job_id, fields, logs_raw)
-            if content:
+            if stored >= 0:  # else left UNSET: not needed (a reset would refuse to go without)
                 cut = fields.get(b"content_truncated") == b"true"
                 snapshot = with_content(snapshot, *newest(tail, stored, cut))
             seq = int(fields.get(b"last_seq", b"0"))
@@ -492,7 +498,7 @@ class RedisBroker:
                 if not rows:
                     return JobPage(found, None)
                 job_ids = [member.decode() for member, _ in rows]
-                replays = await self._read([(job_id, None) for job_id in job_ids], content=False)
+                replays = await self._read([(job_id, None) for job_id in job_ids], text="never")
                 gone = []
                 more = False  # the page is full and at least one job follows it
                 for job_id, (_, score), replay in zip(job_ids, rows, replays, strict=True):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
+from msgspec import UnsetType
 
 from progress_relay.brokers.base import Replay
 from progress_relay.wire import sse
@@ -157,6 +158,9 @@ def reset_frame(
         snapshot, seq = with_content(new_snapshot(part.job_id), "", False), 0
     else:
         snapshot, seq = replay.snapshot, replay.seq
+        if isinstance(snapshot.content, UnsetType):
+            # A broker may skip the text of a read whose history is complete: it must not.
+            raise RuntimeError(f"the replay of job {part.job_id} for a reset has no text")
     data = _encode(msgspec.structs.replace(snapshot, subscribers=subscribers))
     if multi:
         data = sse.job_data(part.job_id, data)
