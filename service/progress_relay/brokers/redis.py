@@ -147,7 +147,9 @@ class RedisBroker:
         self._publish = self._redis.register_script(_script("publish"))
         self._create = self._redis.register_script(_script("create"))
         self._ensure_epoch = self._redis.register_script(_script("epoch"))
-        self._text = self._redis.register_script(_script("text"))
+        # Run with EVAL inside the reads' MULTI: a registered script there would cost every read
+        # a SCRIPT EXISTS round trip first. Redis caches it compiled after the first EVAL.
+        self._text_script = _script("text")
         self._epoch = ""
         self._listener: Listener = _no_listener
         self._resync: Resync = _no_resync
@@ -436,7 +438,7 @@ class RedisBroker:
                 pipe.lrange(logs, 0, -1)
                 if text != "never":
                     seen = "" if text == "always" or after is None else str(after)
-                    await self._text(keys=[key, content], args=[seen, bound], client=pipe)
+                    pipe.eval(self._text_script, 2, key, content, seen, bound)
                 if after is not None:
                     pipe.xrange(history, f"({after}-0" if after else "-", "+")
             replies = iter(await pipe.execute())
