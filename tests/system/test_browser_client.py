@@ -10,31 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page
+from playwright.sync_api import Browser, Page
 
 from progress_relay.config import AuthSettings
 from progress_relay.http.auth import Credentials
-from tests.support.browser import chromium, shadow, wait_for
+from tests.support.browser import chromium, open_page, publish, shadow, wait_for
 from tests.support.process import Relay, start_relay
 from tests.support.redis_server import RedisServer
-
-# Loads the client into a page of the relay's origin and records what it sees per job.
-WATCH = """async ({ jobs, options }) => {
-  const { ProgressRelay } = await import("/static/progress-relay.js");
-  const relay = new ProgressRelay(options || {});
-  window.relay = relay;
-  window.seen = {};
-  window.connections = [];
-  relay.on("connection", (state) => window.connections.push(state));
-  for (const id of jobs) {
-    const job = relay.watch(id);
-    window.seen[id] = { events: [], states: [] };
-    for (const name of ["progress", "log", "content", "complete", "failed", "cancelled", "reset"]) {
-      job.on(name, (data, job) => window.seen[id].events.push([name, job.state.last_event_id]));
-    }
-    job.on("state", (state) => { window.seen[id].state = JSON.parse(JSON.stringify(state)); });
-  }
-}"""
 
 
 @pytest.fixture(scope="module")
@@ -48,24 +30,6 @@ def relay() -> Iterator[Relay]:
     relay = start_relay(env={"PROGRESS_RELAY_STREAM_HEARTBEAT": "1"})
     yield relay
     relay.close()
-
-
-def open_page(
-    owner: Browser | BrowserContext, relay: Relay, jobs: list[str], **options: Any
-) -> Page:
-    """A page of the relay's origin watching ``jobs``; pages of one context are tabs that share
-    a stream."""
-    page = owner.new_page()
-    page.goto(f"{relay.base_url}/healthz")
-    page.evaluate(WATCH, {"jobs": jobs, "options": options})
-    return page
-
-
-def publish(base: str, job: str, event: str, data: dict[str, Any] | None = None) -> str:
-    response = httpx.post(f"{base}/v1/jobs/{job}/events", json={"event": event, "data": data or {}})
-    assert response.status_code == 200, response.text
-    event_id: str = response.json()["ids"][0]
-    return event_id
 
 
 def test_a_job_runs_to_completion_and_a_failed_one_keeps_its_message(
