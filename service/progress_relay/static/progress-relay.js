@@ -47,6 +47,38 @@ function backoff(attempt, max) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** UTF-8 bytes of one UTF-16 code unit at `i` of `text`, and how many units it takes (a
+ * surrogate pair is one 4-byte character). */
+function utf8At(text, i) {
+  const c = text.charCodeAt(i);
+  if (c < 0x80) return [1, 1];
+  if (c < 0x800) return [2, 1];
+  if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) return [4, 2];
+  return [3, 1];
+}
+
+function utf8Length(text) {
+  let bytes = 0;
+  for (let i = 0; i < text.length;) {
+    const [size, units] = utf8At(text, i);
+    bytes += size;
+    i += units;
+  }
+  return bytes;
+}
+
+/** The streamed text by the relay's rule (wire/content.py): its newest `bound` UTF-8 bytes,
+ * from a character's start. [text, bytes, whether anything was dropped]. */
+function boundText(text, bytes, bound) {
+  let start = 0;
+  while (bytes > bound && start < text.length) {
+    const [size, units] = utf8At(text, start);
+    bytes -= size;
+    start += units;
+  }
+  return [start ? text.slice(start) : text, bytes, start > 0];
+}
+
 /** Named listeners; a listener that throws is logged and does not stop the others. */
 class Emitter {
   constructor() {
@@ -85,6 +117,7 @@ export class JobWatch extends Emitter {
     this._phase = "waiting"; // waiting (for the stream) | reading | live | closed
     this._held = [];
     this._overflow = false;
+    this._contentBytes = 0; // UTF-8 bytes of state.content
   }
 
   get finished() {
@@ -180,7 +213,6 @@ export class JobWatch extends Emitter {
     this._held = [];
     this._phase = "live";
     for (const [id, name, data] of held) this._apply(id, name, data);
-    if (this.finished) this.relay._caughtUp(this);
   }
 
   /** Apply one event of this job; false when it was already applied. A `reset` that is not
@@ -212,10 +244,15 @@ export class JobWatch extends Emitter {
         if (state.status === "pending") state.status = "running";
         state.logs.push({ id, at: new Date().toISOString(), level: data.level || "info",
           message: data.message });
+        // The snapshot's tail: the last `logTail` entries.
+        if (state.logs.length > this.relay.logTail) {
+          state.logs.splice(0, state.logs.length - this.relay.logTail);
+        }
         break;
       case "content":
         if (state.status === "pending") state.status = "running";
-        state.content += data.text;
+        this._setContent(state.content + data.text, this._contentBytes + utf8Length(data.text),
+          state.content_truncated);
         break;
       case "cancel_requested":
         state.cancel_requested = true;
@@ -256,10 +293,22 @@ export class JobWatch extends Emitter {
     const known = typeof snapshot.content === "string";
     this.state = {
       ...emptyState(this.id), ...snapshot,
-      content: known ? snapshot.content : previous.content,
-      content_truncated: known ? snapshot.content_truncated === true : previous.content_truncated,
-      logs: (snapshot.logs || []).map((entry) => ({ ...entry })),
+      logs: (snapshot.logs || []).slice(-this.relay.logTail).map((entry) => ({ ...entry })),
     };
+    if (known) {
+      this._setContent(snapshot.content, utf8Length(snapshot.content),
+        snapshot.content_truncated === true);
+    } else {
+      this.state.content = previous.content;
+      this.state.content_truncated = previous.content_truncated;
+    }
+  }
+
+  _setContent(text, bytes, truncated) {
+    const [content, size, dropped] = boundText(text, bytes, this.relay.contentBytes);
+    this.state.content = content;
+    this.state.content_truncated = truncated || dropped;
+    this._contentBytes = size;
   }
 }
 
@@ -276,13 +325,18 @@ export class JobWatch extends Emitter {
  * event up to the read, the stream every event after the position, and each event is applied
  * once (JobWatch). */
 export class ProgressRelay extends Emitter {
+  /** `logTail` and `contentBytes` bound each job's `state.logs` and `state.content` as the
+   * relay bounds its snapshot (its `jobs.log_tail` and `jobs.content_bytes`; these defaults
+   * are the relay's), so live events and a snapshot give one state. */
   constructor({ baseUrl = "", token = null, stallAfter = 45000, maxBackoff = 30000,
-    shared = true } = {}) {
+    shared = true, logTail = 20, contentBytes = 1048576 } = {}) {
     super();
     this.baseUrl = baseUrl.replace(/\/$/, "");
     this.token = token;
     this.stallAfter = stallAfter;
     this.maxBackoff = maxBackoff;
+    this.logTail = logTail;
+    this.contentBytes = contentBytes;
     this.connection = "closed";
     this.lastEventId = null;
     this.leader = false;
@@ -400,15 +454,6 @@ export class ProgressRelay extends Emitter {
     for (const id of jobs) this._jobs.get(id)?._announced(whole);
   }
 
-  /** A watch read its job and found it finished: nothing more will come of it, so the stream
-   * can let it go (the leader's, told by its tab). */
-  _caughtUp(job) {
-    if (this._ended.has(job.id)) return;
-    this._ended.add(job.id);
-    if (this._streaming) this._schedule();
-    else this._post({ t: "ended", job: job.id });
-  }
-
   _onTabMessage(message) {
     switch (message.t) {
       case "who":
@@ -418,16 +463,11 @@ export class ProgressRelay extends Emitter {
         if (this.leader) {
           const before = this._remote.get(message.tab) || new Set();
           // A job a tab starts to watch is followed again even if it ended: that tab reads
-          // its state once the stream is announced, and then lets it go.
+          // its state once the stream is announced (a stream whose every job has ended is
+          // answered 204 and closes).
           for (const id of message.jobs) if (!before.has(id)) this._ended.delete(id);
           this._remote.set(message.tab, new Set(message.jobs));
           this._announce();
-          this._schedule();
-        }
-        break;
-      case "ended":
-        if (this.leader && !this._ended.has(message.job)) {
-          this._ended.add(message.job);
           this._schedule();
         }
         break;
@@ -745,7 +785,13 @@ export class JobProgressElement extends (globalThis.HTMLElement || class {}) {
     button.hidden = finished;
     if (state.cancel_requested) { button.disabled = true; button.textContent = "Cancelling…"; }
     const list = $("ol");
-    if (state.logs !== this._logs) { list.replaceChildren(); this._logs = state.logs; } // a reset
+    // Drawn again when the entries shown are no longer the start of the log (after a reset,
+    // or once the oldest has left the tail); else only the new ones are added.
+    if (state.logs !== this._logs || this._first !== state.logs[0]) {
+      list.replaceChildren();
+      this._logs = state.logs;
+      this._first = state.logs[0];
+    }
     for (const entry of state.logs.slice(list.childElementCount)) {
       const item = document.createElement("li");
       item.dataset.level = entry.level || "info";
