@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -294,68 +293,6 @@ def test_navigating_away_and_back_shows_the_current_state_at_once(
     assert shadow(page, ".stage")["text"] == "two"
     assert shadow(page, "li")["text"] == "while away"
     page.close()
-
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-def test_the_demo_runs_its_flows_in_every_tab(browser: Browser) -> None:
-    """The demo page: four flows started from one tab are followed by a second tab too; the
-    failing one shows its message, a cancelled one ends as cancelled. Screenshots of the demo
-    in progress and finished go to test-artifacts/."""
-    relay = start_relay(
-        env={"PROGRESS_RELAY_DEMO_ENABLED": "true", "PROGRESS_RELAY_DEMO_SPEED": "0.5"}
-    )
-    ARTIFACTS.mkdir(exist_ok=True)
-    context = browser.new_context(viewport={"width": 900, "height": 1100})
-    try:
-        first, second = context.new_page(), context.new_page()
-        for page in (first, second):
-            page.goto(f"{relay.base_url}/")
-        for kind in ("transcription", "rag", "answer", "failing"):
-            first.click(f"button[data-kind={kind}]")
-        count = "document.querySelectorAll('job-progress').length === 4"
-        for page in (first, second):
-            page.wait_for_function(count, timeout=10_000)
-        first.screenshot(path=ARTIFACTS / "demo-in-progress.png")
-        finished = (
-            "[...document.querySelectorAll('job-progress')].every("
-            "(e) => ['completed', 'failed'].includes(e.getAttribute('status')))"
-        )
-        for page in (first, second):
-            page.wait_for_function(finished, timeout=30_000)
-        first.screenshot(path=ARTIFACTS / "demo-finished.png")
-        for page in (first, second):
-            statuses = page.evaluate(
-                "Object.fromEntries([...document.querySelectorAll('job-progress')].map("
-                "(e) => [e.getAttribute('label'), e.getAttribute('status')]))"
-            )
-            assert statuses == {
-                "transcription": "completed",
-                "rag": "completed",
-                "answer": "completed",
-                "failing": "failed",
-            }
-            error = page.evaluate(
-                "document.querySelector('job-progress[label=failing]').shadowRoot"
-                ".querySelector('.error').textContent"
-            )
-            assert error == "Rendering failed: the render farm is unavailable"
-        assert httpx.get(f"{relay.base_url}/healthz").json()["streams"] <= 1
-
-        # Cancel: the demo worker sees cancel_requested on its next publish and stops.
-        first.click("button[data-kind=transcription]")
-        first.wait_for_function("document.querySelectorAll('job-progress').length === 5")
-        newest = "document.querySelector('job-progress')"
-        first.wait_for_function(f"{newest}.getAttribute('status') === 'running'")
-        first.evaluate(f"{newest}.shadowRoot.querySelector('button').click()")
-        for page in (first, second):
-            page.wait_for_function(
-                f"{newest}.getAttribute('status') === 'cancelled'", timeout=10_000
-            )
-    finally:
-        context.close()
-        relay.close()
 
 
 def test_a_503_is_retried_after_its_retry_after_where_eventsource_would_give_up(
