@@ -686,6 +686,7 @@ const STYLE = `
 :host([status="cancelled"]) .fill { background: #999; }
 .line { display: flex; gap: 8px; color: #445; font-size: 13px; }
 .message { flex: 1; overflow-wrap: anywhere; }
+.stage:empty { display: none; }
 .error { color: #b22; margin-top: 4px; overflow-wrap: anywhere; }
 .content { margin-top: 6px; white-space: pre-wrap; overflow-wrap: anywhere; }
 ol { margin: 4px 0 0; padding-left: 20px; max-height: 12em; overflow: auto; font-size: 12px; }
