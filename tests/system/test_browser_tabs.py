@@ -204,7 +204,10 @@ def test_a_tab_that_joins_after_the_leader_closed_mid_stream_gets_the_whole_job(
     thread = burst(base, "moved", 300, started)
     assert started.wait(30)
     first.close()
-    wait_for(stays, "window.relay.leader || window.relay.connection === 'open'")
+    deadline = time.monotonic() + 10
+    while not any(page.evaluate("window.relay.leader") for page in (stays, elsewhere)):
+        assert time.monotonic() < deadline, "no tab took the stream over"
+        time.sleep(0.05)
     second = open_page(context, relay, ["moved"])
     watch_more(elsewhere, ["moved"])
     thread.join(60)
