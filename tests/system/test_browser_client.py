@@ -13,15 +13,9 @@ from playwright.sync_api import Browser, Page
 
 from progress_relay.config import AuthSettings
 from progress_relay.http.auth import Credentials
-from tests.support.browser import chromium, open_page, publish, shadow, wait_for
+from tests.support.browser import open_page, publish, shadow, wait_for
 from tests.support.process import Relay, start_relay
 from tests.support.redis_server import RedisServer
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

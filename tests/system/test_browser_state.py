@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from playwright.sync_api import Browser, Page
 
-from tests.support.browser import chromium, wait_for
+from tests.support.browser import wait_for
 from tests.support.process import Relay, start_relay
 from tests.support.properties import PROPERTY
 from tests.support.redis_server import RedisServer
@@ -107,12 +107,6 @@ terminal = st.one_of(
 )
 # At most 15 steps: fewer log entries than the snapshot's tail of 20, so it has them all.
 sequences = st.tuples(st.lists(step, max_size=15), st.none() | terminal)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])

@@ -16,7 +16,6 @@ from playwright.sync_api import Browser, Page
 
 from tests.support.browser import (
     WATCH,
-    chromium,
     open_page,
     publish,
     publish_batch,
@@ -24,12 +23,6 @@ from tests.support.browser import (
     watch_more,
 )
 from tests.support.process import Relay, start_relay
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture
