@@ -1,0 +1,45 @@
+// The React test page: one <Job> per id in ?jobs=a,b, each with useJob, in StrictMode (its
+// double mount is the case the hook must survive). What each job's component last committed
+// is window.views[id]; window.relay is the relay the hook uses (sharedRelay of the settings).
+import { sharedRelay } from "@progress-relay/client";
+import { useJob } from "@progress-relay/client/react";
+import { StrictMode, useEffect } from "react";
+import { createRoot } from "react-dom/client";
+
+const params = new URLSearchParams(location.search);
+const baseUrl = params.get("relay") || "";
+const token = params.get("token");
+const jobs = (params.get("jobs") || "").split(",").filter(Boolean);
+window.relay = sharedRelay(baseUrl, token);
+window.views = {};
+
+function Job({ id }) {
+  const view = useJob(id, { baseUrl, token });
+  const { state, connection } = view;
+  useEffect(() => {
+    window.views[id] = view;
+  }, [id, view]);
+  return (
+    <section data-job={id} data-status={state.status} data-connection={connection}>
+      <progress max="100" value={state.percent ?? 0} />
+      <span className="stage">{state.stage}</span> <span className="message">{state.message}</span>
+      <ol className="logs">
+        {state.logs.map((entry) => (
+          <li key={entry.id} data-level={entry.level}>
+            {entry.message}
+          </li>
+        ))}
+      </ol>
+      <pre className="content">{state.content}</pre>
+      {state.error && <p className="error">{state.error.message}</p>}
+    </section>
+  );
+}
+
+createRoot(document.getElementById("app")).render(
+  <StrictMode>
+    {jobs.map((id) => (
+      <Job key={id} id={id} />
+    ))}
+  </StrictMode>,
+);
