@@ -38,7 +38,7 @@ def run(*args: str, cwd: Path = PACKAGE_DIR) -> str:
 def install() -> None:
     """``npm ci`` from the committed lock file, unless node_modules holds exactly that one."""
     digest = hashlib.sha256((PACKAGE_DIR / "package-lock.json").read_bytes()).hexdigest()
-    if INSTALLED.exists() and INSTALLED.read_text() == digest:
+    if INSTALLED.exists() and INSTALLED.read_text().strip() == digest:
         return
     run("npm", "ci", "--no-audit", "--no-fund")
     INSTALLED.write_text(digest)
