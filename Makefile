@@ -15,8 +15,10 @@ RUN_STAMP := $(VENV)/.run-installed
 HOST   =
 PORT   =
 CONFIG =
-# Extra pytest arguments; may also come from the environment.
+# Extra pytest arguments; may also come from the environment. TEST_WORKERS: pytest-xdist
+# workers for make test (1 runs the suite in one process, in file order).
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 # make bench: which scenarios (comma-separated; empty: all), runs per scenario (medians are
 # reported), and a scale factor for the counts (0.1 for a quick smoke run).
 SCENARIOS ?=
@@ -53,7 +55,7 @@ run: $(RUN_STAMP) ## start the relay with its demo at / (HOST, PORT, CONFIG)
 
 test: venv ## install redis-server, chromium and nginx-light if missing, then run pytest
 	.ci/install-system-deps
-	$(PYTHON) -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+	$(PYTHON) -m pytest --cov --cov-report=term:skip-covered $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS)) $(PYTEST_ARGS)
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(PYTHON) -m pip install -e '.[dev,bench]'
