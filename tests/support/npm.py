@@ -5,9 +5,11 @@ than the relay's, as in production)."""
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
+import os
 import subprocess
 import tarfile
 import threading
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = ROOT / "service" / "npm"
@@ -53,19 +57,36 @@ class Package:
 
 
 def build_and_pack(workdir: Path) -> Package:
-    install()
-    run("npm", "run", "build")
-    packed = json.loads(run("npm", "pack", "--json", "--pack-destination", str(workdir)))[0]
-    tarball = workdir / packed["filename"]
-    with tarfile.open(tarball) as archive:
-        archive.extractall(workdir, filter="data")
+    """Install, build and pack the package into ``workdir``, once for all the pytest-xdist
+    workers of a run (they share ``workdir``: the first builds, under a lock, and the others
+    take what it left there)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    packed_json = workdir / "packed.json"
+    with open(workdir / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not packed_json.exists():
+            install()
+            run("npm", "run", "build")
+            output = run("npm", "pack", "--json", "--pack-destination", str(workdir))
+            packed = json.loads(output)[0]
+            with tarfile.open(workdir / packed["filename"]) as archive:
+                archive.extractall(workdir, filter="data")
+            packed_json.write_text(json.dumps(packed))
+    packed = json.loads(packed_json.read_text())
     unpacked = workdir / "package"
     return Package(
-        tarball=tarball,
+        tarball=workdir / packed["filename"],
         files=sorted(entry["path"] for entry in packed["files"]),
         unpacked=unpacked,
         manifest=json.loads((unpacked / "package.json").read_text()),
     )
+
+
+def shared_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory of this test run that every pytest-xdist worker of it sees (the workers'
+    temporary directories have one parent per run); the run's own one without xdist."""
+    base: Path = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "npm-package"
 
 
 def bundle(package: Package, entry: Path, outfile: Path, *, development: bool = False) -> None:
