@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,23 @@ def test_the_types_accept_the_typed_usage_and_reject_its_misuses(
     )
     with pytest.raises(AssertionError, match="TS2322"):
         run(str(TSC), "--noEmit", "-p", str(tmp_path), cwd=tmp_path)
+
+
+def test_the_hook_renders_on_a_server_without_connecting(
+    npm_package: Package, tmp_path: Path
+) -> None:
+    """renderToString in node, the package installed from the tarball: the initial state, and
+    no fetch (the script records every call of fetch)."""
+    modules = tmp_path / "node_modules"
+    shutil.copytree(npm_package.unpacked, modules / "@progress-relay" / "client")
+    for name in ("react", "react-dom"):
+        (modules / name).symlink_to(PACKAGE_DIR / "node_modules" / name)
+    shutil.copy(PAGES / "ssr.mjs", tmp_path)
+    rendered = json.loads(run("node", "ssr.mjs", cwd=tmp_path))
+    assert rendered == {
+        "html": "<div><p>a pending null closed</p><p>null closed</p></div>",
+        "fetched": [],
+    }
 
 
 # -- in the browser ----------------------------------------------------------------------------
@@ -300,3 +318,29 @@ def test_the_other_tabs_go_on_when_the_leader_tab_closes_mid_stream(
         assert (state["content"], state["result"], state["percent"]) == ("all done", 12, 100)
     assert without_times(states[0]) == without_times(states[1])
     assert sum(tab.evaluate("window.relay.leader") for tab in rest) == 1
+
+
+def streams(relay: Relay) -> int:
+    count: int = httpx.get(f"{relay.base_url}/healthz").json()["streams"]
+    return count
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_job_no_component_shows_any_more_is_no_longer_streamed(
+    context: BrowserContext, pages: str, relay: Relay, framework: str
+) -> None:
+    page = open_tab(context, pages, framework, relay, "gone")
+    publish(relay, "gone", "progress", {"percent": 10})
+    wait_state(page, "gone", "state.percent === 10")
+    assert streams(relay) == 1
+    page.evaluate("window.setJobs([])")  # unmounted: the job is unwatched, the stream closes
+    wait_for(page, "window.relay.connection === 'closed'")
+    deadline = time.monotonic() + 10
+    while streams(relay):
+        assert time.monotonic() < deadline, "the stream stayed open"
+        time.sleep(0.05)
+    publish(relay, "gone", "log", {"message": "while nobody watched"})
+    page.evaluate("window.views = {}; window.setJobs(['gone'])")  # shown again: watched again
+    state = wait_state(page, "gone", "state.logs.length === 1")
+    assert (state["percent"], state["logs"][0]["message"]) == (10, "while nobody watched")
+    assert shown(page, "gone")["logs"] == [["info", "while nobody watched"]]

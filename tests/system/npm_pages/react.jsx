@@ -1,9 +1,10 @@
 // The React test page: one <Job> per id in ?jobs=a,b, each with useJob, in StrictMode (its
 // double mount is the case the hook must survive). What each job's component last committed
-// is window.views[id]; window.relay is the relay the hook uses (sharedRelay of the settings).
+// is window.views[id]; window.relay is the relay the hook uses (sharedRelay of the settings);
+// window.setJobs(ids) shows other jobs (unmounting the others).
 import { sharedRelay } from "@progress-relay/client";
 import { useJob } from "@progress-relay/client/react";
-import { StrictMode, useEffect } from "react";
+import { StrictMode, useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
 
 const params = new URLSearchParams(location.search);
@@ -36,10 +37,14 @@ function Job({ id }) {
   );
 }
 
+function Jobs() {
+  const [shown, setShown] = useState(jobs);
+  window.setJobs = setShown;
+  return shown.map((id) => <Job key={id} id={id} />);
+}
+
 createRoot(document.getElementById("app")).render(
   <StrictMode>
-    {jobs.map((id) => (
-      <Job key={id} id={id} />
-    ))}
+    <Jobs />
   </StrictMode>,
 );
