@@ -372,6 +372,19 @@ def react_page(npm_package: Package, tmp_path_factory: pytest.TempPathFactory) -
 QUESTION = "Which holdings gained most last quarter?"
 
 
+BUBBLE = ".bubble.assistant"
+
+
+def ask_on_the_page(browser: Browser, app: Relay, requests: list[str]) -> Page:
+    """The chat page with QUESTION asked; every request it makes goes to ``requests``."""
+    page = browser.new_page()
+    page.on("request", lambda request: requests.append(f"{request.method} {request.url}"))
+    page.goto(f"{app.base_url}/")
+    page.fill("input[name=question]", QUESTION)
+    page.click("button[type=submit]")
+    return page
+
+
 def test_a_question_asked_on_the_react_page_shows_each_step_and_the_answer(
     browser: Browser, react_page: Path
 ) -> None:
@@ -379,15 +392,10 @@ def test_a_question_asked_on_the_react_page_shows_each_step_and_the_answer(
         relay,
         app,
     ):
-        page = browser.new_page()
         requests: list[str] = []
-        page.on("request", lambda request: requests.append(f"{request.method} {request.url}"))
-        page.goto(f"{app.base_url}/")
-        page.fill("input[name=question]", QUESTION)
-        page.click("button[type=submit]")
-        bubble = ".bubble.assistant"
-        wait_for(page, f"document.querySelector('{bubble}')?.dataset.status === 'completed'")
-        job_id = page.get_attribute(bubble, "data-job")
+        page = ask_on_the_page(browser, app, requests)
+        wait_for(page, f"document.querySelector('{BUBBLE}')?.dataset.status === 'completed'")
+        job_id = page.get_attribute(BUBBLE, "data-job")
         assert job_id and len(job_id) == 36  # the page's crypto.randomUUID()
 
         # The page opened the job's stream before it asked the backend.
@@ -396,7 +404,7 @@ def test_a_question_asked_on_the_react_page_shows_each_step_and_the_answer(
         assert stream < ask
 
         logs = page.evaluate(
-            f"[...document.querySelectorAll('{bubble} .logs li')].map("
+            f"[...document.querySelectorAll('{BUBBLE} .logs li')].map("
             "(li) => [li.className, li.textContent])"
         )
         assert logs == [
@@ -408,12 +416,12 @@ def test_a_question_asked_on_the_react_page_shows_each_step_and_the_answer(
             ["success", "✓Analysis complete"],
         ]
         answer = answer_to(QUESTION)
-        assert page.text_content(f"{bubble} .answer") == answer
-        wait_for(page, f"document.querySelector('{bubble} .sources')")
-        assert page.text_content(f"{bubble} .sources") == f"{len(DOCUMENTS)} sources"
+        assert page.text_content(f"{BUBBLE} .answer") == answer
+        wait_for(page, f"document.querySelector('{BUBBLE} .sources')")
+        assert page.text_content(f"{BUBBLE} .sources") == f"{len(DOCUMENTS)} sources"
         # After the end no step line, bar or cancel button is left.
-        assert page.query_selector(f"{bubble} .step") is None
-        assert page.query_selector(f"{bubble} button") is None
+        assert page.query_selector(f"{BUBBLE} .step") is None
+        assert page.query_selector(f"{BUBBLE} button") is None
 
         state = snapshot(relay, job_id)
         assert (state["status"], state["step"], state["total_steps"]) == ("completed", 5, 5)
@@ -429,18 +437,14 @@ def test_cancel_in_the_react_page_ends_the_fastapi_job_as_cancelled(
         relay,
         app,
     ):
-        page = browser.new_page()
-        page.goto(f"{app.base_url}/")
-        page.fill("input[name=question]", QUESTION)
-        page.click("button[type=submit]")
-        bubble = ".bubble.assistant"
-        wait_for(page, f"document.querySelector('{bubble}')?.dataset.status === 'running'")
-        page.click(f"{bubble} button")
+        page = ask_on_the_page(browser, app, [])
+        wait_for(page, f"document.querySelector('{BUBBLE}')?.dataset.status === 'running'")
+        page.click(f"{BUBBLE} button")
         wait_for(
-            page, f"document.querySelector('{bubble}').dataset.status === 'cancelled'", timeout=15
+            page, f"document.querySelector('{BUBBLE}').dataset.status === 'cancelled'", timeout=15
         )
-        assert page.text_content(f"{bubble} .cancelled") == "Cancelled"
-        job_id = page.get_attribute(bubble, "data-job")
+        assert page.text_content(f"{BUBBLE} .cancelled") == "Cancelled"
+        job_id = page.get_attribute(BUBBLE, "data-job")
         assert job_id
         assert snapshot(relay, job_id)["status"] == "cancelled"
         deadline = time.monotonic() + 10

@@ -1,18 +1,10 @@
-// The React test page: one <Job> per id in ?jobs=a,b, each with useJob, in StrictMode (its
-// double mount is the case the hook must survive). What each job's component last committed
-// is window.views[id]; window.relay is the relay the hook uses (sharedRelay of the settings);
-// window.setJobs(ids) shows other jobs (unmounting the others).
-import { sharedRelay } from "@progress-relay/client";
+// The React test page: one <Job> per id in ?jobs=a,b (settings.js), each with useJob, in
+// StrictMode (its double mount is the case the hook must survive). window.setJobs(ids) shows
+// other jobs (unmounting the others).
 import { useJob } from "@progress-relay/client/react";
 import { StrictMode, useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
-
-const params = new URLSearchParams(location.search);
-const baseUrl = params.get("relay") || "";
-const token = params.get("token");
-const jobs = (params.get("jobs") || "").split(",").filter(Boolean);
-window.relay = sharedRelay(baseUrl, token);
-window.views = {};
+import { baseUrl, jobs, token } from "./settings.js";
 
 function Job({ id }) {
   const view = useJob(id, { baseUrl, token });
