@@ -199,6 +199,8 @@ def test_a_job_is_followed_to_its_end_with_the_relays_exact_state(
                                           "redirect_url": "/t/1"}),
     ]  # fmt: skip
     state = wait_state(page, "q1", "state.status === 'completed'")
+    # The flag comes with the snapshot's streamed text (issue 16); a client before it lacks it.
+    assert state.pop("content_truncated", False) is False
     log_ids = [ids[0], ids[4]]
     assert without_times(state) == {
         "id": "q1",
