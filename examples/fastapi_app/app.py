@@ -1,7 +1,9 @@
 """A FastAPI backend for a chat page (seed 003's stack): ``POST /api/ask`` answers a question
 within the request, publishing each step (step X of 5, with its logs) and the answer as it is
 written through ``AsyncRelay``. The page (examples/react_page, React with the npm package's
-``useJob``) makes the job's id, opens the job's stream, and only then asks (seed 001's order).
+``useJob``) makes the job's id, has ``POST /api/jobs`` create the job (and hand it the job's
+subscriber token, when the relay checks subscribers), opens the job's stream, and only then
+asks (seed 001's order).
 
     python -m examples.fastapi_app --relay http://127.0.0.1:8080 --port 8002
 """
@@ -39,7 +41,7 @@ TICKERS = ["ACME", "GLOBEX", "INITECH", "UMBRELLA"]
 
 class Question(BaseModel):
     question: str = Field(min_length=1, max_length=2000)
-    # The id the page made for the job and whose stream it already opened.
+    # The id the page made for the job (and whose stream it opened before it asks).
     job_id: str
 
 
@@ -114,13 +116,22 @@ def create_app(
     async def script() -> FileResponse:
         return FileResponse(bundle, media_type="text/javascript")
 
+    @app.post("/api/jobs")
+    async def create(body: Question) -> dict[str, Any]:
+        """The job of the page's id, created before the page opens its stream; the answer
+        carries the token that lets the page (and only it) watch this job, when the relay
+        checks subscribers (None when it is open)."""
+        try:
+            job = await clients["relay"].create_job(body.job_id, meta={"question": body.question})
+        except BadRequest as error:  # the relay's rules, e.g. for the job id
+            raise HTTPException(400, str(error)) from None
+        return {"job_id": job.id, "subscribe_token": job.subscribe_token}
+
     @app.post("/api/ask")
     async def ask(body: Question) -> dict[str, Any]:
-        relay = clients["relay"]
         try:
-            await relay.create_job(body.job_id, meta={"question": body.question})
-            answer = await analyse(relay, body.job_id, body.question, delay)
-        except BadRequest as error:  # the relay's rules, e.g. for the job id
+            answer = await analyse(clients["relay"], body.job_id, body.question, delay)
+        except BadRequest as error:
             raise HTTPException(400, str(error)) from None
         except JobFinished:
             raise HTTPException(409, f"job {body.job_id} has already run") from None

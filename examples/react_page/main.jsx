@@ -9,26 +9,30 @@ const relayUrl = document.querySelector('meta[name="progress-relay"]').content;
 // A log's level as a symbol too, not by colour alone.
 const ICONS = { success: "✓", error: "✕", warning: "⚠", info: "•", debug: "·" };
 
-/** The assistant's bubble for one question. Seed 001's order: the page made the job's id, this
- * component opens the job's stream (useJob), and once it is open the question is submitted
- * with that id. (The relay would replay events published before the stream opened anyway; so
- * the page shows the first step as it happens.) */
-function Answer({ jobId, question }) {
-  const { state, connection, cancel } = useJob(jobId, { baseUrl: relayUrl });
+async function post(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
+  return response.json();
+}
+
+/** The assistant's bubble for one question. Seed 001's order: the page made the job's id (and
+ * had the backend create the job, for its token), this component opens the job's stream
+ * (useJob), and once it is open the question is submitted with that id. (The relay would
+ * replay events published before the stream opened anyway; so the page shows the first step
+ * as it happens.) */
+function Answer({ jobId, token, question }) {
+  const { state, connection, cancel } = useJob(jobId, { baseUrl: relayUrl, token });
   const [reply, setReply] = useState(null);
   const asked = useRef(false);
   useEffect(() => {
     if (connection !== "open" || asked.current) return;
     asked.current = true;
-    fetch("api/ask", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ question, job_id: jobId }),
-    })
-      .then(async (response) =>
-        response.ok ? response.json() : { status: "error", detail: await response.text() },
-      )
-      .catch((error) => ({ status: "error", detail: String(error) }))
+    post("api/ask", { question, job_id: jobId })
+      .catch((error) => ({ status: "error", detail: error.message }))
       .then(setReply);
   }, [connection, jobId, question]);
 
@@ -71,28 +75,37 @@ function Answer({ jobId, question }) {
 function Chat() {
   const [turns, setTurns] = useState([]);
   const [text, setText] = useState("");
+  const [error, setError] = useState(null);
 
-  function ask(event) {
+  async function ask(event) {
     event.preventDefault();
     const question = text.trim();
     if (!question) return;
     // The job's id is made here, before anything is sent (crypto.randomUUID: a secure
     // context, which http://127.0.0.1 and http://localhost are).
-    setTurns((previous) => [...previous, { question, jobId: crypto.randomUUID() }]);
-    setText("");
+    const jobId = crypto.randomUUID();
+    try {
+      const { subscribe_token: token } = await post("api/jobs", { question, job_id: jobId });
+      setTurns((previous) => [...previous, { question, jobId, token }]);
+      setText("");
+      setError(null);
+    } catch (failure) {
+      setError(`Could not ask: ${failure.message}`);
+    }
   }
 
   return (
     <main>
       <h1>Ask the analyst</h1>
       <div className="chat">
-        {turns.map(({ question, jobId }) => (
+        {turns.map(({ question, jobId, token }) => (
           <Fragment key={jobId}>
             <div className="bubble user">{question}</div>
-            <Answer jobId={jobId} question={question} />
+            <Answer jobId={jobId} token={token} question={question} />
           </Fragment>
         ))}
       </div>
+      {error && <p className="error">{error}</p>}
       <form onSubmit={ask}>
         <input
           name="question"

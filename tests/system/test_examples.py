@@ -385,10 +385,11 @@ def ask_on_the_page(browser: Browser, app: Relay, requests: list[str]) -> Page:
     return page
 
 
+@pytest.mark.parametrize("secured", [False, True], ids=["open", "secured"])
 def test_a_question_asked_on_the_react_page_shows_each_step_and_the_answer(
-    browser: Browser, react_page: Path
+    browser: Browser, react_page: Path, secured: bool
 ) -> None:
-    with deployment("fastapi_app", "--bundle", str(react_page), secured=False, delay=0.02) as (
+    with deployment("fastapi_app", "--bundle", str(react_page), secured=secured, delay=0.02) as (
         relay,
         app,
     ):
@@ -398,10 +399,11 @@ def test_a_question_asked_on_the_react_page_shows_each_step_and_the_answer(
         job_id = page.get_attribute(BUBBLE, "data-job")
         assert job_id and len(job_id) == 36  # the page's crypto.randomUUID()
 
-        # The page opened the job's stream before it asked the backend.
+        # The page made the id, had the job created, opened its stream, and then asked.
+        create = requests.index(f"POST {app.base_url}/api/jobs")
         stream = next(n for n, r in enumerate(requests) if "/v1/stream?job=" + job_id in r)
         ask = requests.index(f"POST {app.base_url}/api/ask")
-        assert stream < ask
+        assert create < stream < ask
 
         logs = page.evaluate(
             f"[...document.querySelectorAll('{BUBBLE} .logs li')].map("
@@ -433,7 +435,7 @@ def test_a_question_asked_on_the_react_page_shows_each_step_and_the_answer(
 def test_cancel_in_the_react_page_ends_the_fastapi_job_as_cancelled(
     browser: Browser, react_page: Path
 ) -> None:
-    with deployment("fastapi_app", "--bundle", str(react_page), secured=False, delay=1.0) as (
+    with deployment("fastapi_app", "--bundle", str(react_page), secured=True, delay=1.0) as (
         relay,
         app,
     ):
