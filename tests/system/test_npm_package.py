@@ -181,6 +181,13 @@ def without_times(state: dict[str, Any]) -> dict[str, Any]:
     return {**state, "logs": [{k: v for k, v in e.items() if k != "at"} for e in state["logs"]]}
 
 
+def test_the_relay_serves_the_client_the_package_holds(npm_package: Package, relay: Relay) -> None:
+    served = httpx.get(f"{relay.base_url}/static/progress-relay.js")
+    assert served.status_code == 200
+    assert served.headers["Content-Type"].startswith("text/javascript")
+    assert served.content == (npm_package.unpacked / "dist" / "progress-relay.js").read_bytes()
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_job_is_followed_to_its_end_with_the_relays_exact_state(
     context: BrowserContext, pages: str, relay: Relay, framework: str
