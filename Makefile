@@ -25,8 +25,12 @@ SCENARIOS ?=
 RUNS      ?= 3
 SCALE     ?= 1
 BENCH_STAMP := $(VENV)/.bench-installed
+# The npm package (service/npm): its tools come from its lock file (npm ci), reinstalled only
+# when the lock file changes; the stamp holds the lock file's hash, as the tests check it.
+NPM_DIR   := service/npm
+NPM_STAMP := $(NPM_DIR)/node_modules/.progress-relay-lock
 
-.PHONY: help venv run test bench lint format clean
+.PHONY: help venv run test bench lint format clean npm
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  make %-7s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -61,6 +65,13 @@ bench: $(BENCH_STAMP) ## benchmark against Nchan and a naive relay (SCENARIOS, R
 	.ci/install-system-deps bench
 	SCENARIOS="$(SCENARIOS)" RUNS="$(RUNS)" SCALE="$(SCALE)" $(PYTHON) -m bench
 
+$(NPM_STAMP): $(NPM_DIR)/package-lock.json
+	cd $(NPM_DIR) && npm ci --no-audit --no-fund
+	sha256sum $(NPM_DIR)/package-lock.json | cut -d' ' -f1 | tr -d '\n' > $@
+
+npm: $(NPM_STAMP) ## build the npm package (service/npm/dist, its tarball) and the React example's page
+	cd $(NPM_DIR) && npm run build && npm run typecheck && npm run example && npm pack
+
 lint: venv ## ruff check, ruff format --check, mypy
 	$(VENV)/bin/ruff check service tests examples bench
 	$(VENV)/bin/ruff format --check service tests examples bench
@@ -72,4 +83,5 @@ format: venv ## ruff format and ruff check --fix
 
 clean: ## remove .venv, build output and tool caches
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(NPM_DIR)/node_modules $(NPM_DIR)/dist $(NPM_DIR)/*.tgz examples/react_page/dist
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
