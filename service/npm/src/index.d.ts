@@ -17,7 +17,8 @@ export interface LogEntry {
 export interface JobError {
   message: string;
   code: string | null;
-  details?: unknown;
+  /** The `failed` event's `details`; null when it had none. */
+  details: unknown;
 }
 
 /** A job as the client keeps it, from its events and from `reset` (the relay's snapshot). */
@@ -35,25 +36,30 @@ export interface JobState {
   redirect_url: string | null;
   error: JobError | null;
   cancel_requested: boolean;
+  /** The last `logTail` (20) entries, as the relay's snapshot keeps them. */
   logs: LogEntry[];
-  /** The `content` texts joined: streamed output such as an LLM's answer. */
+  /** The `content` texts joined: streamed output such as an LLM's answer; its newest
+   * `contentBytes` (1 MiB) bytes, as the relay's snapshot keeps it. */
   content: string;
+  /** True when the beginning of `content` was dropped (here or by the relay). */
+  content_truncated: boolean;
   last_event_id: string | null;
   // Set once a `reset` (the snapshot) was applied:
   created_at?: string;
   updated_at?: string;
   subscribers?: number;
   meta?: unknown;
-  content_truncated?: boolean;
 }
 
 /** The relay's snapshot of a job (`GET /v1/jobs/{id}`, the data of `reset`). */
-export interface Snapshot extends Omit<JobState, "content"> {
+export interface Snapshot extends Omit<JobState, "content" | "content_truncated"> {
   created_at: string;
   updated_at: string;
   subscribers: number;
   meta: unknown;
+  /** The streamed text and whether its beginning was dropped (not in the job list's entries). */
   content?: string;
+  content_truncated?: boolean;
 }
 
 export interface ProgressData {
@@ -143,6 +149,11 @@ export interface ProgressRelayOptions {
   maxBackoff?: number;
   /** Share one stream with the other tabs of this origin (default true, where the browser can). */
   shared?: boolean;
+  /** Log entries a job's state keeps, the newest; default 20 (the relay's `jobs.log_tail`). */
+  logTail?: number;
+  /** Bytes (UTF-8) of streamed text a job's state keeps, the newest; default 1048576 (the
+   * relay's `jobs.content_bytes`). */
+  contentBytes?: number;
 }
 
 /** A connection to one relay, shared by every job this page watches and by the origin's tabs. */
