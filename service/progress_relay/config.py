@@ -73,6 +73,10 @@ class JobSettings(Struct, forbid_unknown_fields=True, frozen=True):
     ring_events: Positive = 1000
     ring_bytes: Positive = 1024 * 1024
     log_tail: Positive = 20
+    # Bytes of a job's streamed text (its `content` events joined) kept for its snapshot and
+    # `reset`: the newest. 1 MiB holds a very long LLM answer (a 100,000-token one is about
+    # 400 KB) and, beside the 1 MiB ring, bounds a job at about 2.25 MiB of history and text.
+    content_bytes: Positive = 1024 * 1024
     max_jobs: Positive = 100_000
     # A publisher's idempotency key is remembered this long (and at most this many per job,
     # newest kept), so a retried publish returns the original ids instead of publishing again.

@@ -21,20 +21,42 @@ from progress_relay.brokers.base import (
 from progress_relay.brokers.idempotency import SeenKeys
 from progress_relay.config import JobSettings
 from progress_relay.core.ring import Ring
+from progress_relay.wire.content import ContentTail
 from progress_relay.wire.errors import JobFinished, no_job
 from progress_relay.wire.events import CANCEL_REQUESTED, Draft, Event
 from progress_relay.wire.ids import Position, new_epoch
-from progress_relay.wire.snapshot import EtaEstimator, Snapshot, apply, new_snapshot, with_eta
+from progress_relay.wire.snapshot import (
+    EtaEstimator,
+    Snapshot,
+    apply,
+    new_snapshot,
+    with_content,
+    with_eta,
+)
 
 _encode = msgspec.json.Encoder().encode
 
 
 class _Job:
-    __slots__ = ("eta", "finished_at", "order", "ring", "seen", "seq", "snapshot", "touched", "ttl")
+    __slots__ = (
+        "content",
+        "eta",
+        "finished_at",
+        "order",
+        "ring",
+        "seen",
+        "seq",
+        "snapshot",
+        "touched",
+        "ttl",
+    )
 
-    def __init__(self, snapshot: Snapshot, ring: Ring, ttl: float | None, order: int) -> None:
-        self.snapshot = snapshot
+    def __init__(
+        self, snapshot: Snapshot, ring: Ring, content: ContentTail, ttl: float | None, order: int
+    ) -> None:
+        self.snapshot = snapshot  # without its content: ``view`` adds it for readers
         self.ring = ring
+        self.content = content
         self.eta = EtaEstimator()
         self.ttl = ttl
         self.order = order  # creation order, the position of the job in the job list
@@ -42,6 +64,10 @@ class _Job:
         self.finished_at: float | None = None
         self.seq = 0  # of the job's newest event
         self.seen: SeenKeys | None = None  # made on the first idempotency key
+
+    def view(self) -> Snapshot:
+        """The snapshot as a reader of this job gets it: with its streamed text."""
+        return with_content(self.snapshot, *self.content.view())
 
 
 def _no_listener(job_id: str, events: Sequence[Event]) -> None:
@@ -85,7 +111,8 @@ class MemoryBroker:
         settings = self._settings
         self._created += 1
         ring = Ring(settings.ring_events, settings.ring_bytes)
-        job = _Job(new_snapshot(job_id, meta), ring, ttl, self._created)
+        content = ContentTail(settings.content_bytes)
+        job = _Job(new_snapshot(job_id, meta), ring, content, ttl, self._created)
         self._jobs[job_id] = job
         return job
 
@@ -111,7 +138,7 @@ class MemoryBroker:
                 continue
             self._seq += 1
             event_id = str(Position(self._epoch, self._seq))
-            apply(snapshot, draft, event_id, job.eta, tail)
+            apply(snapshot, draft, event_id, job.eta, tail, job.content)
             eta = snapshot.eta_seconds
             data = with_eta(draft, None if eta is None else _encode(eta))
             event = Event(job_id, self._seq, event_id, draft.name, data)
@@ -145,7 +172,7 @@ class MemoryBroker:
 
     async def snapshot(self, job_id: str) -> Snapshot | None:
         job = self._jobs.get(job_id)
-        return None if job is None else job.snapshot
+        return None if job is None else job.view()
 
     async def replay(self, job_id: str, after: int) -> Replay | None:
         return self._replay(job_id, after)
@@ -158,9 +185,9 @@ class MemoryBroker:
         if job is None:
             return None
         if after is None:
-            return Replay(job.snapshot, [], False, job.seq)
+            return Replay(job.view(), [], False, job.seq)
         ring = job.ring
-        return Replay(job.snapshot, ring.since(after), ring.covers(after), job.seq)
+        return Replay(job.view(), ring.since(after), ring.covers(after), job.seq)
 
     async def delete(self, job_id: str) -> Snapshot | None:
         job = self._jobs.pop(job_id, None)

@@ -2,10 +2,11 @@
 
 Keys (``P`` is ``broker.key_prefix``): ``P epoch`` and ``P seq`` for the deployment; per job
 ``P job:{id}`` (the snapshot as a hash of JSON values), ``P job:{id}:h`` (history, a Redis Stream
-whose entry ids are the event seqs), ``P job:{id}:logs`` and ``P job:{id}:eta``. Publishing is one
-Lua script (lua/publish.lua; every script is a file in lua/). Job lifetimes are Redis
-expirations, so a job expires even when no relay is running; each instance notices the jobs of
-its own streams that have gone.
+whose entry ids are the event seqs), ``P job:{id}:logs``, ``P job:{id}:eta`` and ``P job:{id}:c``
+(the streamed text, a string that `content` events APPEND to; wire/content.py; read by
+lua/text.lua). Publishing is one Lua script (lua/publish.lua; every script is a file in lua/).
+Job lifetimes are Redis expirations, so a job expires even when no relay is running; each
+instance notices the jobs of its own streams that have gone.
 
 Open streams across instances (a snapshot's ``subscribers``): per job the hash ``P job:{id}:subs``
 of instance id → that instance's count, and per instance ``P instance:{iid}``, a key that lives
@@ -26,7 +27,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import msgspec
 from msgspec import Raw, UnsetType
@@ -43,8 +44,9 @@ from progress_relay.brokers.base import (
 )
 from progress_relay.brokers.redis_channel import Channel
 from progress_relay.config import Settings
+from progress_relay.wire.content import newest, trim_limit
 from progress_relay.wire.errors import BrokerUnavailable, JobFinished, no_job
-from progress_relay.wire.events import CANCEL_REQUESTED, Draft, Event, LogData
+from progress_relay.wire.events import CANCEL_REQUESTED, ContentData, Draft, Event, LogData
 from progress_relay.wire.ids import Position, new_epoch
 from progress_relay.wire.snapshot import (
     LogEntry,
@@ -63,6 +65,11 @@ _LOG_ENTRY = msgspec.json.Decoder(tuple[int, int, str, str])
 # Jobs a listing reads at most for one page (when few of them match its statuses).
 _LIST_SCAN = 5000
 _SNAPSHOT_FIELDS = {f.name for f in msgspec.structs.fields(Snapshot)}
+# When a read of snapshots reads their streamed text: always, only for a `reset`, never.
+_TextRead = Literal["always", "if_reset", "never"]
+# Fields of the hash that are not the snapshot's as they are: times (ms) and the text's flag
+# (`replays` reads it with the text).
+_NOT_JSON = frozenset({"created_at", "updated_at", "content_truncated"})
 
 
 def _script(name: str) -> str:
@@ -139,6 +146,9 @@ class RedisBroker:
         self._publish = self._redis.register_script(_script("publish"))
         self._create = self._redis.register_script(_script("create"))
         self._ensure_epoch = self._redis.register_script(_script("epoch"))
+        # Run with EVAL inside the reads' MULTI: a registered script there would cost every read
+        # a SCRIPT EXISTS round trip first. Redis caches it compiled after the first EVAL.
+        self._text_script = _script("text")
         self._epoch = ""
         self._listener: Listener = _no_listener
         self._resync: Resync = _no_resync
@@ -225,10 +235,13 @@ class RedisBroker:
     # -- keys -----------------------------------------------------------------------------
 
     def _keys(self, job_id: str) -> list[str]:
-        """The job's hash, history, log tail, ETA points, and its seen idempotency keys (a
-        hash of key → seq, and a sorted set of when each was seen)."""
+        """The job's hash, history, log tail, ETA points, its seen idempotency keys (a hash of
+        key → seq, and a sorted set of when each was seen) and its streamed text."""
         base = f"{self._prefix}job:{job_id}"
-        return [base, f"{base}:h", f"{base}:logs", f"{base}:eta", f"{base}:k", f"{base}:kt"]
+        return [
+            *(base, f"{base}:h", f"{base}:logs", f"{base}:eta"),
+            *(f"{base}:k", f"{base}:kt", f"{base}:c"),
+        ]
 
     def _subs_key(self, job_id: str) -> str:
         return f"{self._prefix}job:{job_id}:subs"
@@ -322,8 +335,11 @@ class RedisBroker:
         owns: list[Any] = []
         fields: dict[str, Any] = {}
         final = ""
+        texts: list[str] = []
         for draft in drafts:
             payload = draft.payload
+            if isinstance(payload, ContentData):
+                texts.append(payload.text)
             entry = (
                 _encode((payload.level, payload.message)) if isinstance(payload, LogData) else b""
             )
@@ -356,16 +372,19 @@ class RedisBroker:
             job_id,
             _ms(settings.idempotency_window),
             settings.idempotency_keys,
+            settings.content_bytes,
+            trim_limit(settings.content_bytes),
+            "".join(texts).encode(),
             *names_data,
             *percents,
             *owns,
             len(fields),
             *pairs,
         ]
-        job, history, logs, eta, seen, seen_at = self._keys(job_id)
+        job, history, logs, eta, seen, seen_at, content = self._keys(job_id)
         keys = [
             *(self._epoch_key, self._seq_key, job, history, logs, eta, self._jobs_key),
-            *(seen, seen_at, self._created_key, self._created_count_key),
+            *(seen, seen_at, self._created_key, self._created_count_key, content),
         ]
         async with _available(self._timeout):
             return cast(list[Any], await self._publish(keys=keys, args=args))
@@ -398,14 +417,30 @@ class RedisBroker:
         return found
 
     async def replays(self, reads: Sequence[tuple[str, int | None]]) -> list[Replay | None]:
-        """Snapshots, their seqs, the seq trimmed up to and history, all read in one MULTI so
-        that they agree with each other and with one instant of the sequence."""
+        # One read decides its `reset` alone (catchup.plan, plan_resync): its text is needed
+        # only if history does not cover it. Beside other reads a complete one may be reset too
+        # (catchup.arrange), so each of several reads has its text.
+        return await self._read(reads, text="if_reset" if len(reads) == 1 else "always")
+
+    async def _read(
+        self, reads: Sequence[tuple[str, int | None]], *, text: _TextRead
+    ) -> list[Replay | None]:
+        """Snapshots (with their streamed text as ``text`` says), their seqs, the seq trimmed up
+        to and history, all read in one MULTI so that they agree with each other and with one
+        instant of the sequence: a `reset` holds exactly the text of the events up to its id."""
+        bound = self._settings.content_bytes
         async with _available(self._timeout):
             pipe = self._redis.pipeline(transaction=True)
             for job_id, after in reads:
-                key, history, logs, *_ = self._keys(job_id)
+                key, history, logs, *_, content = self._keys(job_id)
                 pipe.hgetall(key)
                 pipe.lrange(logs, 0, -1)
+                how = _how(text, after)
+                if how == "read":
+                    pipe.strlen(content)
+                    pipe.getrange(content, -bound, -1)
+                elif how == "script":
+                    pipe.eval(self._text_script, 2, key, content, str(after), bound)
                 if after is not None:
                     pipe.xrange(history, f"({after}-0" if after else "-", "+")
             replies = iter(await pipe.execute())
@@ -413,11 +448,21 @@ class RedisBroker:
         for job_id, after in reads:
             fields: dict[bytes, bytes] = next(replies)
             logs_raw = next(replies)
+            how = _how(text, after)
+            if how == "read":
+                stored, tail = next(replies), next(replies)
+            elif how == "script":
+                stored, tail = next(replies)
+            else:
+                stored, tail = -1, b""
             entries = next(replies) if after is not None else []
             if not fields:
                 found.append(None)
                 continue
             snapshot = self._snapshot(job_id, fields, logs_raw)
+            if stored >= 0:  # else left UNSET: not needed (a reset would refuse to go without)
+                cut = fields.get(b"content_truncated") == b"true"
+                snapshot.content, snapshot.content_truncated = newest(tail, stored, cut)
             seq = int(fields.get(b"last_seq", b"0"))
             dropped = int(fields.get(b"dropped", b"0"))
             events = [
@@ -432,7 +477,7 @@ class RedisBroker:
         values: dict[str, Any] = {"id": job_id}
         for raw_name, raw in fields.items():
             name = raw_name.decode()
-            if name in _SNAPSHOT_FIELDS and name not in ("created_at", "updated_at"):
+            if name in _SNAPSHOT_FIELDS and name not in _NOT_JSON:
                 values[name] = msgspec.json.decode(raw)
         values["created_at"] = _time(fields[b"created_at"])
         values["updated_at"] = _time(fields.get(b"updated_at", fields[b"created_at"]))
@@ -463,7 +508,7 @@ class RedisBroker:
                 if not rows:
                     return JobPage(found, None)
                 job_ids = [member.decode() for member, _ in rows]
-                replays = await self.replays([(job_id, None) for job_id in job_ids])
+                replays = await self._read([(job_id, None) for job_id in job_ids], text="never")
                 gone = []
                 more = False  # the page is full and at least one job follows it
                 for job_id, (_, score), replay in zip(job_ids, rows, replays, strict=True):
@@ -634,6 +679,14 @@ class RedisBroker:
             for channel in sorted(self._channel.wanted)
         ]
         await self._resync(job_ids, changed or reset)
+
+
+def _how(text: _TextRead, after: int | None) -> Literal["read", "script", "skip"]:
+    """How a read gets a job's text: plainly (STRLEN, GETRANGE); by lua/text.lua, which reads it
+    only when history does not cover ``after``; or not at all."""
+    if text == "always" or (text == "if_reset" and after is None):
+        return "read"
+    return "script" if text == "if_reset" else "skip"
 
 
 def _time(raw: bytes | int) -> datetime:

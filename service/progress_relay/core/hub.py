@@ -38,7 +38,7 @@ from progress_relay.wire.errors import (
 )
 from progress_relay.wire.events import Draft, Event, validate_order
 from progress_relay.wire.ids import Position
-from progress_relay.wire.snapshot import Snapshot
+from progress_relay.wire.snapshot import Snapshot, without_content
 
 if TYPE_CHECKING:
     from progress_relay.ops.tracing import Attributes, Tracer
@@ -201,8 +201,11 @@ class Hub:
         return History(replay.snapshot, events, read.truncated(replay), len(replay.events) > limit)
 
     async def jobs(self, statuses: frozenset[str], limit: int, before: int | None) -> JobPage:
+        """A page of the job list; its snapshots leave out the streamed text (up to
+        ``jobs.content_bytes`` each): the job's own snapshot has it."""
         page = await self.broker.jobs(statuses, limit, before)
-        return JobPage(await self._views(page.snapshots), page.before)
+        snapshots = [without_content(snapshot) for snapshot in page.snapshots]
+        return JobPage(await self._views(snapshots), page.before)
 
     async def job_counts(self) -> dict[str, int]:
         return await self.broker.job_counts()

@@ -36,7 +36,7 @@ from progress_relay.wire.errors import (
     TooManyJobs,
 )
 from progress_relay.wire.events import parse_publish
-from progress_relay.wire.snapshot import STATUSES, Snapshot
+from progress_relay.wire.snapshot import STATUSES
 
 routes = web.RouteTableDef()
 _encode = msgspec.json.Encoder().encode
@@ -183,7 +183,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     "getSnapshot",
     "The job's snapshot",
     "subscriber",
-    responses={200: ("The snapshot", Snapshot)},
+    responses={200: ("The snapshot", ("application/json", ref("FullSnapshot")))},
     errors=(InvalidJobId, JobNotFound, BrokerUnavailable),
 )
 async def get_snapshot(request: web.Request) -> web.Response:
