@@ -219,11 +219,18 @@ def stopped(streams: int, patience: float) -> dict[str, Any]:
                     break
                 time.sleep(0.1)
             after = server.fds()
+            metrics = httpx.get(f"{server.base}/metrics").text
+            counted = sum(
+                float(line.split()[-1])
+                for line in metrics.splitlines()
+                if line.startswith("progress_relay_write_timeouts_total ")
+            )
         finally:
             os.kill(reader.pid, signal.SIGCONT)
             reader.kill()
             reader.communicate(timeout=10)
-    return {"fds_before": before, "fds_held": held, "seconds": seconds, "fds_after": after}
+    return {"fds_before": before, "fds_held": held, "seconds": seconds, "fds_after": after,
+            "write_timeouts_counted": counted}  # fmt: skip
 
 
 def exhaustion(limit: int) -> dict[str, Any]:

@@ -6,8 +6,8 @@ Neither makes the relay's socket push back soon: Linux's send buffer takes megab
 and heartbeats never fill it. The relay counts that buffer (SIOCOUTQ) against
 `stream.queue_bytes` and drops a stream whose client acknowledged nothing for
 `stream.write_timeout`, and counts it. (Linux 5.11 and later also end a connection whose peer
-kept a zero window past the socket's TCP_USER_TIMEOUT, which the relay sets to the write
-timeout: the stopped client's streams would go on such a kernel too, but unseen by the relay,
+kept a zero window past the socket's TCP_USER_TIMEOUT, which the relay sets a little past the
+write timeout: the stopped client's streams would go on such a kernel too, unseen by the relay,
 and on older kernels never. The counters say that the relay dropped them.) Real relay processes
 and real client processes on loopback.
 """
@@ -28,7 +28,7 @@ import httpx
 from tests.support.app import parse_metrics
 from tests.support.process import Relay, start_relay
 
-WRITE_TIMEOUT = 1.0
+WRITE_TIMEOUT = 2.0
 PATIENCE = 10 * WRITE_TIMEOUT
 STOPPED_STREAMS = 50
 PADDING = "x" * 4000

@@ -19,15 +19,30 @@ from progress_relay.core.hub import Hub
 
 log = logging.getLogger(__name__)
 
-# The longest between two looks: what a stuck stream may outlast its write timeout by, at most.
+# The longest between two looks: a stuck stream outlasts its write timeout by two at most.
 _LONGEST_INTERVAL = 1.0
+# Looks the kernel's TCP_USER_TIMEOUT waits beyond the write timeout (see kernel_timeout).
+_KERNEL_LOOKS = 3
+
+
+def interval(write_timeout: float) -> float:
+    """Seconds between two looks at every stream."""
+    return min(_LONGEST_INTERVAL, write_timeout / 4)
+
+
+def kernel_timeout(write_timeout: float) -> float:
+    """The socket's TCP_USER_TIMEOUT for a write timeout. Linux (5.11 and later) also ends a
+    connection whose peer kept a zero window that long, which is what a stopped client does:
+    set a little later than the watch's last look, it leaves the watch to drop (and count) a
+    stuck stream, and stays the bound for a peer that vanished."""
+    return write_timeout + _KERNEL_LOOKS * interval(write_timeout)
 
 
 class StallWatch:
     def __init__(self, hub: Hub, write_timeout: float) -> None:
         self._hub = hub
         self._timeout = write_timeout
-        self.interval = min(_LONGEST_INTERVAL, write_timeout / 4)
+        self.interval = interval(write_timeout)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:

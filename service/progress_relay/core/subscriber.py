@@ -215,9 +215,10 @@ class Subscriber:
         if socket is None or not self.live or self.dropped:
             return False
         written = socket.written()
-        if self._since < 0 or (written == self._seen and not self._unsent):
+        if self._since < 0:
+            self._since = now  # the first look: its bytes may be waiting already
+        elif written == self._seen and not self._unsent:
             self._since = now
-            self._seen = written
             return False
         unsent = socket.buffered()
         self._seen, self._unsent = written, unsent

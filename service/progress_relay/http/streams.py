@@ -17,6 +17,7 @@ from aiohttp.base_protocol import BaseProtocol
 from aiohttp_sse import EventSourceResponse
 
 from progress_relay.config import Settings
+from progress_relay.core import stalls
 from progress_relay.core.catchup import REPLAY_MODES, ReplayMode
 from progress_relay.core.flusher import chunked
 from progress_relay.http import params
@@ -140,9 +141,12 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
         hub.counts.no_content += 1
         return web.Response(status=204)
     # send_timeout: the heartbeat's write timeout, and the socket's TCP_USER_TIMEOUT, so the
-    # kernel gives up on a peer that stopped acknowledging (gone without a FIN).
+    # kernel gives up on a peer that stopped acknowledging (gone without a FIN); a little past
+    # the write timeout, so the stall watch drops a stopped client first (core/stalls.py).
     response = EventSourceResponse(
-        sep=sse.SEPARATOR, ping_interval=settings.heartbeat, send_timeout=settings.write_timeout
+        sep=sse.SEPARATOR,
+        ping_interval=settings.heartbeat,
+        send_timeout=stalls.kernel_timeout(settings.write_timeout),
     )
     response.headers["Cache-Control"] = "no-cache, no-transform"
     transport = request.transport

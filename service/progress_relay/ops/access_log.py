@@ -18,25 +18,25 @@ from progress_relay.http.observe import REQUEST_ID, ROUTE
 # Query parameters that carry a credential (`?token=`: EventSource cannot send headers), in the
 # request line and in a Referer that may carry the page's own URL.
 _CREDENTIALS = frozenset({"token", "access_token"})
-# `;` separates parameters for some parsers: a value after one is cut off as after `&`.
-_SEPARATORS = re.compile(r"([&;])")
+# A parameter anywhere in a text: after `?`, `&` or `;` (some parsers separate with it), its
+# name and its value up to the next separator, space or quote.
+_PARAMETER = re.compile(r'([?&;])([^=?&;#\s"]*)=([^?&;#\s"]*)')
 # Decodings of a name tried: enough for `tok%2565n`, a name encoded twice.
 _DECODINGS = 3
 
 
 def redact(text: str) -> str:
-    """``text`` (a path with its query, or a URL) with the value of every query parameter
-    whose name, decoded as a server would (percent-escapes, ``+``, any case), is a credential's
-    replaced by ``***``."""
-    head, mark, query = text.partition("?")
-    if not mark:
+    """``text`` (a path with its query, a URL, a log line) with the value of every query
+    parameter whose name, decoded as a server would (percent-escapes, ``+``, any case), is a
+    credential's replaced by ``***``."""
+    if "=" not in text:
         return text
-    parts = _SEPARATORS.split(query)
-    for at in range(0, len(parts), 2):
-        name, equals, _ = parts[at].partition("=")
-        if equals and _is_credential(name):
-            parts[at] = f"{name}=***"
-    return f"{head}?{''.join(parts)}"
+    return _PARAMETER.sub(_hidden, text)
+
+
+def _hidden(match: re.Match[str]) -> str:
+    mark, name, _ = match.groups()
+    return f"{mark}{name}=***" if _is_credential(name) else match[0]
 
 
 def _is_credential(name: str) -> bool:

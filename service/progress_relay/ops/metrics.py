@@ -60,7 +60,11 @@ _COUNTERS = (
     ("no_content", "Streams answered 204: finished and seen, or gone.", "no_content"),
     ("frames_conflated", "Waiting progress frames replaced by a newer one.", "conflated"),
     ("subscribers_dropped", "Streams dropped for falling too far behind.", "dropped"),
-    ("write_timeouts", "Streams dropped because a write blocked too long.", "write_timeouts"),
+    (
+        "write_timeouts",
+        "Streams dropped because their client acknowledged nothing for stream.write_timeout.",
+        "write_timeouts",
+    ),
     ("broker_errors", "Requests and catch-ups that found the broker unavailable.", "broker_errors"),
 )
 
