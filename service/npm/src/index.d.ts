@@ -16,8 +16,9 @@ export interface LogEntry {
 
 export interface JobError {
   message: string;
+  /** null when the `failed` event had none (as `details`). */
   code: string | null;
-  details?: unknown;
+  details: unknown;
 }
 
 /** A job as the client keeps it, from its events and from `reset` (the relay's snapshot). */
@@ -36,24 +37,28 @@ export interface JobState {
   error: JobError | null;
   cancel_requested: boolean;
   logs: LogEntry[];
-  /** The `content` texts joined: streamed output such as an LLM's answer. */
+  /** The `content` texts joined (the newest `contentBytes` bytes): streamed output such as an
+   * LLM's answer. */
   content: string;
+  /** true when the beginning of the text was dropped (here or by the relay). */
+  content_truncated: boolean;
   last_event_id: string | null;
   // Set once a `reset` (the snapshot) was applied:
   created_at?: string;
   updated_at?: string;
   subscribers?: number;
   meta?: unknown;
-  content_truncated?: boolean;
 }
 
 /** The relay's snapshot of a job (`GET /v1/jobs/{id}`, the data of `reset`). */
-export interface Snapshot extends Omit<JobState, "content"> {
+export interface Snapshot extends Omit<JobState, "content" | "content_truncated"> {
   created_at: string;
   updated_at: string;
   subscribers: number;
   meta: unknown;
+  /** Absent from a relay older than the streamed-text snapshot. */
   content?: string;
+  content_truncated?: boolean;
 }
 
 export interface ProgressData {
@@ -143,6 +148,11 @@ export interface ProgressRelayOptions {
   maxBackoff?: number;
   /** Share one stream with the other tabs of this origin (default true, where the browser can). */
   shared?: boolean;
+  /** Log entries kept in `state.logs`; default 20, the relay's `jobs.log_tail` (use the same). */
+  logTail?: number;
+  /** Bytes of `state.content` kept (the newest); default 1048576, the relay's
+   * `jobs.content_bytes` (use the same). */
+  contentBytes?: number;
 }
 
 /** A connection to one relay, shared by every job this page watches and by the origin's tabs. */
@@ -154,6 +164,8 @@ export class ProgressRelay {
   readonly lastEventId: string | null;
   /** Whether this tab holds the stream for the others. */
   readonly leader: boolean;
+  readonly logTail: number;
+  readonly contentBytes: number;
   watch(jobId: string): JobWatch;
   on<K extends keyof RelayEvents>(name: K, listener: (value: RelayEvents[K]) => void): () => void;
   /** Close the stream, forget every job, hand the stream to another tab. */
@@ -180,8 +192,10 @@ declare global {
 
 /** Which relay a hook or store watches the job on. */
 export interface JobOptions {
-  /** A relay of your own; otherwise `sharedRelay(baseUrl, token)`, or with `shared: false` one
-   * relay per base URL and token that keeps a stream of this tab's own. */
+  /** A relay of your own (also for a relay whose `jobs.log_tail` or `jobs.content_bytes` are
+   * not the defaults: `new ProgressRelay({ baseUrl, logTail, contentBytes })`); otherwise
+   * `sharedRelay(baseUrl, token)`, or with `shared: false` one relay per base URL and token
+   * that keeps a stream of this tab's own. */
   relay?: ProgressRelay;
   baseUrl?: string;
   token?: string | null;
