@@ -16,8 +16,8 @@ export interface LogEntry {
 
 export interface JobError {
   message: string;
-  /** null when the `failed` event had none (as `details`). */
   code: string | null;
+  /** The `failed` event's `details`; null when it had none. */
   details: unknown;
 }
 
@@ -36,11 +36,12 @@ export interface JobState {
   redirect_url: string | null;
   error: JobError | null;
   cancel_requested: boolean;
+  /** The last `logTail` (20) entries, as the relay's snapshot keeps them. */
   logs: LogEntry[];
-  /** The `content` texts joined (the newest `contentBytes` bytes): streamed output such as an
-   * LLM's answer. */
+  /** The `content` texts joined: streamed output such as an LLM's answer; its newest
+   * `contentBytes` (1 MiB) bytes, as the relay's snapshot keeps it. */
   content: string;
-  /** true when the beginning of the text was dropped (here or by the relay). */
+  /** True when the beginning of `content` was dropped (here or by the relay). */
   content_truncated: boolean;
   last_event_id: string | null;
   // Set once a `reset` (the snapshot) was applied:
@@ -56,7 +57,7 @@ export interface Snapshot extends Omit<JobState, "content" | "content_truncated"
   updated_at: string;
   subscribers: number;
   meta: unknown;
-  /** Absent from a relay older than the streamed-text snapshot. */
+  /** The streamed text and whether its beginning was dropped (not in the job list's entries). */
   content?: string;
   content_truncated?: boolean;
 }
@@ -148,10 +149,10 @@ export interface ProgressRelayOptions {
   maxBackoff?: number;
   /** Share one stream with the other tabs of this origin (default true, where the browser can). */
   shared?: boolean;
-  /** Log entries kept in `state.logs`; default 20, the relay's `jobs.log_tail` (use the same). */
+  /** Log entries a job's state keeps, the newest; default 20 (the relay's `jobs.log_tail`). */
   logTail?: number;
-  /** Bytes of `state.content` kept (the newest); default 1048576, the relay's
-   * `jobs.content_bytes` (use the same). */
+  /** Bytes (UTF-8) of streamed text a job's state keeps, the newest; default 1048576 (the
+   * relay's `jobs.content_bytes`). */
   contentBytes?: number;
 }
 

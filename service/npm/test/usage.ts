@@ -35,7 +35,7 @@ job.on("log", (data) => data.message.trim());
 job.on("failed", (data) => data.code?.trim());
 job.on("reset", (snapshot) => snapshot.subscribers + snapshot.logs.length);
 job.on("reset", (snapshot) => {
-  // @ts-expect-error a snapshot of an older relay may have no text
+  // @ts-expect-error a snapshot may come without its text (as the job list's entries do)
   snapshot.content.length;
 });
 job.on("state", (state) => {

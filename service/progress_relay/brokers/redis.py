@@ -54,7 +54,6 @@ from progress_relay.wire.snapshot import (
     changes,
     own_eta,
     progress_percent,
-    with_content,
     with_eta,
 )
 
@@ -436,9 +435,12 @@ class RedisBroker:
                 key, history, logs, *_, content = self._keys(job_id)
                 pipe.hgetall(key)
                 pipe.lrange(logs, 0, -1)
-                if text != "never":
-                    seen = "" if text == "always" or after is None else str(after)
-                    pipe.eval(self._text_script, 2, key, content, seen, bound)
+                how = _how(text, after)
+                if how == "read":
+                    pipe.strlen(content)
+                    pipe.getrange(content, -bound, -1)
+                elif how == "script":
+                    pipe.eval(self._text_script, 2, key, content, str(after), bound)
                 if after is not None:
                     pipe.xrange(history, f"({after}-0" if after else "-", "+")
             replies = iter(await pipe.execute())
@@ -446,7 +448,13 @@ class RedisBroker:
         for job_id, after in reads:
             fields: dict[bytes, bytes] = next(replies)
             logs_raw = next(replies)
-            stored, tail = next(replies) if text != "never" else (-1, b"")
+            how = _how(text, after)
+            if how == "read":
+                stored, tail = next(replies), next(replies)
+            elif how == "script":
+                stored, tail = next(replies)
+            else:
+                stored, tail = -1, b""
             entries = next(replies) if after is not None else []
             if not fields:
                 found.append(None)
@@ -454,7 +462,7 @@ class RedisBroker:
             snapshot = self._snapshot(job_id, fields, logs_raw)
             if stored >= 0:  # else left UNSET: not needed (a reset would refuse to go without)
                 cut = fields.get(b"content_truncated") == b"true"
-                snapshot = with_content(snapshot, *newest(tail, stored, cut))
+                snapshot.content, snapshot.content_truncated = newest(tail, stored, cut)
             seq = int(fields.get(b"last_seq", b"0"))
             dropped = int(fields.get(b"dropped", b"0"))
             events = [
@@ -671,6 +679,14 @@ class RedisBroker:
             for channel in sorted(self._channel.wanted)
         ]
         await self._resync(job_ids, changed or reset)
+
+
+def _how(text: _TextRead, after: int | None) -> Literal["read", "script", "skip"]:
+    """How a read gets a job's text: plainly (STRLEN, GETRANGE); by lua/text.lua, which reads it
+    only when history does not cover ``after``; or not at all."""
+    if text == "always" or (text == "if_reset" and after is None):
+        return "read"
+    return "script" if text == "if_reset" else "skip"
 
 
 def _time(raw: bytes | int) -> datetime:

@@ -90,6 +90,8 @@ class Hub:
         self._topics: dict[str, Topic] = {}
         self._retry = sse.retry_frame(settings.stream.retry_ms)
         self.streams = 0
+        self._by_client: dict[str, int] = {}  # open streams by client (http/clients.py)
+        self._live: set[Subscriber] = set()  # every open stream
         self.draining = False
         self.counts = RelayCounts()
         self.flusher = Flusher()
@@ -223,6 +225,10 @@ class Hub:
         counts = await self.broker.subscribers(job_ids, [self.subscriber_count(i) for i in job_ids])
         return [self.snapshot_view(s, n) for s, n in zip(snapshots, counts, strict=True)]
 
+    def open_streams(self) -> list[Subscriber]:
+        """Every open stream of this process (a copy: looking at one may drop it)."""
+        return list(self._live)
+
     def subscriber_count(self, job_id: str) -> int:
         topic = self._topics.get(job_id)
         return 0 if topic is None else len(topic.subscribers)
@@ -236,11 +242,18 @@ class Hub:
             topic.publish(events)
 
     def open(
-        self, job_ids: Sequence[str], last_event_id: str | None, mode: ReplayMode, *, multi: bool
+        self,
+        job_ids: Sequence[str],
+        last_event_id: str | None,
+        mode: ReplayMode,
+        *,
+        multi: bool,
+        client: str = "",
     ) -> Coroutine[Any, Any, Subscriber | None]:
-        """A subscriber with its replay queued, or None when there is nothing to stream (204)."""
+        """A subscriber with its replay queued, or None when there is nothing to stream (204).
+        ``client``: who opens it (http/clients.py), for ``limits.max_streams_per_client``."""
         tracer = self.tracer
-        call = self._open(job_ids, last_event_id, mode, multi, tracer)
+        call = self._open(job_ids, last_event_id, mode, multi, client, tracer)
         if tracer is None:
             return call
         attributes: Attributes = {
@@ -256,9 +269,10 @@ class Hub:
         last_event_id: str | None,
         mode: ReplayMode,
         multi: bool,
+        client: str,
         tracer: Tracer | None,
     ) -> Subscriber | None:
-        self._admit(job_ids)
+        self._admit(job_ids, client)
         stream = self.settings.stream
         subscriber = Subscriber(
             job_ids,
@@ -267,8 +281,11 @@ class Hub:
             max_bytes=stream.queue_bytes,
             counts=self.counts,
             flusher=self.flusher,
+            client=client,
         )
         self.streams += 1
+        self._by_client[client] = self._by_client.get(client, 0) + 1
+        self._live.add(subscriber)
         try:
             # Attach first, so events published while the replay is read are held, not missed.
             for job_id in job_ids:
@@ -322,8 +339,8 @@ class Hub:
         self.counts.resets += len(resets)
         self.counts.replayed += len(events)
 
-    def _admit(self, job_ids: Sequence[str]) -> None:
-        """Refuse a stream past the limits on open streams, in total and per job."""
+    def _admit(self, job_ids: Sequence[str], client: str) -> None:
+        """Refuse a stream past the limits on open streams: in total, per job, per client."""
         limits = self.settings.limits
         # Come back after about one reconnect delay.
         retry_after = {"Retry-After": str(max(1, round(self.settings.stream.retry_ms / 1000)))}
@@ -332,6 +349,12 @@ class Hub:
         if self.streams >= limits.max_streams:
             raise TooManyStreams(
                 f"this relay has its maximum of {limits.max_streams} open streams",
+                headers=retry_after,
+            )
+        if self._by_client.get(client, 0) >= limits.max_streams_per_client:
+            raise TooManyStreams(
+                f"this client ({client}) has its maximum of {limits.max_streams_per_client} "
+                "open streams on this relay (limits.max_streams_per_client)",
                 headers=retry_after,
             )
         for job_id in job_ids:
@@ -356,6 +379,13 @@ class Hub:
     def close(self, subscriber: Subscriber) -> None:
         """Detach a subscriber whose stream is over (or whose open failed)."""
         self.streams -= 1
+        self._live.discard(subscriber)
+        client = subscriber.client
+        left = self._by_client[client] - 1
+        if left:
+            self._by_client[client] = left
+        else:
+            del self._by_client[client]
         for job_id in subscriber.job_ids:
             topic = self._topics.get(job_id)
             if topic is None:

@@ -10,6 +10,7 @@ from aiohttp import web
 from msgspec import Raw
 
 from progress_relay.http import params
+from progress_relay.http.access import PUBLISHER
 from progress_relay.http.keys import CREDENTIALS, HUB, PUBLISH_RATE, SETTINGS
 from progress_relay.http.openapi_operation import Operation, Schema, ref
 from progress_relay.wire.bodies import (
@@ -69,7 +70,6 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 )
 async def create_job(request: web.Request) -> web.Response:
     credentials = request.app[CREDENTIALS]
-    credentials.require_publisher(request)
     body = await request.read()
     try:
         spec = _CREATE_DECODER.decode(body) if body.strip() else CreateJobIn()
@@ -104,7 +104,7 @@ async def create_job(request: web.Request) -> web.Response:
     ),
 )
 async def publish(request: web.Request) -> web.Response:
-    publisher = request.app[CREDENTIALS].require_publisher(request)
+    publisher = request[PUBLISHER]
     job_id = params.job_id(request)
     wait = request.app[PUBLISH_RATE].take(publisher)
     if wait:
@@ -126,7 +126,7 @@ async def publish(request: web.Request) -> web.Response:
 @Operation(
     "listJobs",
     "Jobs with their snapshots, newest first, a page at a time",
-    "publisher",
+    "operator",
     description="A page may hold fewer than `limit` jobs (a status filter that few jobs "
     "match); follow `next_cursor` until it is null.",
     parameters=(
@@ -151,7 +151,6 @@ async def publish(request: web.Request) -> web.Response:
 )
 async def list_jobs(request: web.Request) -> web.Response:
     """Jobs newest first, a page at a time, for dashboards and the CLI."""
-    request.app[CREDENTIALS].require_publisher(request)
     statuses = frozenset(
         status.strip()
         for raw in request.query.getall("status", [])
@@ -189,7 +188,6 @@ async def list_jobs(request: web.Request) -> web.Response:
 )
 async def get_snapshot(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
-    request.app[CREDENTIALS].require_subscriber(request, [job_id])
     return json_response(await request.app[HUB].snapshot(job_id))
 
 
@@ -213,7 +211,6 @@ async def get_snapshot(request: web.Request) -> web.Response:
 async def get_history(request: web.Request) -> web.Response:
     """Retained history as JSON, the polling fallback of the stream."""
     job_id = params.job_id(request)
-    request.app[CREDENTIALS].require_subscriber(request, [job_id])
     limit = params.int_param(request, "limit", default=100, low=1, high=1000)
     after = request.query.get("after")
     history = await request.app[HUB].history(job_id, after, limit)
@@ -240,7 +237,6 @@ async def get_history(request: web.Request) -> web.Response:
 )
 async def cancel(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
-    request.app[CREDENTIALS].require_subscriber(request, [job_id])
     snapshot = await request.app[HUB].cancel(job_id)
     return json_response(CancelOut(job_id, snapshot.cancel_requested), 202)
 
@@ -249,12 +245,11 @@ async def cancel(request: web.Request) -> web.Response:
 @Operation(
     "deleteJob",
     "Drop the job, its snapshot and history; its streams end",
-    "publisher",
+    "operator",
     responses={204: ("Deleted", None)},
     errors=(InvalidJobId, JobNotFound, BrokerUnavailable),
 )
 async def delete_job(request: web.Request) -> web.Response:
-    request.app[CREDENTIALS].require_publisher(request)
     job_id = params.job_id(request)
     await request.app[HUB].delete(job_id)
     return web.Response(status=204)
