@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, cast
@@ -31,19 +32,20 @@ from typing import Any, cast
 import msgspec
 from msgspec import Raw, UnsetType
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
-from redis.exceptions import RedisError
 
 from progress_relay.brokers.base import (
     JobPage,
     Listener,
+    MemoryUse,
     Published,
     Replay,
     Resync,
     too_many_jobs,
 )
+from progress_relay.brokers.redis_calls import RedisCalls
 from progress_relay.brokers.redis_channel import Channel
 from progress_relay.config import Settings
-from progress_relay.wire.errors import BrokerUnavailable, JobFinished, no_job
+from progress_relay.wire.errors import BrokerUnavailable, JobFinished, RelayError, no_job
 from progress_relay.wire.events import CANCEL_REQUESTED, Draft, Event, LogData
 from progress_relay.wire.ids import Position, new_epoch
 from progress_relay.wire.snapshot import (
@@ -93,16 +95,6 @@ async def _no_resync(job_ids: list[str], reset: bool) -> None:
     return None
 
 
-@contextlib.asynccontextmanager
-async def _available(seconds: float) -> AsyncIterator[None]:
-    """Every Redis call: a lost or slow Redis is 503 ``broker_unavailable`` for the request."""
-    try:
-        async with asyncio.timeout(seconds):
-            yield
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise BrokerUnavailable(f"Redis is unavailable: {exc or type(exc).__name__}") from None
-
-
 class RedisBroker:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings.jobs
@@ -127,15 +119,20 @@ class RedisBroker:
         self._counts_task: asyncio.Task[None] | None = None
         self._counts_closing = False
         # Blocking: a burst of requests (a thousand streams opening at once) waits for a
-        # connection instead of failing with "Too many connections".
+        # connection instead of failing with "Too many connections". RESP2: with RESP3 the
+        # client (redis-py 8.1) turns on its maintenance notifications and then skips its check
+        # for connections Redis has closed, so after a Redis restart every pooled connection
+        # would fail once (redis/redis-py#4128, #4260).
         self._pool = BlockingConnectionPool.from_url(
             settings.broker.url,
+            protocol=2,
             max_connections=settings.broker.pool_size,
             timeout=self._timeout,
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,
         )
         self._redis = Redis(connection_pool=self._pool)
+        self._calls = RedisCalls(self._pool, self._timeout)
         self._publish = self._redis.register_script(_script("publish"))
         self._create = self._redis.register_script(_script("create"))
         self._ensure_epoch = self._redis.register_script(_script("epoch"))
@@ -169,8 +166,9 @@ class RedisBroker:
 
     async def start(self) -> None:
         # A relay whose Redis is down still starts: /readyz says unready until Redis answers.
-        with contextlib.suppress(BrokerUnavailable):
+        with contextlib.suppress(RelayError):
             await self._refresh_epoch()
+        await self._check_maxmemory()
         self._channel.start()
         self._counts_task = asyncio.get_running_loop().create_task(self._keep_counts())
         with contextlib.suppress(TimeoutError):
@@ -193,26 +191,24 @@ class RedisBroker:
             if not done:
                 counts.cancel()
             # Gone at once rather than after the TTL: readers ignore this instance's fields now.
-            with contextlib.suppress(BrokerUnavailable):
-                async with _available(self._timeout):
-                    await self._redis.delete(self._instance_key(self._instance))
+            instance = self._instance_key(self._instance)
+            with contextlib.suppress(RelayError):
+                await self._calls.run(lambda: self._redis.delete(instance))
         await self._channel.close()
         await self._redis.aclose()
         await self._pool.aclose()
         await self._pubsub_pool.aclose()
 
     async def ping(self) -> None:
-        async with _available(self._timeout):
-            await self._redis.ping()
+        await self._calls.run(self._redis.ping)
         if not self._channel.ready:
             raise BrokerUnavailable("the pub/sub connection to Redis is down")
 
     async def _refresh_epoch(self) -> bool:
         """Read the deployment's epoch (setting one if Redis has none); True if it changed."""
-        async with _available(self._timeout):
-            raw = await self._ensure_epoch(
-                keys=[self._epoch_key, self._seq_key], args=[new_epoch()]
-            )
+        raw = await self._calls.run(
+            lambda: self._ensure_epoch(keys=[self._epoch_key, self._seq_key], args=[new_epoch()])
+        )
         return self._set_epoch(raw.decode())
 
     def _set_epoch(self, epoch: str) -> bool:
@@ -243,24 +239,19 @@ class RedisBroker:
 
     async def create(self, job_id: str, *, ttl: float | None, meta: Any) -> tuple[Snapshot, bool]:
         lifetime = ttl or self._settings.pending_ttl
-        async with _available(self._timeout):
-            created = await self._create(
-                keys=[
-                    self._keys(job_id)[0],
-                    self._jobs_key,
-                    self._created_key,
-                    self._created_count_key,
-                ],
-                args=[
-                    _encode(meta),
-                    str(_ms(ttl)) if ttl else "",
-                    str(_ms(lifetime)),
-                    self._settings.max_jobs,
-                    job_id,
-                ],
-            )
+        keys = [self._keys(job_id)[0], self._jobs_key, self._created_key, self._created_count_key]
+        args: list[Any] = [
+            _encode(meta),
+            str(_ms(ttl)) if ttl else "",
+            str(_ms(lifetime)),
+            self._settings.max_jobs,
+            job_id,
+        ]
+        created = await self._calls.run(lambda: self._create(keys=keys, args=args))
         if created == -1:
             raise too_many_jobs(self._settings)
+        if created == -2:
+            raise _refused("create.lua", "an argument out of range")
         snapshot = await self.snapshot(job_id)
         if snapshot is None:  # expired in between: only with a lifetime shorter than a request
             raise no_job(job_id)
@@ -304,6 +295,8 @@ class RedisBroker:
             raise no_job(job_id)
         if outcome == b"already":
             raise _AlreadyRequested
+        if outcome == b"invalid":
+            raise _refused("publish.lua", reply[1].decode())
         self._set_epoch(reply[1].decode())
         first = int(reply[2])
         # The script added the ETA to progress events (as with_eta does): reply[4:], per event.
@@ -367,25 +360,31 @@ class RedisBroker:
             *(self._epoch_key, self._seq_key, job, history, logs, eta, self._jobs_key),
             *(seen, seen_at, self._created_key, self._created_count_key),
         ]
-        async with _available(self._timeout):
-            return cast(list[Any], await self._publish(keys=keys, args=args))
+        # Run again after a lost connection only when a second run cannot publish twice.
+        repeatable = mode == "cancel" or all(draft.key is not None for draft in drafts)
+        reply = await self._calls.run(
+            lambda: self._publish(keys=keys, args=args), repeatable=repeatable
+        )
+        return cast(list[Any], reply)
 
     def _event(self, job_id: str, seq: int, name: str, data: bytes) -> Event:
         return Event(job_id, seq, str(Position(self._epoch, seq)), name, data)
 
     async def delete(self, job_id: str) -> Snapshot | None:
         snapshot = await self.snapshot(job_id)
-        async with _available(self._timeout):
+
+        async def drop() -> None:
             pipe = self._redis.pipeline(transaction=True)
             pipe.delete(*self._keys(job_id), self._subs_key(job_id))
             pipe.zrem(self._jobs_key, job_id)
             pipe.zrem(self._created_key, job_id)
             await pipe.execute()
+
+        await self._calls.run(drop)
         return snapshot
 
     async def reserve_seq(self) -> int:
-        async with _available(self._timeout):
-            return int(await self._redis.incr(self._seq_key))
+        return int(await self._calls.run(lambda: self._redis.incr(self._seq_key)))
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -400,7 +399,8 @@ class RedisBroker:
     async def replays(self, reads: Sequence[tuple[str, int | None]]) -> list[Replay | None]:
         """Snapshots, their seqs, the seq trimmed up to and history, all read in one MULTI so
         that they agree with each other and with one instant of the sequence."""
-        async with _available(self._timeout):
+
+        async def read() -> list[Any]:
             pipe = self._redis.pipeline(transaction=True)
             for job_id, after in reads:
                 key, history, logs, *_ = self._keys(job_id)
@@ -408,7 +408,10 @@ class RedisBroker:
                 pipe.lrange(logs, 0, -1)
                 if after is not None:
                     pipe.xrange(history, f"({after}-0" if after else "-", "+")
-            replies = iter(await pipe.execute())
+            replies: list[Any] = await pipe.execute()
+            return replies
+
+        replies = iter(await self._calls.run(read))
         found: list[Replay | None] = []
         for job_id, after in reads:
             fields: dict[bytes, bytes] = next(replies)
@@ -451,37 +454,44 @@ class RedisBroker:
         found: list[Snapshot] = []
         scanned = 0
         position = before
-        async with _available(self._timeout):
-            while scanned < max(_LIST_SCAN, limit):
-                top = "+inf" if position is None else f"({position}"
-                rows = cast(
-                    list[tuple[bytes, float]],
-                    await self._redis.zrevrangebyscore(
-                        self._created_key, top, "-inf", start=0, num=limit + 1, withscores=True
-                    ),
-                )
-                if not rows:
-                    return JobPage(found, None)
-                job_ids = [member.decode() for member, _ in rows]
-                replays = await self.replays([(job_id, None) for job_id in job_ids])
-                gone = []
-                more = False  # the page is full and at least one job follows it
-                for job_id, (_, score), replay in zip(job_ids, rows, replays, strict=True):
-                    if len(found) == limit:
-                        more = True
-                        break
-                    scanned += 1
-                    position = int(score)
-                    if replay is None:
-                        gone.append(job_id)
-                    elif not statuses or replay.snapshot.status in statuses:
-                        found.append(replay.snapshot)
-                if gone:
-                    await self._redis.zrem(self._created_key, *gone)
-                if more:
-                    return JobPage(found, position)
-                if len(rows) <= limit:
-                    return JobPage(found, None)
+        while scanned < max(_LIST_SCAN, limit):
+            top = "+inf" if position is None else f"({position}"
+            rows = cast(
+                list[tuple[bytes, float]],
+                await self._calls.run(
+                    functools.partial(
+                        self._redis.zrevrangebyscore,
+                        self._created_key,
+                        top,
+                        "-inf",
+                        start=0,
+                        num=limit + 1,
+                        withscores=True,
+                    )
+                ),
+            )
+            if not rows:
+                return JobPage(found, None)
+            job_ids = [member.decode() for member, _ in rows]
+            replays = await self.replays([(job_id, None) for job_id in job_ids])
+            gone = []
+            more = False  # the page is full and at least one job follows it
+            for job_id, (_, score), replay in zip(job_ids, rows, replays, strict=True):
+                if len(found) == limit:
+                    more = True
+                    break
+                scanned += 1
+                position = int(score)
+                if replay is None:
+                    gone.append(job_id)
+                elif not statuses or replay.snapshot.status in statuses:
+                    found.append(replay.snapshot)
+            if gone:
+                await self._calls.run(functools.partial(self._redis.zrem, self._created_key, *gone))
+            if more:
+                return JobPage(found, position)
+            if len(rows) <= limit:
+                return JobPage(found, None)
         return JobPage(found, position)
 
     async def existing(self, job_ids: Iterable[str]) -> set[str]:
@@ -492,16 +502,20 @@ class RedisBroker:
             # Redis may have come back empty and this instance not yet caught up: a job that
             # is missing now may be about to get its `reset`, not an expiry.
             raise BrokerUnavailable("the pub/sub connection to Redis is down")
-        async with _available(self._timeout):
+
+        async def read() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
             for job_id in ids:
                 pipe.exists(self._keys(job_id)[0])
-            found = await pipe.execute()
+            replies: list[Any] = await pipe.execute()
+            return replies
+
+        found = await self._calls.run(read)
         return {job_id for job_id, exists in zip(ids, found, strict=True) if exists}
 
     async def job_counts(self) -> dict[str, int]:
-        counts: Counter[str] = Counter()
-        async with _available(self._timeout):
+        async def count() -> dict[str, int]:
+            counts: Counter[str] = Counter()
             now_ms = int(time.time() * 1000)
             members = await self._redis.zrangebyscore(self._jobs_key, now_ms, "+inf")
             job_ids = [member.decode() for member in cast(list[bytes], members)]
@@ -512,7 +526,36 @@ class RedisBroker:
                 for status in await pipe.execute():
                     if status is not None:
                         counts[msgspec.json.decode(status)] += 1
-        return dict(counts)
+            return dict(counts)
+
+        return await self._calls.run(count)
+
+    async def memory(self) -> MemoryUse:
+        """Redis's own: ``used_memory`` against ``maxmemory`` (0 when it has none)."""
+        info = await self._calls.run(lambda: self._redis.info("memory"))
+        return MemoryUse(int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)), 0)
+
+    async def _check_maxmemory(self) -> None:
+        """Say at start-up when Redis does not bound its memory the way the relay needs: with
+        ``maxmemory`` and ``maxmemory-policy noeviction`` a full Redis refuses writes (503
+        memory_full); an evicting policy would drop a job's keys one by one, and a reader
+        could miss events without being told."""
+        try:
+            info = await self._calls.run(lambda: self._redis.info("memory"))
+        except RelayError:
+            return  # Redis is not up yet: /readyz says so
+        policy = str(info.get("maxmemory_policy", "noeviction"))
+        if policy != "noeviction":
+            log.warning(
+                "Redis evicts keys when it is full (maxmemory-policy %s): a job's history could "
+                "vanish without a reset; set maxmemory-policy noeviction",
+                policy,
+            )
+        elif not int(info.get("maxmemory", 0)):
+            log.warning(
+                "Redis has no maxmemory: nothing bounds what jobs hold; set maxmemory (with "
+                "maxmemory-policy noeviction) to what Redis may use"
+            )
 
     # -- live events ----------------------------------------------------------------------
 
@@ -533,29 +576,31 @@ class RedisBroker:
         self._counts_changed.set()
 
     async def subscribers(self, job_ids: Sequence[str], local: Sequence[int]) -> list[int]:
-        async with _available(self._timeout):
-            pipe = self._redis.pipeline(transaction=False)
-            for job_id in job_ids:
-                pipe.hgetall(self._subs_key(job_id))
-            rows = cast(list[dict[bytes, bytes]], await pipe.execute())
-            own = self._instance.encode()
-            others = sorted({instance for row in rows for instance in row if instance != own})
-            alive: set[bytes] = set()
-            if others:
-                keys = [self._instance_key(instance.decode()) for instance in others]
-                found = await self._redis.mget(keys)
-                alive = {i for i, value in zip(others, found, strict=True) if value is not None}
-            totals = []
-            dead = self._redis.pipeline(transaction=False)
-            for job_id, row, count in zip(job_ids, rows, local, strict=True):
-                for instance, raw in row.items():
-                    if instance in alive:
-                        count += int(raw)
-                    elif instance != own:
-                        dead.hdel(self._subs_key(job_id), instance)
-                totals.append(count)
-            if len(dead):
-                await dead.execute()
+        return await self._calls.run(lambda: self._count_subscribers(job_ids, local))
+
+    async def _count_subscribers(self, job_ids: Sequence[str], local: Sequence[int]) -> list[int]:
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self._subs_key(job_id))
+        rows = cast(list[dict[bytes, bytes]], await pipe.execute())
+        own = self._instance.encode()
+        others = sorted({instance for row in rows for instance in row if instance != own})
+        alive: set[bytes] = set()
+        if others:
+            keys = [self._instance_key(instance.decode()) for instance in others]
+            found = await self._redis.mget(keys)
+            alive = {i for i, value in zip(others, found, strict=True) if value is not None}
+        totals = []
+        dead = self._redis.pipeline(transaction=False)
+        for job_id, row, count in zip(job_ids, rows, local, strict=True):
+            for instance, raw in row.items():
+                if instance in alive:
+                    count += int(raw)
+                elif instance != own:
+                    dead.hdel(self._subs_key(job_id), instance)
+            totals.append(count)
+        if len(dead):
+            await dead.execute()
         return totals
 
     async def _keep_counts(self) -> None:
@@ -569,7 +614,7 @@ class RedisBroker:
             self._counts_changed.clear()
             try:
                 await self._write_counts(self._local.keys() if beat else dirty, beat=beat)
-            except BrokerUnavailable as exc:
+            except RelayError as exc:  # unreachable, or full: the counts wait for Redis
                 log.debug("writing open-stream counts failed (%s); retrying", exc)
                 self._dirty |= dirty
                 await asyncio.sleep(min(every, 1.0))
@@ -582,11 +627,13 @@ class RedisBroker:
 
     async def _write_counts(self, job_ids: Iterable[str], *, beat: bool) -> None:
         ttl = _ms(self._instance_ttl)
-        async with _available(self._timeout):
+        jobs = list(job_ids)
+
+        async def write() -> None:
             pipe = self._redis.pipeline(transaction=False)
             if beat:
                 pipe.set(self._instance_key(self._instance), b"1", px=ttl)
-            for job_id in list(job_ids):
+            for job_id in jobs:
                 key = self._subs_key(job_id)
                 count = self._local.get(job_id)
                 if count:
@@ -596,6 +643,8 @@ class RedisBroker:
                     pipe.hdel(key, self._instance)
             if len(pipe):
                 await pipe.execute()
+
+        await self._calls.run(write)
 
     def _on_message(self, channel: bytes, message: bytes) -> None:
         job_id = channel[len(self._prefix) + len("events:") :].decode()
@@ -625,7 +674,7 @@ class RedisBroker:
     async def _on_reconnect(self, reset: bool = False) -> None:
         try:
             changed = await self._refresh_epoch()
-        except BrokerUnavailable as exc:
+        except RelayError as exc:
             # Without the epoch it cannot tell a gap from lost history: the channel gives up
             # this connection and tries again after its backoff.
             raise ConnectionError(f"could not read the epoch after reconnecting: {exc}") from None
@@ -642,3 +691,10 @@ def _time(raw: bytes | int) -> datetime:
 
 class _AlreadyRequested(Exception):
     pass
+
+
+def _refused(script: str, why: str) -> BrokerUnavailable:
+    """A script refused its arguments before writing anything: a fault of this relay (its
+    checks should have refused the request first), not of the request."""
+    log.error("%s refused its arguments (%s); nothing was written", script, why)
+    return BrokerUnavailable("Redis refused the request; retry")

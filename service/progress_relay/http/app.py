@@ -18,6 +18,8 @@ from progress_relay.http.errors import json_errors
 from progress_relay.http.inflight import InFlight
 from progress_relay.http.keys import (
     BROKER,
+    CANCEL_RATE,
+    CREATE_RATE,
     CREDENTIALS,
     HUB,
     IN_FLIGHT,
@@ -56,7 +58,10 @@ def create_app(settings: Settings, *, tracer: Tracer | None = None) -> web.Appli
     app[HUB] = hub
     app[METRICS] = metrics
     app[CREDENTIALS] = Credentials(settings.auth)
-    app[PUBLISH_RATE] = RateLimiter(settings.limits.publish_rate, settings.limits.publish_burst)
+    limits = settings.limits
+    app[PUBLISH_RATE] = RateLimiter(limits.publish_rate, limits.publish_burst)
+    app[CREATE_RATE] = RateLimiter(limits.create_rate, limits.create_burst)
+    app[CANCEL_RATE] = RateLimiter(limits.cancel_rate, limits.cancel_burst)
     app[REAPER] = Reaper(broker, hub, settings.reaper.interval)
     app.add_routes(jobs.routes)
     app.add_routes(streams.routes)
