@@ -136,6 +136,8 @@ class RedisBroker:
         self._publish = self._redis.register_script(_script("publish"))
         self._create = self._redis.register_script(_script("create"))
         self._ensure_epoch = self._redis.register_script(_script("epoch"))
+        self._read = self._redis.register_script(_script("read"))
+        self._drop = self._redis.register_script(_script("delete"))
         self._epoch = ""
         self._listener: Listener = _no_listener
         self._resync: Resync = _no_resync
@@ -373,14 +375,8 @@ class RedisBroker:
     async def delete(self, job_id: str) -> Snapshot | None:
         snapshot = await self.snapshot(job_id)
 
-        async def drop() -> None:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.delete(*self._keys(job_id), self._subs_key(job_id))
-            pipe.zrem(self._jobs_key, job_id)
-            pipe.zrem(self._created_key, job_id)
-            await pipe.execute()
-
-        await self._calls.run(drop)
+        keys = [*self._keys(job_id), self._subs_key(job_id), self._jobs_key, self._created_key]
+        await self._calls.run(lambda: self._drop(keys=keys, args=[job_id]))
         return snapshot
 
     async def reserve_seq(self) -> int:
@@ -397,36 +393,30 @@ class RedisBroker:
         return found
 
     async def replays(self, reads: Sequence[tuple[str, int | None]]) -> list[Replay | None]:
-        """Snapshots, their seqs, the seq trimmed up to and history, all read in one MULTI so
-        that they agree with each other and with one instant of the sequence."""
-
-        async def read() -> list[Any]:
-            pipe = self._redis.pipeline(transaction=True)
-            for job_id, after in reads:
-                key, history, logs, *_ = self._keys(job_id)
-                pipe.hgetall(key)
-                pipe.lrange(logs, 0, -1)
-                if after is not None:
-                    pipe.xrange(history, f"({after}-0" if after else "-", "+")
-            replies: list[Any] = await pipe.execute()
-            return replies
-
-        replies = iter(await self._calls.run(read))
-        found: list[Replay | None] = []
+        """Snapshots, their seqs, the seq trimmed up to and history, all read in one script
+        (lua/read.lua) so that they agree with each other and with one instant of the
+        sequence."""
+        keys: list[str] = []
+        args: list[str] = []
         for job_id, after in reads:
-            fields: dict[bytes, bytes] = next(replies)
-            logs_raw = next(replies)
-            entries = next(replies) if after is not None else []
-            if not fields:
+            key, history, logs, *_ = self._keys(job_id)
+            keys += [key, logs, history]
+            args.append("" if after is None else f"({after}-0" if after else "-")
+        replies: list[Any] = await self._calls.run(lambda: self._read(keys=keys, args=args))
+        found: list[Replay | None] = []
+        for (job_id, after), (flat, logs_raw, entries) in zip(reads, replies, strict=True):
+            if not flat:
                 found.append(None)
                 continue
+            fields: dict[bytes, bytes] = dict(zip(flat[::2], flat[1::2], strict=True))
             snapshot = self._snapshot(job_id, fields, logs_raw)
             seq = int(fields.get(b"last_seq", b"0"))
             dropped = int(fields.get(b"dropped", b"0"))
-            events = [
-                self._event(job_id, int(entry_id.split(b"-", 1)[0]), f[b"e"].decode(), f[b"d"])
-                for entry_id, f in entries
-            ]
+            events = []
+            for entry_id, pairs in entries:
+                entry = dict(zip(pairs[::2], pairs[1::2], strict=True))
+                seq_of = int(entry_id.split(b"-", 1)[0])
+                events.append(self._event(job_id, seq_of, entry[b"e"].decode(), entry[b"d"]))
             complete = after is not None and after >= dropped
             found.append(Replay(snapshot, events, complete, seq))
         return found
