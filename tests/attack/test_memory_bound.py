@@ -6,6 +6,7 @@ streams go on."""
 from __future__ import annotations
 
 import gc
+import logging
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -275,3 +276,33 @@ async def test_a_full_redis_is_503_memory_full_and_nothing_is_half_written(
     for n in range(jobs // 2):
         assert (await client.delete(f"/v1/jobs/big-{n}")).status == 204
     assert (await content(client, f"big-{jobs}", big)).status == 200
+
+
+@pytest.mark.parametrize(
+    ("options", "warning"),
+    [
+        ((), "Redis has no maxmemory"),
+        (("--maxmemory", "1gb", "--maxmemory-policy", "allkeys-lru"), "allkeys-lru"),
+        (("--maxmemory", "1gb", "--maxmemory-policy", "noeviction"), None),
+    ],
+)
+async def test_the_relay_says_at_start_when_redis_does_not_bound_its_memory_safely(
+    tmp_path: Path,
+    aiohttp_client: Any,
+    caplog: pytest.LogCaptureFixture,
+    options: tuple[str, ...],
+    warning: str | None,
+) -> None:
+    server = RedisServer(tmp_path, options=options)
+    server.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="progress_relay.brokers.redis"):
+            await aiohttp_client(create_app(make_settings(broker={"url": server.url})))
+        said = [r.getMessage() for r in caplog.records if r.name == "progress_relay.brokers.redis"]
+        if warning is None:
+            assert said == []
+        else:
+            [line] = said
+            assert warning in line and "noeviction" in line
+    finally:
+        server.kill()
