@@ -64,14 +64,16 @@ _STATEFUL = frozenset({"progress", "complete", "failed", "cancelled"})
 # Bytes a frame has beyond its event's name and data: "id: ", the epoch, "-", a seq of up to 20
 # digits, "\nevent: ", "\ndata: ", "\n\n", and an ETA the relay may add to a progress event.
 _FRAME_EXTRA = 96
+_EVENT_COST = _FRAME_EXTRA + EVENT_BYTES
 
 
 class _Job:
     __slots__ = (
         "eta",
         "finished_at",
+        "fixed_bytes",
         "held",
-        "meta_bytes",
+        "log_bytes",
         "order",
         "ring",
         "seen",
@@ -92,7 +94,11 @@ class _Job:
         self.seq = 0  # of the job's newest event
         self.seen: SeenKeys | None = None  # made on the first idempotency key
         self.held = 0  # bytes this job has reported to the budget
-        self.meta_bytes = 0
+        self.fixed_bytes = 0  # the job itself, its id and meta
+        self.log_bytes = 0  # its log tail
+
+
+_sizeof = sys.getsizeof
 
 
 def _raw_bytes(value: Any) -> int:
@@ -110,12 +116,25 @@ def _field_bytes(name: str, value: Any) -> int:
 
 
 def _state_bytes(snapshot: Snapshot) -> int:
-    """The snapshot's bytes beyond a fresh one's: its texts, result, error and log tail."""
-    size = sum(_field_bytes(name, getattr(snapshot, name)) for name in _SIZED_FIELDS)
-    size += sys.getsizeof(snapshot.step) + sys.getsizeof(snapshot.total_steps)
-    for entry in snapshot.logs:
-        size += LOG_ENTRY_BYTES + text_bytes(entry.message)
+    """What the snapshot's fields that events set hold: texts, numbers, result and error (the
+    log tail is counted apart, only when it changes). Inlined: it runs on every publish."""
+    size = (
+        _sizeof(snapshot.stage)
+        + _sizeof(snapshot.message)
+        + _sizeof(snapshot.redirect_url)
+        + _sizeof(snapshot.step)
+        + _sizeof(snapshot.total_steps)
+    )
+    if snapshot.result is not None:
+        size += _raw_bytes(snapshot.result)
+    error = snapshot.error
+    if error is not None:
+        size += _sizeof(error.message) + _sizeof(error.code) + _raw_bytes(error.details)
     return size
+
+
+def _log_bytes(snapshot: Snapshot) -> int:
+    return sum(LOG_ENTRY_BYTES + _sizeof(entry.message) for entry in snapshot.logs)
 
 
 def _job_bytes(job: _Job) -> int:
@@ -123,12 +142,11 @@ def _job_bytes(job: _Job) -> int:
     ring = job.ring
     seen = job.seen
     return (
-        JOB_BYTES
-        + sys.getsizeof(job.snapshot.id)
-        + job.meta_bytes
+        job.fixed_bytes
         + ring.bytes
         + len(ring) * EVENT_BYTES
         + _state_bytes(job.snapshot)
+        + job.log_bytes
         + (0 if seen is None else seen.bytes)
     )
 
@@ -195,7 +213,7 @@ class MemoryBroker:
         self._created += 1
         ring = Ring(settings.ring_events, settings.ring_bytes)
         job = _Job(new_snapshot(job_id, meta), ring, ttl, self._created)
-        job.meta_bytes = _raw_bytes(meta)
+        job.fixed_bytes = self._job_cost(job_id, meta)
         self._jobs[job_id] = job
         self._account(job)
         return job
@@ -219,12 +237,17 @@ class MemoryBroker:
         job = self._jobs.get(job_id)
         seen = None if job is None else job.seen
         known = [None if seen is None or d.key is None else seen.get(d.key) for d in drafts]
-        if job is not None and None in known and job.snapshot.finished:
+        new = None in known
+        if new and job is not None and job.snapshot.finished:
             raise JobFinished(f"job {job_id} has already {job.snapshot.status}")
-        if None in known:
+        if new:
             if job is None and len(self._jobs) >= self._settings.max_jobs:
                 raise too_many_jobs(self._settings)
-            fresh = [draft for draft, known_id in zip(drafts, known, strict=True) if not known_id]
+            fresh = (
+                drafts
+                if seen is None
+                else [draft for draft, id_ in zip(drafts, known, strict=True) if id_ is None]
+            )
             if not self._admit(job_id, job, fresh):
                 raise memory_full("this publish")
         if job is None:
@@ -233,10 +256,12 @@ class MemoryBroker:
         events: list[Event] = []
         ids: list[str] = []
         tail = self._settings.log_tail
+        logs = False
         for draft, known_id in zip(drafts, known, strict=True):
             if known_id is not None:
                 ids.append(known_id)
                 continue
+            logs = logs or isinstance(draft.payload, LogData)
             self._seq += 1
             event_id = str(Position(self._epoch, self._seq))
             apply(snapshot, draft, event_id, job.eta, tail)
@@ -260,6 +285,8 @@ class MemoryBroker:
                 _compact(snapshot)
                 if len(job.ring):
                     self._finished[job_id] = job
+        if logs:
+            job.log_bytes = _log_bytes(snapshot)
         self._account(job)
         if self.budget.room() < 0:
             self._make_room(0)  # only a publish that ended its job gets here: its history goes
@@ -291,20 +318,23 @@ class MemoryBroker:
         """Whether publishing ``drafts`` fits the bound, making room if needed. What they add
         is estimated from above; what they free (the history they push out, the log entries
         and texts they replace) is counted only when that estimate does not fit at once."""
-        sizes = [len(draft.data) + len(draft.name) + _FRAME_EXTRA for draft in drafts]
-        events = sum(sizes) + EVENT_BYTES * len(drafts)
-        added = events
+        added = 0
         for draft in drafts:
+            data = len(draft.data)
+            added += data + len(draft.name) + _EVENT_COST
             if draft.key is not None:
-                added += KEY_BYTES + sys.getsizeof(draft.key)
-            if isinstance(draft.payload, LogData):
-                added += LOG_ENTRY_BYTES + text_bytes(draft.payload.message)
+                added += KEY_BYTES + _sizeof(draft.key)
+            payload = draft.payload
+            if isinstance(payload, LogData):
+                added += LOG_ENTRY_BYTES + _sizeof(payload.message)
             elif draft.name in _STATEFUL:
-                added += len(draft.data) + 2 * RAW_BYTES  # texts, result, error
+                added += data + 2 * RAW_BYTES  # texts, result, error
         if job is None:
             return self._make_room(added + self._job_cost(job_id, None))
         if added <= self.budget.room():
             return True
+        sizes = [len(draft.data) + len(draft.name) + _FRAME_EXTRA for draft in drafts]
+        events = sum(sizes) + EVENT_BYTES * len(drafts)
         added -= self._freed(job, drafts, sizes)
         if self._make_room(added):
             return True
@@ -322,7 +352,7 @@ class MemoryBroker:
         snapshot = job.snapshot
         logs = sum(isinstance(draft.payload, LogData) for draft in drafts)
         for entry in snapshot.logs[: max(0, len(snapshot.logs) + logs - self._settings.log_tail)]:
-            freed += LOG_ENTRY_BYTES + text_bytes(entry.message)
+            freed += LOG_ENTRY_BYTES + _sizeof(entry.message)
         replaced = {name for draft in drafts for name in changes(draft)}
         for name in replaced.intersection(_SIZED_FIELDS):
             freed += _field_bytes(name, getattr(snapshot, name))
