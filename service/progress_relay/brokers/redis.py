@@ -7,6 +7,11 @@ Lua script (lua/publish.lua; every script is a file in lua/). Job lifetimes are 
 expirations, so a job expires even when no relay is running; each instance notices the jobs of
 its own streams that have gone.
 
+Memory is Redis's to bound (``maxmemory`` with ``maxmemory-policy noeviction``): a full Redis
+refuses writes, which is 503 memory_full, and still runs reads and deletes (lua/read.lua,
+lua/delete.lua). Every call goes through redis_calls.py (its time bound, its errors, the one
+retry after a lost connection).
+
 Open streams across instances (a snapshot's ``subscribers``): per job the hash ``P job:{id}:subs``
 of instance id → that instance's count, and per instance ``P instance:{iid}``, a key that lives
 ``broker.instance_ttl``. Each instance writes its changed counts on its own task (coalesced: the

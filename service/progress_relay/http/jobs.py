@@ -102,8 +102,8 @@ async def create_job(request: web.Request) -> web.Response:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
     if spec.ttl is not None and spec.ttl > settings.jobs.max_ttl:
         raise InvalidBody(
-            f"`ttl` is at most {settings.jobs.max_ttl:g} seconds (jobs.max_ttl), "
-            f"got {spec.ttl:g} - at `$.ttl`"
+            f"`ttl` is at most {settings.jobs.max_ttl:.15g} seconds (jobs.max_ttl), "
+            f"got {spec.ttl:.15g} - at `$.ttl`"
         )
     job_id = params.check_job_id(spec.id, "`$.id`") if spec.id is not None else uuid.uuid4().hex
     created = await request.app[HUB].create(job_id, ttl=spec.ttl, meta=spec.meta)
