@@ -1,10 +1,11 @@
-"""What both example backends share: the page, the command line and the simulated work."""
+"""What the example backends share: the page, the command line and the simulated work."""
 
 from __future__ import annotations
 
 import argparse
 import html
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 # The stages of the simulated transcription, in order; the tracker spreads 0-100 % over them.
@@ -19,12 +20,14 @@ TRANSCRIPT = [
     "Next quarter we focus on the mobile app.",
 ]
 
-_PAGE = (Path(__file__).with_name("page.html")).read_text(encoding="utf-8")
+_PAGE = Path(__file__).with_name("page.html")
 
 
-def page(relay_url: str) -> str:
-    """The page, pointing at the relay at ``relay_url`` (as the browser reaches it)."""
-    return _PAGE.replace("{{RELAY_URL}}", html.escape(relay_url.rstrip("/"), quote=True))
+def page(relay_url: str, template: Path = _PAGE) -> str:
+    """The page (``template``: examples/page.html by default), pointing at the relay at
+    ``relay_url`` (as the browser reaches it)."""
+    text = template.read_text(encoding="utf-8")
+    return text.replace("{{RELAY_URL}}", html.escape(relay_url.rstrip("/"), quote=True))
 
 
 def summary(lines: list[str]) -> dict[str, object]:
@@ -35,8 +38,12 @@ def summary(lines: list[str]) -> dict[str, object]:
     }
 
 
-def arguments(description: str, default_port: int) -> argparse.Namespace:
-    """The command line of an example backend."""
+def arguments(
+    description: str,
+    default_port: int,
+    more: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """The command line of an example backend; ``more`` adds options of its own."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--relay",
@@ -68,4 +75,6 @@ def arguments(description: str, default_port: int) -> argparse.Namespace:
         help="progress events per second per job at most; more often, only the newest is sent"
         " (the SDK's default: %(default)s; 0 sends every one)",
     )
+    if more is not None:
+        more(parser)
     return parser.parse_args()

@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from progress_relay.http.app import create_app
 from tests.support.app import MakeClient, make_settings, stream_opener
+from tests.support.npm import Package, build_and_pack, shared_workdir
 from tests.support.redis_server import RedisServer
 
 
@@ -77,3 +78,9 @@ def open_stream(
     client: TestClient[Any, web.Application],
 ) -> Callable[..., Any]:
     return stream_opener(client)
+
+
+@pytest.fixture(scope="session")
+def npm_package(tmp_path_factory: pytest.TempPathFactory) -> Package:
+    """service/npm installed (``npm ci``), built, packed and unpacked, once per test run."""
+    return build_and_pack(shared_workdir(tmp_path_factory))

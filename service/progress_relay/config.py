@@ -7,6 +7,7 @@ Precedence (lowest to highest): the defaults below, the TOML file,
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -39,6 +40,16 @@ class ServerSettings(Struct, forbid_unknown_fields=True, frozen=True):
     # Streams end on shutdown with `retry:` a random delay up to this, so that their clients
     # reconnect (to another instance) spread out instead of all at once.
     drain_retry_ms: Annotated[int, Meta(ge=0)] = 2000
+    # Time bounds of every connection, nginx's defaults (client_header_timeout,
+    # client_body_timeout, keepalive_timeout): a slow mobile link gets a minute, a client that
+    # dribbles or sits idle is let go after about one. Keep-alive outlives nginx's 60 s for its
+    # idle upstream connections, so nginx closes them first and never reuses a closing one.
+    header_timeout: Seconds = 60.0
+    body_timeout: Seconds = 60.0
+    keepalive_timeout: Seconds = 75.0
+    # Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is believed: for a
+    # connection from one of them the client is the last address of that header.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 class BrokerSettings(Struct, forbid_unknown_fields=True, frozen=True):
@@ -69,6 +80,10 @@ class JobSettings(Struct, forbid_unknown_fields=True, frozen=True):
     ring_events: Positive = 1000
     ring_bytes: Positive = 1024 * 1024
     log_tail: Positive = 20
+    # Bytes of a job's streamed text (its `content` events joined) kept for its snapshot and
+    # `reset`: the newest. 1 MiB holds a very long LLM answer (a 100,000-token one is about
+    # 400 KB) and, beside the 1 MiB ring, bounds a job at about 2.25 MiB of history and text.
+    content_bytes: Positive = 1024 * 1024
     max_jobs: Positive = 100_000
     # A publisher's idempotency key is remembered this long (and at most this many per job,
     # newest kept), so a retried publish returns the original ids instead of publishing again.
@@ -81,9 +96,11 @@ class LimitSettings(Struct, forbid_unknown_fields=True, frozen=True):
     max_batch_events: Positive = 1000
     max_request_bytes: Positive = 4 * 1024 * 1024
     max_stream_jobs: Positive = 100
-    # Open streams on this instance, and on one job; past either a new stream gets 503.
+    # Open streams on this instance, of one job, and of one client address (an IPv6 client's
+    # /64); past any of them a new stream gets 503.
     max_streams: Positive = 10_000
     max_streams_per_job: Positive = 1_000
+    max_streams_per_client: Positive = 1_000
     # Publish requests per second per publisher token (per client address when publishing is
     # open), with bursts of up to `publish_burst`; past it 429.
     publish_rate: Annotated[float, Meta(gt=0)] = 1000.0
@@ -112,6 +129,9 @@ class AuthSettings(Struct, forbid_unknown_fields=True, frozen=True):
     # Bearer tokens of publishers; several, so one can be rotated in before the old one goes.
     # Empty: publishing is open (a sidecar reachable only by its backend).
     publish_tokens: tuple[str, ...] = ()
+    # Open publishing on an address other than loopback lets anyone who reaches it publish,
+    # delete and list jobs; `serve` refuses that unless this says it is meant.
+    allow_open_publishing: bool = False
     subscribe: Literal["open", "token"] = "open"
     # HS256 key of subscriber tokens; needed for `subscribe = "token"` and to mint them.
     jwt_secret: str = ""
@@ -166,6 +186,13 @@ class Settings(Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError("auth.jwt_secret must be at least 32 bytes")
         if any(not token for token in auth.publish_tokens):
             raise ValueError("auth.publish_tokens must not contain an empty token")
+        for proxy in self.server.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"server.trusted_proxies: {proxy!r} is not an IP address or network"
+                ) from None
         # One publish lands in a subscriber's queue at once; a queue smaller than a batch
         # would drop even subscribers that keep up.
         if self.stream.queue_frames < self.limits.max_batch_events:
@@ -177,6 +204,35 @@ class Settings(Struct, forbid_unknown_fields=True, frozen=True):
 
 class ConfigError(Exception):
     """Start-up stops with this; the message names the key and what was expected."""
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect to ``host``: a loopback address or localhost's name. Any
+    other name, and "" or 0.0.0.0 (every interface), may be reachable from the network."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings) -> None:
+    """ConfigError when the relay would serve open publishing beyond this machine and the
+    settings do not say that is meant (``auth.allow_open_publishing``)."""
+    auth = settings.auth
+    host = settings.server.host
+    if auth.publish_tokens or auth.allow_open_publishing or is_loopback(host):
+        return
+    raise ConfigError(
+        f"refusing to serve on {host or 'every interface'} with open publishing: anyone who "
+        "can reach it could publish, delete and list jobs. Set auth.publish_tokens "
+        "(PROGRESS_RELAY_AUTH_PUBLISH_TOKENS), or auth.allow_open_publishing = true "
+        "(PROGRESS_RELAY_AUTH_ALLOW_OPEN_PUBLISHING=true) if that is meant"
+    )
 
 
 def _section_types() -> dict[str, type[Struct]]:

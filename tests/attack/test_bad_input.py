@@ -14,6 +14,7 @@ from progress_relay.http.keys import SETTINGS
 from tests.support.app import MakeClient, error_of, publish, stream_opener
 
 Client = TestClient[Any, Any]
+JSON = {"Content-Type": "application/json"}
 
 
 def nested(levels: int, inner: bytes = b"1") -> bytes:
@@ -28,13 +29,15 @@ async def test_deeply_nested_json_is_400_json_too_deep(
     client = await make_client()
     body = b'{"event":"custom","data":' + nested(levels) + b"}"
     message = await error_of(
-        await client.post("/v1/jobs/deep/events", data=body), 400, "json_too_deep"
+        await client.post("/v1/jobs/deep/events", data=body, headers=JSON), 400, "json_too_deep"
     )
     assert "64 levels" in message and "limits.max_json_depth" in message
     meta = b'{"id":"deep","meta":' + nested(levels) + b"}"
-    await error_of(await client.post("/v1/jobs", data=meta), 400, "json_too_deep")
+    await error_of(await client.post("/v1/jobs", data=meta, headers=JSON), 400, "json_too_deep")
     batch = b'{"events":[{"event":"custom","data":' + nested(levels) + b"}]}"
-    await error_of(await client.post("/v1/jobs/deep/events", data=batch), 400, "json_too_deep")
+    await error_of(
+        await client.post("/v1/jobs/deep/events", data=batch, headers=JSON), 400, "json_too_deep"
+    )
     assert (await client.get("/v1/jobs/deep")).status == 404
 
 
@@ -42,12 +45,14 @@ async def test_the_depth_limit_counts_levels_of_the_whole_body(make_client: Make
     client = await make_client(limits={"max_json_depth": 8})
     # The body is one level, so its data may nest 7 more.
     ok = b'{"event":"custom","data":' + nested(7) + b"}"
-    assert (await client.post("/v1/jobs/d/events", data=ok)).status == 200
+    assert (await client.post("/v1/jobs/d/events", data=ok, headers=JSON)).status == 200
     too_deep = b'{"event":"custom","data":' + nested(8) + b"}"
-    await error_of(await client.post("/v1/jobs/d/events", data=too_deep), 400, "json_too_deep")
+    await error_of(
+        await client.post("/v1/jobs/d/events", data=too_deep, headers=JSON), 400, "json_too_deep"
+    )
     # Brackets inside strings are text, not nesting.
     text = b'{"event":"log","data":{"message":"' + b"[{" * 500 + b'\\"]"}}'
-    assert (await client.post("/v1/jobs/d/events", data=text)).status == 200
+    assert (await client.post("/v1/jobs/d/events", data=text, headers=JSON)).status == 200
     history = await (await client.get("/v1/jobs/d/events")).json()
     assert len(history["events"]) == 2
 
@@ -125,9 +130,15 @@ async def test_extreme_numbers_and_text_are_stored_and_read_back(
 async def test_numbers_past_what_json_decoders_take_are_422(make_client: MakeClient) -> None:
     client = await make_client()
     too_long = b'{"event":"progress","data":{"step":' + b"9" * 5000 + b"}}"
-    await error_of(await client.post("/v1/jobs/n/events", data=too_long), 422, "invalid_event")
+    await error_of(
+        await client.post("/v1/jobs/n/events", data=too_long, headers=JSON), 422, "invalid_event"
+    )
     out_of_range = b'{"event":"progress","data":{"eta_seconds":1e400}}'
-    await error_of(await client.post("/v1/jobs/n/events", data=out_of_range), 422, "invalid_event")
+    await error_of(
+        await client.post("/v1/jobs/n/events", data=out_of_range, headers=JSON),
+        422,
+        "invalid_event",
+    )
     assert (await client.get("/v1/jobs/n")).status == 404
 
 

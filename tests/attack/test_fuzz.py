@@ -181,12 +181,16 @@ def requests(draw: st.DrawFn) -> tuple[str, str, list[tuple[str, str]], dict[str
         body = draw(st.one_of(publish_bodies(), publish_bodies(), raw_bodies))
     elif body_kind == "raw" and draw(st.booleans()):
         body = draw(raw_bodies)
+    sent_headers = draw(headers)
+    if body_kind in ("create", "publish") and draw(st.integers(0, 9)):
+        # A JSON body comes as JSON (else 415 before anything looks at it), but not always.
+        sent_headers["Content-Type"] = "application/json"
     query = draw(queries)
     # Within aiohttp's request line of 8,190 bytes: past it aiohttp answers itself (a text 400,
     # logged with a traceback), before the relay sees the request; see docs/reliability.md.
     while query and len(path) + len(urlencode(query)) > 7_000:
         query.pop()
-    return method, path, query, draw(headers), body
+    return method, path, query, sent_headers, body
 
 
 # -- the relay under attack ------------------------------------------------------------------

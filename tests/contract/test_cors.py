@@ -55,7 +55,9 @@ async def test_preflight_of_an_unlisted_origin_is_refused(make_client: MakeClien
     assert response.status == 403
     assert "Access-Control-Allow-Origin" not in response.headers
     body = await response.json()
-    assert body["error"]["code"] == "forbidden" and "evil.example" in body["error"]["message"]
+    assert (
+        body["error"]["code"] == "origin_not_allowed" and "evil.example" in body["error"]["message"]
+    )
 
 
 async def test_origins_match_exactly(make_client: MakeClient) -> None:

@@ -92,6 +92,7 @@ async def test_request_body(make_client: MakeClient) -> None:
         response = await client.post(
             "/v1/jobs/body/events",
             data=b'{"event":"log","data":{"message":"' + b"y" * 3000 + b'"}}',
+            headers={"Content-Type": "application/json"},
         )
         await refused(response, 413, "payload_too_large")
     assert await history_ids(client, "body") == [before]

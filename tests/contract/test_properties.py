@@ -216,7 +216,9 @@ async def _publish_any_name(
     value, spelled = document
     job = f"n{uuid.uuid4().hex}"
     body = b'{"event":%s,"data":%s}' % (json.dumps(name, ensure_ascii=ascii_name).encode(), spelled)
-    response = await client.post(f"/v1/jobs/{job}/events", data=body)
+    response = await client.post(
+        f"/v1/jobs/{job}/events", data=body, headers={"Content-Type": "application/json"}
+    )
     accepted = DOCUMENTED_NAME.fullmatch(name) is not None and name not in DOCUMENTED_RESERVED
     if not accepted:
         assert response.status == 422, await response.text()

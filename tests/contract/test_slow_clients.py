@@ -227,7 +227,7 @@ async def test_a_stalled_client_past_the_bound_is_dropped_and_resumes() -> None:
     reconnecting with its last id it continues exactly, or with a `reset` when the ring has
     moved on."""
     with relay_process(
-        stream_queue_frames="100000", stream_queue_bytes="262144", jobs_ring_events="1000"
+        stream_queue_frames="100000", stream_queue_bytes="1048576", jobs_ring_events="1000"
     ) as relay:
         base = relay.base_url
         events = [
@@ -322,6 +322,9 @@ class _KernelBuffer:
 
     def buffered(self) -> int:
         return self.unsent
+
+    def written(self) -> int:
+        return 0
 
     def abort(self) -> None:
         self.aborted = True

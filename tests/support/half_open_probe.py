@@ -54,7 +54,11 @@ async def main(count: int) -> dict[str, Any]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * count + 512)), hard))
     settings = make_settings(
         stream={"heartbeat": 0.25, "write_timeout": 1.0},
-        limits={"max_streams": count + 10, "max_streams_per_job": count + 10},
+        limits={
+            "max_streams": count + 10,
+            "max_streams_per_job": count + 10,
+            "max_streams_per_client": count + 10,
+        },
     )
     app = create_app(settings)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)

@@ -57,6 +57,7 @@ class MemorySocket:
         self.pushing = False
         self.unsent = 0
         self.aborts = 0
+        self.asked = 0  # calls of buffered(): each is a system call on a real socket
 
     def write(self, piece: bytes) -> None:
         self.writes.append(("write", piece))
@@ -68,7 +69,11 @@ class MemorySocket:
         return self.pushing
 
     def buffered(self) -> int:
+        self.asked += 1
         return self.unsent
+
+    def written(self) -> int:
+        return sum(len(data) for _, data in self.writes)
 
     def abort(self) -> None:
         self.aborts += 1

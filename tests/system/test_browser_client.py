@@ -5,42 +5,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page
+from playwright.sync_api import Browser, Page
 
 from progress_relay.config import AuthSettings
 from progress_relay.http.auth import Credentials
-from tests.support.browser import chromium, shadow, wait_for
+from tests.support.browser import open_page, publish, shadow, wait_for
 from tests.support.process import Relay, start_relay
 from tests.support.redis_server import RedisServer
-
-# Loads the client into a page of the relay's origin and records what it sees per job.
-WATCH = """async ({ jobs, options }) => {
-  const { ProgressRelay } = await import("/static/progress-relay.js");
-  const relay = new ProgressRelay(options || {});
-  window.relay = relay;
-  window.seen = {};
-  window.connections = [];
-  relay.on("connection", (state) => window.connections.push(state));
-  for (const id of jobs) {
-    const job = relay.watch(id);
-    window.seen[id] = { events: [], states: [] };
-    for (const name of ["progress", "log", "content", "complete", "failed", "cancelled", "reset"]) {
-      job.on(name, (data, job) => window.seen[id].events.push([name, job.state.last_event_id]));
-    }
-    job.on("state", (state) => { window.seen[id].state = JSON.parse(JSON.stringify(state)); });
-  }
-}"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture
@@ -48,24 +23,6 @@ def relay() -> Iterator[Relay]:
     relay = start_relay(env={"PROGRESS_RELAY_STREAM_HEARTBEAT": "1"})
     yield relay
     relay.close()
-
-
-def open_page(
-    owner: Browser | BrowserContext, relay: Relay, jobs: list[str], **options: Any
-) -> Page:
-    """A page of the relay's origin watching ``jobs``; pages of one context are tabs that share
-    a stream."""
-    page = owner.new_page()
-    page.goto(f"{relay.base_url}/healthz")
-    page.evaluate(WATCH, {"jobs": jobs, "options": options})
-    return page
-
-
-def publish(base: str, job: str, event: str, data: dict[str, Any] | None = None) -> str:
-    response = httpx.post(f"{base}/v1/jobs/{job}/events", json={"event": event, "data": data or {}})
-    assert response.status_code == 200, response.text
-    event_id: str = response.json()["ids"][0]
-    return event_id
 
 
 def test_a_job_runs_to_completion_and_a_failed_one_keeps_its_message(
@@ -330,68 +287,6 @@ def test_navigating_away_and_back_shows_the_current_state_at_once(
     assert shadow(page, ".stage")["text"] == "two"
     assert shadow(page, "li")["text"] == "while away"
     page.close()
-
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-def test_the_demo_runs_its_flows_in_every_tab(browser: Browser) -> None:
-    """The demo page: four flows started from one tab are followed by a second tab too; the
-    failing one shows its message, a cancelled one ends as cancelled. Screenshots of the demo
-    in progress and finished go to test-artifacts/."""
-    relay = start_relay(
-        env={"PROGRESS_RELAY_DEMO_ENABLED": "true", "PROGRESS_RELAY_DEMO_SPEED": "0.5"}
-    )
-    ARTIFACTS.mkdir(exist_ok=True)
-    context = browser.new_context(viewport={"width": 900, "height": 1100})
-    try:
-        first, second = context.new_page(), context.new_page()
-        for page in (first, second):
-            page.goto(f"{relay.base_url}/")
-        for kind in ("transcription", "rag", "answer", "failing"):
-            first.click(f"button[data-kind={kind}]")
-        count = "document.querySelectorAll('job-progress').length === 4"
-        for page in (first, second):
-            page.wait_for_function(count, timeout=10_000)
-        first.screenshot(path=ARTIFACTS / "demo-in-progress.png")
-        finished = (
-            "[...document.querySelectorAll('job-progress')].every("
-            "(e) => ['completed', 'failed'].includes(e.getAttribute('status')))"
-        )
-        for page in (first, second):
-            page.wait_for_function(finished, timeout=30_000)
-        first.screenshot(path=ARTIFACTS / "demo-finished.png")
-        for page in (first, second):
-            statuses = page.evaluate(
-                "Object.fromEntries([...document.querySelectorAll('job-progress')].map("
-                "(e) => [e.getAttribute('label'), e.getAttribute('status')]))"
-            )
-            assert statuses == {
-                "transcription": "completed",
-                "rag": "completed",
-                "answer": "completed",
-                "failing": "failed",
-            }
-            error = page.evaluate(
-                "document.querySelector('job-progress[label=failing]').shadowRoot"
-                ".querySelector('.error').textContent"
-            )
-            assert error == "Rendering failed: the render farm is unavailable"
-        assert httpx.get(f"{relay.base_url}/healthz").json()["streams"] <= 1
-
-        # Cancel: the demo worker sees cancel_requested on its next publish and stops.
-        first.click("button[data-kind=transcription]")
-        first.wait_for_function("document.querySelectorAll('job-progress').length === 5")
-        newest = "document.querySelector('job-progress')"
-        first.wait_for_function(f"{newest}.getAttribute('status') === 'running'")
-        first.evaluate(f"{newest}.shadowRoot.querySelector('button').click()")
-        for page in (first, second):
-            page.wait_for_function(
-                f"{newest}.getAttribute('status') === 'cancelled'", timeout=10_000
-            )
-    finally:
-        context.close()
-        relay.close()
 
 
 def test_a_503_is_retried_after_its_retry_after_where_eventsource_would_give_up(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import pty
@@ -21,7 +22,8 @@ from packaging.requirements import Requirement
 
 import progress_relay
 from progress_relay.cli.main import build_parser
-from progress_relay.client import Relay
+from progress_relay.cli.watch import WatchView
+from progress_relay.client import Event, Relay
 from tests.support.client_support import (
     RunningRelay,
     eventually,
@@ -133,13 +135,49 @@ def test_watch_draws_a_reset_when_history_is_gone(own_relay: Callable[..., Runni
         relay.progress(job, 30, stage="reading")
         for i in range(5):
             relay.log(job, f"log {i}")
+        for text in ("Once upon\n", "a ", "t\u00efme"):
+            relay.content(job, text)
         relay.fail(job, "out of memory", code="OOM")
     result = cli("watch", job, "--url", running.url)
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
-    # The stream starts with `reset` (the snapshot): its log tail, its state, its end.
+    # The stream starts with `reset` (the snapshot): its log tail, its text, its state, its end.
     assert lines[:5] == [f"   info  log {i}" for i in range(5)]
+    assert lines[5:7] == ["Once upon", "a t\u00efme"]
     assert lines[-1] == "failed: out of memory (OOM)"
+
+
+def test_watch_continues_the_text_after_a_reset_mid_answer(
+    own_relay: Callable[..., RunningRelay],
+) -> None:
+    """A `reset` in the middle of a watch (the ring outrun while its stream was away) prints
+    the log lines and the text it adds, not what was shown already."""
+    running = own_relay(PROGRESS_RELAY_JOBS_RING_EVENTS="3")
+    job = job_id()
+    out = io.StringIO()
+    view = WatchView(out, tty=False, job=job)
+    with Relay(running.url) as relay:
+        for text in ("The ans", "wer\nis"):  # seen live
+            published = relay.content(job, text)
+            view.apply(Event(published.ids[0], "content", {"text": text}, job))
+        assert out.getvalue() == "The answer\n"
+        for text in (" 42\n", "Done"):  # missed
+            relay.content(job, text)
+        relay.log(job, "checked", "success")
+        relay.complete(job)
+        # the reconnect: its last id is out of the ring
+        [reset] = relay.subscribe(job, last_event_id=published.ids[0])
+    assert reset.event == "reset"
+    view.apply(reset)
+    view.close()
+    assert out.getvalue().splitlines() == [
+        "The answer",
+        "success  checked",
+        "is 42",
+        "Done",
+        "completed  [########################]  100%",
+        "completed",
+    ]
 
 
 def test_watch_unknown_job_and_relay_down(own_relay: Callable[..., RunningRelay]) -> None:

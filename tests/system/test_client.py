@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from progress_relay.client import (
     Event,
     JobFinished,
     JobNotFound,
+    JobState,
     RelayUnavailable,
 )
 from tests.support.client_support import (
@@ -292,6 +294,57 @@ async def test_subscribe_yields_reset_when_history_cannot_cover_the_gap(
         await relay.complete(job)
         rest = await collect(stream)
         assert [e.event for e in rest] == ["complete"]
+
+
+async def test_a_reload_mid_answer_rebuilds_the_whole_text_of_5000_content_events(
+    own_relay: Callable[..., RunningRelay],
+) -> None:
+    """A reader follows an answer of 5,000 `content` events, "reloads" (leaves, and comes back
+    with its last id) after 2,500, and misses 1,500 more than the ring (1,000) holds: its
+    `reset` carries the text so far, and live events continue it to the end."""
+    running = own_relay(
+        PROGRESS_RELAY_JOBS_RING_EVENTS="1000", PROGRESS_RELAY_JOBS_RING_BYTES=str(1 << 20)
+    )
+    job = job_id()
+    pieces = [f"t{i} \u00e9\u20ac " for i in range(5000)]
+
+    async def publish(relay: AsyncRelay, part: list[str]) -> str:
+        last = ""
+        for start in range(0, len(part), 1000):
+            batch = [("content", {"text": text}) for text in part[start : start + 1000]]
+            last = (await relay.batch(job, batch)).ids[-1]
+        return last
+
+    async with AsyncRelay(running.url, progress_rate=0) as relay:
+        until = await publish(relay, pieces[:2500])
+        state = JobState(job)
+        resets = 0
+        async with contextlib.aclosing(relay.subscribe(job)) as events:
+            async for event in events:
+                resets += event.event == "reset"
+                state.apply(event)
+                if event.id == until:
+                    break  # the reload
+        assert (resets, state.content) == (1, "".join(pieces[:2500]))  # 2,500 > the ring
+        await publish(relay, pieces[2500:4000])
+        stream = relay.subscribe(job, last_event_id=state.last_event_id)
+        reset = await anext(stream)
+        assert reset.event == "reset"
+        state.apply(reset)
+        assert state.content == "".join(pieces[:4000])
+
+        async def finish() -> None:
+            await publish(relay, pieces[4000:])
+            await relay.complete(job, message="done")
+
+        worker = asyncio.create_task(finish())
+        async for event in stream:  # to the end: `complete`
+            state.apply(event)
+        await worker
+        final = await relay.snapshot(job)
+    assert state.content == "".join(pieces) == final["content"]
+    assert (state.status, state.message, state.content_truncated) == ("completed", "done", False)
+    assert state == JobState.from_snapshot(final)
 
 
 async def test_wait_returns_the_final_snapshot(relay: AsyncRelay) -> None:

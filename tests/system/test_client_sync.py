@@ -15,6 +15,7 @@ from progress_relay.client import (
     Cancelled,
     JobFinished,
     JobNotFound,
+    JobState,
     Relay,
     RelayUnavailable,
     Unauthorized,
@@ -374,6 +375,28 @@ def test_subscribe_and_wait(relay: Relay) -> None:
     assert seen == [("log", job), ("progress", job), ("complete", job)]
     final = relay.wait(job)
     assert (final["status"], final["result"]) == ("completed", {"n": 1})
+
+
+def test_subscribe_into_a_job_state_keeps_the_text_across_a_reset(
+    own_relay: Callable[..., RunningRelay],
+) -> None:
+    running = own_relay(PROGRESS_RELAY_JOBS_RING_EVENTS="3")
+    job = job_id()
+    with Relay(running.url, progress_rate=0) as relay:
+        first = relay.content(job, "Once ")
+        for word in ("upon ", "a ", "time"):
+            relay.content(job, word)
+        relay.log(job, "halfway", "success")
+        state = JobState(job)
+        for event in relay.subscribe(job, last_event_id=first.ids[0]):
+            state.apply(event)  # first a reset (3 events retained), then live
+            if event.event == "reset":
+                relay.content(job, ".")
+                relay.complete(job, {"words": 4})
+        assert (state.content, state.status, state.result) == ("Once upon a time.", "completed",
+                                                               {"words": 4})  # fmt: skip
+        assert state == JobState.from_snapshot(relay.snapshot(job))
+        assert [line.message for line in state.logs] == ["halfway"]
 
 
 def test_subscribe_resumes_across_a_network_drop(relay: Relay, proxy: Proxy) -> None:

@@ -71,7 +71,11 @@ async def test_sigterm_ends_every_stream_with_a_jittered_retry_and_finishes_publ
                 yield b'{"event":"log","data":{"message":"second"}}]}'
 
             publishing = asyncio.create_task(
-                session.post(f"{base}/v1/jobs/job-1/events", data=slow_body())
+                session.post(
+                    f"{base}/v1/jobs/job-1/events",
+                    data=slow_body(),
+                    headers={"Content-Type": "application/json"},
+                )
             )
             await body_sent.wait()
             await asyncio.sleep(0.1)

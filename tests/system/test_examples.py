@@ -1,6 +1,7 @@
 """The examples (examples/), end to end: each backend runs as its own process between a real
-relay and real Chromium, which opens its page, starts a job and watches it; the worker script
-runs as a subprocess and its job's history is read back from the relay."""
+relay and real Chromium, which opens its page, starts a job and watches it (the FastAPI
+backend's React page bundled from the npm package's tarball); the worker script runs as a
+subprocess and its job's history is read back from the relay."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
+from examples.fastapi_app.app import DOCUMENTS, TICKERS, answer_to
 from examples.shared import STAGES, TRANSCRIPT, UPLOAD_PARTS, summary
 from tests.support.browser import chromium, shadow, wait_for
+from tests.support.npm import Package, bundle
 from tests.support.process import Relay, free_port, start_relay
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -352,3 +355,102 @@ def test_the_worker_script_fails_its_job_on_an_error_and_stops_on_a_cancel() -> 
         assert snapshot(relay, job_id)["status"] == "cancelled"
     finally:
         relay.close()
+
+
+# -- the FastAPI backend and its React page ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def react_page(npm_package: Package, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/react_page bundled with React and the npm package's tarball, as `make npm`
+    bundles it from the repository."""
+    bundle_file = tmp_path_factory.mktemp("react-page") / "app.js"
+    bundle(npm_package, ROOT / "examples" / "react_page" / "main.jsx", bundle_file)
+    return bundle_file
+
+
+QUESTION = "Which holdings gained most last quarter?"
+
+
+BUBBLE = ".bubble.assistant"
+
+
+def ask_on_the_page(browser: Browser, app: Relay, requests: list[str]) -> Page:
+    """The chat page with QUESTION asked; every request it makes goes to ``requests``."""
+    page = browser.new_page()
+    page.on("request", lambda request: requests.append(f"{request.method} {request.url}"))
+    page.goto(f"{app.base_url}/")
+    page.fill("input[name=question]", QUESTION)
+    page.click("button[type=submit]")
+    return page
+
+
+@pytest.mark.parametrize("secured", [False, True], ids=["open", "secured"])
+def test_a_question_asked_on_the_react_page_shows_each_step_and_the_answer(
+    browser: Browser, react_page: Path, secured: bool
+) -> None:
+    with deployment("fastapi_app", "--bundle", str(react_page), secured=secured, delay=0.02) as (
+        relay,
+        app,
+    ):
+        requests: list[str] = []
+        page = ask_on_the_page(browser, app, requests)
+        wait_for(page, f"document.querySelector('{BUBBLE}')?.dataset.status === 'completed'")
+        job_id = page.get_attribute(BUBBLE, "data-job")
+        assert job_id and len(job_id) == 36  # the page's crypto.randomUUID()
+
+        # The page made the id, had the job created, opened its stream, and then asked.
+        create = requests.index(f"POST {app.base_url}/api/jobs")
+        stream = next(n for n, r in enumerate(requests) if "/v1/stream?job=" + job_id in r)
+        ask = requests.index(f"POST {app.base_url}/api/ask")
+        assert create < stream < ask
+
+        logs = page.evaluate(
+            f"[...document.querySelectorAll('{BUBBLE} .logs li')].map("
+            "(li) => [li.className, li.textContent])"
+        )
+        assert logs == [
+            ["info", f"•Processing question: {QUESTION}"],
+            ["info", "•Cache miss: proceeding"],
+            ["success", f"✓Found {len(DOCUMENTS)} documents"],
+            ["info", f"•Query expanded: {', '.join(TICKERS)}, last quarter"],
+            ["warning", f"⚠No price data for {TICKERS[-1]}"],
+            ["success", "✓Analysis complete"],
+        ]
+        answer = answer_to(QUESTION)
+        assert page.text_content(f"{BUBBLE} .answer") == answer
+        wait_for(page, f"document.querySelector('{BUBBLE} .sources')")
+        assert page.text_content(f"{BUBBLE} .sources") == f"{len(DOCUMENTS)} sources"
+        # After the end no step line, bar or cancel button is left.
+        assert page.query_selector(f"{BUBBLE} .step") is None
+        assert page.query_selector(f"{BUBBLE} button") is None
+
+        state = snapshot(relay, job_id)
+        assert (state["status"], state["step"], state["total_steps"]) == ("completed", 5, 5)
+        assert state["result"] == {"answer": answer, "sources": len(DOCUMENTS)}
+        assert state["meta"] == {"question": QUESTION}
+        page.close()
+
+
+def test_cancel_in_the_react_page_ends_the_fastapi_job_as_cancelled(
+    browser: Browser, react_page: Path
+) -> None:
+    with deployment("fastapi_app", "--bundle", str(react_page), secured=True, delay=1.0) as (
+        relay,
+        app,
+    ):
+        page = ask_on_the_page(browser, app, [])
+        wait_for(page, f"document.querySelector('{BUBBLE}')?.dataset.status === 'running'")
+        page.click(f"{BUBBLE} button")
+        wait_for(
+            page, f"document.querySelector('{BUBBLE}').dataset.status === 'cancelled'", timeout=15
+        )
+        assert page.text_content(f"{BUBBLE} .cancelled") == "Cancelled"
+        job_id = page.get_attribute(BUBBLE, "data-job")
+        assert job_id
+        assert snapshot(relay, job_id)["status"] == "cancelled"
+        deadline = time.monotonic() + 10
+        while f"job {job_id} cancelled by a viewer" not in app.log:
+            assert time.monotonic() < deadline, app.log
+            time.sleep(0.05)
+        page.close()

@@ -6,6 +6,7 @@ stream is served by one: every event reaches the stream over Redis from either i
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -31,6 +32,8 @@ NGINX_CONF = Path(__file__).resolve().parents[2] / "config" / "nginx.conf"
 # latency will do.
 EVENT_TIMEOUT = 5.0
 START_TIMEOUT = 15.0
+# limits.max_streams_per_client of the relays behind nginx.
+PER_CLIENT = 2
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -82,7 +85,13 @@ def relay_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]
     processes: list[subprocess.Popen[bytes]] = []
     try:
         redis.start()
-        env = {**os.environ, "PROGRESS_RELAY_BROKER_URL": redis.url}
+        env = {
+            **os.environ,
+            "PROGRESS_RELAY_BROKER_URL": redis.url,
+            # As config/nginx.conf's comment says to run them.
+            "PROGRESS_RELAY_SERVER_TRUSTED_PROXIES": "127.0.0.1",
+            "PROGRESS_RELAY_LIMITS_MAX_STREAMS_PER_CLIENT": str(PER_CLIENT),
+        }
         ports = [free_port(), free_port()]
         for port in ports:
             log = directory / f"relay-{port}.log"
@@ -254,3 +263,38 @@ def test_streams_are_never_compressed(nginx: Nginx, path: str) -> None:
         # The bytes on the wire are the frames themselves.
         assert received.startswith(b"retry: 3000\n\nid: ")
         assert b"\nevent: progress\ndata: " in received
+
+
+def test_streams_count_per_client_by_the_address_nginx_appended(nginx: Nginx) -> None:
+    """A client on 127.0.0.2 (nginx and the relays talk over 127.0.0.1) claims another address
+    in X-Forwarded-For: nginx appends the one it saw, and that is the one the relays count."""
+    job = f"nginx-{uuid.uuid4().hex[:12]}"
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    spoofed = {"X-Forwarded-For": "10.9.9.9"}
+    with httpx.Client(
+        base_url=nginx.base_url, transport=transport, timeout=EVENT_TIMEOUT, trust_env=False
+    ) as http:
+        opened = []
+        try:
+            # At most PER_CLIENT on each of the two instances, wherever nginx sends them.
+            for _ in range(2 * PER_CLIENT + 1):
+                request = http.build_request(
+                    "GET", f"/v1/jobs/{job}/stream?replay=none", headers=spoofed
+                )
+                response = http.send(request, stream=True)
+                opened.append(response)
+                if response.status_code != 200:
+                    break
+            refused = opened[-1]
+            assert refused.status_code == 503
+            message = json.loads(refused.read())["error"]["message"]
+            assert "(127.0.0.2)" in message and "10.9.9.9" not in message
+            # Another client (its own address) is not held back by that one.
+            with (
+                client(nginx.base_url) as other,
+                other.stream("GET", f"/v1/jobs/{job}/stream?replay=none") as response,
+            ):
+                assert response.status_code == 200
+        finally:
+            for response in opened:
+                response.close()

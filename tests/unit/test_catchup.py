@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -15,7 +16,7 @@ from progress_relay.core.catchup import JobCatchUp, ReplayMode
 from progress_relay.wire.errors import InvalidParameter
 from progress_relay.wire.events import Event
 from progress_relay.wire.ids import Position
-from progress_relay.wire.snapshot import Snapshot, new_snapshot
+from progress_relay.wire.snapshot import Snapshot, new_snapshot, with_content
 
 EPOCH = "kx1"
 OTHER_EPOCH = "zz9"
@@ -27,7 +28,8 @@ def event(seq: int, name: str = "progress", job: str = "j") -> Event:
 
 
 def snapshot(status: str = "running", job: str = "j") -> Snapshot:
-    return msgspec.structs.replace(new_snapshot(job), status=status)
+    """A job's snapshot as a broker reads it for one job: with its streamed text."""
+    return with_content(msgspec.structs.replace(new_snapshot(job), status=status), "", False)
 
 
 # The job's side of each row: what the broker's read of it returns, given where the read starts
@@ -221,6 +223,22 @@ def test_a_reset_carries_the_subscriber_count_and_wraps_on_multi_job_streams() -
     assert head == f"id: {EPOCH}-3\nevent: reset\n".encode()
     wrapped = msgspec.json.decode(data)
     assert wrapped["job"] == "j" and wrapped["data"]["subscribers"] == 4
+    assert (wrapped["data"]["content"], wrapped["data"]["content_truncated"]) == ("", False)
+
+
+def test_a_reset_carries_the_text_and_refuses_a_snapshot_read_without_it() -> None:
+    def data(part: JobCatchUp) -> Any:
+        frame = catchup.reset_frame(part, EPOCH, 0, multi=False, with_id=True)
+        return msgspec.json.decode(frame.split(b"data: ", 1)[1])
+
+    texty = with_content(snapshot(), "Hello \u00e9", True)
+    sent = data(JobCatchUp("j", Replay(texty, [], False, 3), reset=True))
+    assert (sent["content"], sent["content_truncated"]) == ("Hello \u00e9", True)
+    # A job the broker does not have: a fresh pending snapshot, with no text.
+    assert data(JobCatchUp("n", None, reset=True))["content"] == ""
+    bare = JobCatchUp("j", Replay(new_snapshot("j"), [], False, 3), reset=True)
+    with pytest.raises(RuntimeError, match="the replay of job j for a reset has no text"):
+        catchup.reset_frame(bare, EPOCH, 0, multi=False, with_id=True)
 
 
 @pytest.mark.parametrize(

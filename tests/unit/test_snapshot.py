@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from msgspec import UNSET
 
+from progress_relay.wire.content import ContentTail
 from progress_relay.wire.events import Draft, make_draft
 from progress_relay.wire.snapshot import EtaEstimator, JobError, Snapshot, apply, new_snapshot
 
@@ -12,11 +14,17 @@ def draft(name: str, data: bytes = b"{}") -> Draft:
     return make_draft(name, data, "$", 65536)
 
 
-def applied(*drafts: Draft, tail: int = 20, snapshot: Snapshot | None = None) -> Snapshot:
+def applied(
+    *drafts: Draft,
+    tail: int = 20,
+    snapshot: Snapshot | None = None,
+    content: ContentTail | None = None,
+) -> Snapshot:
     snapshot = snapshot or new_snapshot("j")
     eta = EtaEstimator()
+    content = content or ContentTail(1 << 20)
     for index, item in enumerate(drafts, start=1):
-        apply(snapshot, item, f"e-{index}", eta, tail)
+        apply(snapshot, item, f"e-{index}", eta, tail, content)
     return snapshot
 
 
@@ -126,7 +134,8 @@ def test_eta_appears_after_three_progress_points() -> None:
     snapshot = new_snapshot("j")
     eta = EtaEstimator()
     for index, percent in enumerate((0.0, 0.001, 0.002)):
-        apply(snapshot, draft("progress", b'{"percent":%r}' % percent), f"e-{index}", eta, 20)
+        data = b'{"percent":%r}' % percent
+        apply(snapshot, draft("progress", data), f"e-{index}", eta, 20, ContentTail(8))
         if index < 2:
             assert snapshot.eta_seconds is None
     assert snapshot.eta_seconds is not None and snapshot.eta_seconds > 0
@@ -147,11 +156,20 @@ def test_log_level_defaults_to_info() -> None:
     assert entry.level == "info"
 
 
-def test_content_only_marks_running() -> None:
-    snapshot = applied(draft("content", b'{"text":"tok"}'))
+def test_content_marks_running_and_joins_the_text() -> None:
+    content = ContentTail(1 << 20)
+    snapshot = applied(
+        draft("content", b'{"text":"tok"}'),
+        draft("log", b'{"message":"m"}'),
+        draft("content", b'{"text":"en \\u00e9"}'),
+        content=content,
+    )
     assert snapshot.status == "running"
-    assert snapshot.last_event_id == "e-1"
-    assert (snapshot.percent, snapshot.message, snapshot.logs) == (None, None, [])
+    assert snapshot.last_event_id == "e-3"
+    assert (snapshot.percent, snapshot.message) == (None, None)
+    assert content.view() == ("token \u00e9", False)
+    # The snapshot a broker keeps has no text; readers get it through with_content.
+    assert snapshot.content is UNSET
 
 
 def test_custom_event_only_marks_running() -> None:

@@ -427,3 +427,79 @@ def test_go_live_needs_a_socket() -> None:
     sub = subscriber()
     sub.go_live()
     assert not sub.live
+
+
+# --- the stall watch's look --------------------------------------------------------------------
+
+
+def live(sub: Subscriber) -> MemorySocket:
+    socket = MemorySocket()
+    sub.connect(socket)
+    sub.start([], {}, [])
+    sub.go_live()
+    return socket
+
+
+def test_a_stream_with_nothing_waiting_costs_the_watch_no_system_call() -> None:
+    sub = subscriber()
+    socket = live(sub)
+    for now in range(100):
+        assert not sub.watch(float(now), timeout=5)
+    assert socket.asked == 0
+    socket.write(b"x" * 10)  # written since: looked at once, nothing waits, quiet again
+    assert not sub.watch(100.0, timeout=5)
+    assert not sub.watch(101.0, timeout=5)
+    assert socket.asked == 1
+
+
+def test_bytes_waiting_without_any_acknowledged_for_the_timeout_drop_the_stream() -> None:
+    counts = RelayCounts()
+    sub = subscriber(counts=counts)
+    socket = live(sub)
+    sub.watch(0.0, timeout=5)
+    socket.write(b"x" * 100)
+    socket.unsent = 60  # 40 acknowledged
+    assert not sub.watch(1.0, timeout=5)
+    socket.write(b": ping\n\n")  # only a heartbeat more, and nothing more acknowledged
+    socket.unsent = 68
+    assert not sub.watch(3.0, timeout=5)
+    assert not sub.watch(5.9, timeout=5)
+    assert sub.watch(6.0, timeout=5)
+    assert sub.dropped and socket.aborts == 1
+    assert counts.write_timeouts == 1
+
+
+def test_any_acknowledged_byte_is_progress() -> None:
+    sub = subscriber()
+    socket = live(sub)
+    socket.write(b"x" * 200)
+    sub.watch(0.0, timeout=5)
+    for now in range(1, 30):
+        socket.write(b"x" * 10)
+        socket.unsent = 100 + 9 * now  # more waits each second, yet the client takes some
+        assert not sub.watch(float(now), timeout=5)
+    socket.unsent = 0
+    assert not sub.watch(40.0, timeout=5)
+    assert not sub.dropped
+
+
+def test_past_the_byte_bound_counting_the_sockets_bytes_the_watch_drops() -> None:
+    counts = RelayCounts()
+    sub = subscriber(max_bytes=1000, counts=counts)
+    socket = live(sub)
+    sub.watch(0.0, timeout=5)
+    socket.write(b"x" * 2000)
+    socket.unsent = 990
+    assert not sub.watch(0.5, timeout=5)
+    sub.add(b"y" * 20)  # queued: 990 in the socket + 20 here
+    assert sub.watch(0.6, timeout=5)
+    assert counts.dropped == 1 and counts.write_timeouts == 0
+
+
+def test_the_watch_leaves_streams_that_are_not_live_alone() -> None:
+    sub = subscriber()
+    socket = MemorySocket()
+    sub.connect(socket)  # the head is not out yet
+    socket.unsent = 10**9
+    assert not sub.watch(100.0, timeout=1)
+    assert socket.asked == 0

@@ -1,12 +1,12 @@
 """The memory bound of the relay (``limits.memory_bytes``): what every job together may hold.
 
-One place counts it: each store that keeps a job's bytes (history, log tail, idempotency keys,
-meta, result, the job's own state) reports what it takes and gives back, as it happens, so the
-total is known at any moment without scanning anything. The sizes are those of the objects as
-Python holds them: ``sys.getsizeof`` of each bytes and str, and for the objects around them the
-constants below, measured with ``tracemalloc`` (tests/attack/test_memory_bound.py checks the
-count against what tracemalloc sees). JSON values are kept as their encoded bytes for that
-reason: a decoded value costs up to twenty times its JSON.
+One place counts it: each store that keeps a job's bytes (history, log tail, streamed text,
+idempotency keys, meta, result, the job's own state) reports what it takes and gives back, as it
+happens, so the total is known at any moment without scanning anything. The sizes are those of
+the objects as Python holds them: ``sys.getsizeof`` of each bytes and str, and for the objects
+around them the constants below, measured with ``tracemalloc`` (tests/attack/test_memory_bound.py
+checks the count against what tracemalloc sees). JSON values are kept as their encoded bytes for
+that reason: a decoded value costs up to twenty times its JSON.
 
 The rule past the bound lives with the broker that holds the jobs (brokers/memory.py): the
 oldest finished jobs' history goes first, then what would not fit is refused.
@@ -31,6 +31,8 @@ KEY_BYTES = 220
 JOB_BYTES = 3300
 # A JSON value kept as its encoded bytes (meta, result, error details), beyond its length.
 RAW_BYTES = 80
+# A job's streamed text beyond its bytes and their decoded view: the buffer and string headers.
+TEXT_BYTES = 200
 
 
 # Seconds a refused publisher is told to wait: memory comes back as jobs finish (their history

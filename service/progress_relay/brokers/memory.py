@@ -35,6 +35,7 @@ from progress_relay.brokers.budget import (
     KEY_BYTES,
     LOG_ENTRY_BYTES,
     RAW_BYTES,
+    TEXT_BYTES,
     MemoryBudget,
     memory_full,
     text_bytes,
@@ -42,8 +43,9 @@ from progress_relay.brokers.budget import (
 from progress_relay.brokers.idempotency import SeenKeys
 from progress_relay.config import JobSettings, LimitSettings
 from progress_relay.core.ring import Ring
+from progress_relay.wire.content import ContentTail, trim_limit
 from progress_relay.wire.errors import JobFinished, no_job
-from progress_relay.wire.events import CANCEL_REQUESTED, Draft, Event, LogData
+from progress_relay.wire.events import CANCEL_REQUESTED, ContentData, Draft, Event, LogData
 from progress_relay.wire.ids import Position, new_epoch
 from progress_relay.wire.snapshot import (
     EtaEstimator,
@@ -51,6 +53,7 @@ from progress_relay.wire.snapshot import (
     apply,
     changes,
     new_snapshot,
+    with_content,
     with_eta,
 )
 
@@ -69,6 +72,7 @@ _EVENT_COST = _FRAME_EXTRA + EVENT_BYTES
 
 class _Job:
     __slots__ = (
+        "content",
         "eta",
         "finished_at",
         "fixed_bytes",
@@ -83,9 +87,12 @@ class _Job:
         "ttl",
     )
 
-    def __init__(self, snapshot: Snapshot, ring: Ring, ttl: float | None, order: int) -> None:
-        self.snapshot = snapshot
+    def __init__(
+        self, snapshot: Snapshot, ring: Ring, content: ContentTail, ttl: float | None, order: int
+    ) -> None:
+        self.snapshot = snapshot  # without its content: ``view`` adds it for readers
         self.ring = ring
+        self.content = content
         self.eta = EtaEstimator()
         self.ttl = ttl
         self.order = order  # creation order, the position of the job in the job list
@@ -96,6 +103,10 @@ class _Job:
         self.held = 0  # bytes this job has reported to the budget
         self.fixed_bytes = 0  # the job itself, its id and meta
         self.log_bytes = 0  # its log tail
+
+    def view(self) -> Snapshot:
+        """The snapshot as a reader of this job gets it: with its streamed text."""
+        return with_content(self.snapshot, *self.content.view())
 
 
 _sizeof = sys.getsizeof
@@ -147,8 +158,17 @@ def _job_bytes(job: _Job) -> int:
         + len(ring) * EVENT_BYTES
         + _state_bytes(job.snapshot)
         + job.log_bytes
+        + _text_bytes(job.content)
         + (0 if seen is None else seen.bytes)
     )
+
+
+def _text_bytes(content: ContentTail) -> int:
+    """A job's streamed text: its bytes (a buffer that grows by an eighth more than it needs),
+    and the text decoded from the newest of them, which readers share once one has read it (no
+    longer than the bytes)."""
+    held = content.held
+    return held + held // 8 + min(held, content.bound) + TEXT_BYTES if held else 0
 
 
 def _compact(snapshot: Snapshot) -> None:
@@ -212,7 +232,8 @@ class MemoryBroker:
         settings = self._settings
         self._created += 1
         ring = Ring(settings.ring_events, settings.ring_bytes)
-        job = _Job(new_snapshot(job_id, meta), ring, ttl, self._created)
+        content = ContentTail(settings.content_bytes)
+        job = _Job(new_snapshot(job_id, meta), ring, content, ttl, self._created)
         job.fixed_bytes = self._job_cost(job_id, meta)
         self._jobs[job_id] = job
         self._account(job)
@@ -264,7 +285,7 @@ class MemoryBroker:
             logs = logs or isinstance(draft.payload, LogData)
             self._seq += 1
             event_id = str(Position(self._epoch, self._seq))
-            apply(snapshot, draft, event_id, job.eta, tail)
+            apply(snapshot, draft, event_id, job.eta, tail, job.content)
             eta = snapshot.eta_seconds
             data = with_eta(draft, None if eta is None else _encode(eta))
             event = Event(job_id, self._seq, event_id, draft.name, data)
@@ -327,6 +348,8 @@ class MemoryBroker:
             payload = draft.payload
             if isinstance(payload, LogData):
                 added += LOG_ENTRY_BYTES + _sizeof(payload.message)
+            elif isinstance(payload, ContentData):
+                added += 2 * data  # the text, and its decoded view
             elif draft.name in _STATEFUL:
                 added += data + 2 * RAW_BYTES  # texts, result, error
         if job is None:
@@ -353,6 +376,11 @@ class MemoryBroker:
         logs = sum(isinstance(draft.payload, LogData) for draft in drafts)
         for entry in snapshot.logs[: max(0, len(snapshot.logs) + logs - self._settings.log_tail)]:
             freed += LOG_ENTRY_BYTES + _sizeof(entry.message)
+        content = job.content
+        text = sum(len(d.data) for d in drafts if isinstance(d.payload, ContentData))
+        held, bound = content.held, content.bound
+        if text and held + text > trim_limit(bound):  # the text is trimmed to its bound
+            freed += max(0, held + min(held, bound) + 2 * text - 2 * bound)
         replaced = {name for draft in drafts for name in changes(draft)}
         for name in replaced.intersection(_SIZED_FIELDS):
             freed += _field_bytes(name, getattr(snapshot, name))
@@ -371,7 +399,7 @@ class MemoryBroker:
 
     async def snapshot(self, job_id: str) -> Snapshot | None:
         job = self._jobs.get(job_id)
-        return None if job is None else job.snapshot
+        return None if job is None else job.view()
 
     async def replay(self, job_id: str, after: int) -> Replay | None:
         return self._replay(job_id, after)
@@ -384,9 +412,9 @@ class MemoryBroker:
         if job is None:
             return None
         if after is None:
-            return Replay(job.snapshot, [], False, job.seq)
+            return Replay(job.view(), [], False, job.seq)
         ring = job.ring
-        return Replay(job.snapshot, ring.since(after), ring.covers(after), job.seq)
+        return Replay(job.view(), ring.since(after), ring.covers(after), job.seq)
 
     async def delete(self, job_id: str) -> Snapshot | None:
         job = self._jobs.pop(job_id, None)

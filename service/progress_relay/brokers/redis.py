@@ -2,10 +2,11 @@
 
 Keys (``P`` is ``broker.key_prefix``): ``P epoch`` and ``P seq`` for the deployment; per job
 ``P job:{id}`` (the snapshot as a hash of JSON values), ``P job:{id}:h`` (history, a Redis Stream
-whose entry ids are the event seqs), ``P job:{id}:logs`` and ``P job:{id}:eta``. Publishing is one
-Lua script (lua/publish.lua; every script is a file in lua/). Job lifetimes are Redis
-expirations, so a job expires even when no relay is running; each instance notices the jobs of
-its own streams that have gone.
+whose entry ids are the event seqs), ``P job:{id}:logs``, ``P job:{id}:eta`` and ``P job:{id}:c``
+(the streamed text, a string that `content` events APPEND to; wire/content.py; read by
+lua/read.lua). Publishing is one Lua script (lua/publish.lua; every script is a file in lua/).
+Job lifetimes are Redis expirations, so a job expires even when no relay is running; each
+instance notices the jobs of its own streams that have gone.
 
 Memory is Redis's to bound (``maxmemory`` with ``maxmemory-policy noeviction``): a full Redis
 refuses writes, which is 503 memory_full, and still runs reads and deletes (lua/read.lua,
@@ -32,7 +33,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import msgspec
 from msgspec import Raw, UnsetType
@@ -50,8 +51,9 @@ from progress_relay.brokers.base import (
 from progress_relay.brokers.redis_calls import RedisCalls
 from progress_relay.brokers.redis_channel import Channel
 from progress_relay.config import Settings
+from progress_relay.wire.content import newest, trim_limit
 from progress_relay.wire.errors import BrokerUnavailable, JobFinished, RelayError, no_job
-from progress_relay.wire.events import CANCEL_REQUESTED, Draft, Event, LogData
+from progress_relay.wire.events import CANCEL_REQUESTED, ContentData, Draft, Event, LogData
 from progress_relay.wire.ids import Position, new_epoch
 from progress_relay.wire.snapshot import (
     LogEntry,
@@ -70,6 +72,11 @@ _LOG_ENTRY = msgspec.json.Decoder(tuple[int, int, str, str])
 # Jobs a listing reads at most for one page (when few of them match its statuses).
 _LIST_SCAN = 5000
 _SNAPSHOT_FIELDS = {f.name for f in msgspec.structs.fields(Snapshot)}
+# When a read of snapshots reads their streamed text: always, only for a `reset`, never.
+_TextRead = Literal["always", "if_reset", "never"]
+# Fields of the hash that are not the snapshot's as they are: times (ms) and the text's flag
+# (`replays` reads it with the text).
+_NOT_JSON = frozenset({"created_at", "updated_at", "content_truncated"})
 
 
 def _script(name: str) -> str:
@@ -141,7 +148,7 @@ class RedisBroker:
         self._publish = self._redis.register_script(_script("publish"))
         self._create = self._redis.register_script(_script("create"))
         self._ensure_epoch = self._redis.register_script(_script("epoch"))
-        self._read = self._redis.register_script(_script("read"))
+        self._read_script = self._redis.register_script(_script("read"))
         self._drop = self._redis.register_script(_script("delete"))
         self._epoch = ""
         self._listener: Listener = _no_listener
@@ -228,10 +235,13 @@ class RedisBroker:
     # -- keys -----------------------------------------------------------------------------
 
     def _keys(self, job_id: str) -> list[str]:
-        """The job's hash, history, log tail, ETA points, and its seen idempotency keys (a
-        hash of key → seq, and a sorted set of when each was seen)."""
+        """The job's hash, history, log tail, ETA points, its seen idempotency keys (a hash of
+        key → seq, and a sorted set of when each was seen) and its streamed text."""
         base = f"{self._prefix}job:{job_id}"
-        return [base, f"{base}:h", f"{base}:logs", f"{base}:eta", f"{base}:k", f"{base}:kt"]
+        return [
+            *(base, f"{base}:h", f"{base}:logs", f"{base}:eta"),
+            *(f"{base}:k", f"{base}:kt", f"{base}:c"),
+        ]
 
     def _subs_key(self, job_id: str) -> str:
         return f"{self._prefix}job:{job_id}:subs"
@@ -322,8 +332,11 @@ class RedisBroker:
         owns: list[Any] = []
         fields: dict[str, Any] = {}
         final = ""
+        texts: list[str] = []
         for draft in drafts:
             payload = draft.payload
+            if isinstance(payload, ContentData):
+                texts.append(payload.text)
             entry = (
                 _encode((payload.level, payload.message)) if isinstance(payload, LogData) else b""
             )
@@ -356,16 +369,19 @@ class RedisBroker:
             job_id,
             _ms(settings.idempotency_window),
             settings.idempotency_keys,
+            settings.content_bytes,
+            trim_limit(settings.content_bytes),
+            "".join(texts).encode(),
             *names_data,
             *percents,
             *owns,
             len(fields),
             *pairs,
         ]
-        job, history, logs, eta, seen, seen_at = self._keys(job_id)
+        job, history, logs, eta, seen, seen_at, content = self._keys(job_id)
         keys = [
             *(self._epoch_key, self._seq_key, job, history, logs, eta, self._jobs_key),
-            *(seen, seen_at, self._created_key, self._created_count_key),
+            *(seen, seen_at, self._created_key, self._created_count_key, content),
         ]
         # Run again after a lost connection only when a second run cannot publish twice.
         repeatable = mode == "cancel" or all(draft.key is not None for draft in drafts)
@@ -398,23 +414,38 @@ class RedisBroker:
         return found
 
     async def replays(self, reads: Sequence[tuple[str, int | None]]) -> list[Replay | None]:
-        """Snapshots, their seqs, the seq trimmed up to and history, all read in one script
-        (lua/read.lua) so that they agree with each other and with one instant of the
-        sequence."""
+        # One read decides its `reset` alone (catchup.plan, plan_resync): its text is needed
+        # only if history does not cover it. Beside other reads a complete one may be reset too
+        # (catchup.arrange), so each of several reads has its text.
+        return await self._read(reads, text="if_reset" if len(reads) == 1 else "always")
+
+    async def _read(
+        self, reads: Sequence[tuple[str, int | None]], *, text: _TextRead
+    ) -> list[Replay | None]:
+        """Snapshots (with their streamed text as ``text`` says), their seqs, the seq trimmed up
+        to and history, all read in one script (lua/read.lua) so that they agree with each other
+        and with one instant of the sequence: a `reset` holds exactly the text of the events up
+        to its id."""
         keys: list[str] = []
-        args: list[str] = []
+        args: list[Any] = [self._settings.content_bytes]
         for job_id, after in reads:
-            key, history, logs, *_ = self._keys(job_id)
-            keys += [key, logs, history]
+            key, history, logs, *_, content = self._keys(job_id)
+            keys += [key, logs, history, content]
             args.append("" if after is None else f"({after}-0" if after else "-")
-        replies: list[Any] = await self._calls.run(lambda: self._read(keys=keys, args=args))
+            how = _how(text, after)
+            args.append("all" if how == "read" else str(after) if how == "script" else "")
+        replies: list[Any] = await self._calls.run(lambda: self._read_script(keys=keys, args=args))
         found: list[Replay | None] = []
-        for (job_id, after), (flat, logs_raw, entries) in zip(reads, replies, strict=True):
+        for (job_id, after), reply in zip(reads, replies, strict=True):
+            flat, logs_raw, entries, stored, tail = reply
             if not flat:
                 found.append(None)
                 continue
             fields: dict[bytes, bytes] = dict(zip(flat[::2], flat[1::2], strict=True))
             snapshot = self._snapshot(job_id, fields, logs_raw)
+            if stored >= 0:  # else left UNSET: not needed (a reset would refuse to go without)
+                cut = fields.get(b"content_truncated") == b"true"
+                snapshot.content, snapshot.content_truncated = newest(tail, stored, cut)
             seq = int(fields.get(b"last_seq", b"0"))
             dropped = int(fields.get(b"dropped", b"0"))
             events = []
@@ -430,7 +461,7 @@ class RedisBroker:
         values: dict[str, Any] = {"id": job_id}
         for raw_name, raw in fields.items():
             name = raw_name.decode()
-            if name in _SNAPSHOT_FIELDS and name not in ("created_at", "updated_at"):
+            if name in _SNAPSHOT_FIELDS and name not in _NOT_JSON:
                 values[name] = msgspec.json.decode(raw)
         values["created_at"] = _time(fields[b"created_at"])
         values["updated_at"] = _time(fields.get(b"updated_at", fields[b"created_at"]))
@@ -468,7 +499,7 @@ class RedisBroker:
             if not rows:
                 return JobPage(found, None)
             job_ids = [member.decode() for member, _ in rows]
-            replays = await self.replays([(job_id, None) for job_id in job_ids])
+            replays = await self._read([(job_id, None) for job_id in job_ids], text="never")
             gone = []
             more = False  # the page is full and at least one job follows it
             for job_id, (_, score), replay in zip(job_ids, rows, replays, strict=True):
@@ -678,6 +709,14 @@ class RedisBroker:
             for channel in sorted(self._channel.wanted)
         ]
         await self._resync(job_ids, changed or reset)
+
+
+def _how(text: _TextRead, after: int | None) -> Literal["read", "script", "skip"]:
+    """How a read gets a job's text (lua/read.lua): always; only when history does not cover
+    ``after``; or not at all."""
+    if text == "always" or (text == "if_reset" and after is None):
+        return "read"
+    return "script" if text == "if_reset" else "skip"
 
 
 def _time(raw: bytes | int) -> datetime:

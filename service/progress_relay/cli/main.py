@@ -95,11 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @needs_server("serve")
 def run_serve(args: argparse.Namespace) -> int:
-    from progress_relay.config import ConfigError, load_settings
+    from progress_relay.config import ConfigError, check_exposure, load_settings
     from progress_relay.ops import logs
 
     try:
         settings = load_settings(args.config, overrides=serve_overrides(args))
+        check_exposure(settings)
     except ConfigError as exc:
         return fail(str(exc), EXIT_USAGE)
     from progress_relay.ops.server import CannotListen

@@ -1,7 +1,8 @@
 """``progress-relay watch JOB``: follow a job in the terminal until it ends.
 
 The ETA shown is the relay's (the ``eta_seconds`` of each progress event, as in the snapshot);
-the CLI estimates nothing itself, and shows no ETA once the job has ended.
+the CLI estimates nothing itself, and shows no ETA once the job has ended. A `reset` (history out
+of the relay's reach) prints the log lines and the streamed text not shown yet.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from typing import Any, TextIO
 
 from progress_relay.cli.remote import EXIT_NOT_FOUND, fail, guarded, relay_for
-from progress_relay.client import Event
+from progress_relay.client import Event, JobState
 
 EXIT_BY_STATUS = {"completed": 0, "failed": 1, "cancelled": 2}
 BAR_WIDTH = 24
@@ -43,7 +44,7 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
 
 @guarded
 def run_watch(args: argparse.Namespace) -> int:
-    view = WatchView(sys.stdout, tty=sys.stdout.isatty())
+    view = WatchView(sys.stdout, tty=sys.stdout.isatty(), job=args.job)
     try:
         with relay_for(args) as relay:
             # A job without an event yet is waited for by its stream, which says `failed` with
@@ -78,41 +79,46 @@ def _never_published(event: Event) -> bool:
 
 
 class WatchView:
-    def __init__(self, out: TextIO, *, tty: bool) -> None:
+    """Draws a job as its events come; its state is a JobState (the relay's snapshot rule), so
+    a `reset` (history out of reach) redraws from the snapshot and its text continues."""
+
+    def __init__(self, out: TextIO, *, tty: bool, job: str = "") -> None:
         self.out = out
         self.tty = tty
-        self.status = "pending"
-        self.percent: float | None = None
-        self.stage: str | None = None
-        self.message: str | None = None
-        self._eta_seconds: float | None = None
-        self._content = ""
+        self.state = JobState(job)
+        self._content = ""  # the text after the last line break, not printed yet
         self._bar_drawn = False
+
+    @property
+    def status(self) -> str:
+        return self.state.status
 
     # -- state ----------------------------------------------------------------------------
 
     def show_snapshot(self, snapshot: dict[str, Any], *, logs: bool) -> None:
-        self.status = snapshot.get("status", self.status)
-        self.percent = snapshot.get("percent")
-        self.stage = snapshot.get("stage")
-        self.message = snapshot.get("message")
-        self._eta_seconds = None if self.status in EXIT_BY_STATUS else snapshot.get("eta_seconds")
+        """Take the snapshot's state; ``logs``: print its log tail and the text not shown yet."""
+        before = self.state
+        state = self.state = JobState(before.job or str(snapshot.get("id", "")))
+        state.load(snapshot)
         if logs:
-            for entry in snapshot.get("logs") or []:
-                self._line(f"{entry.get('level', 'info'):>7}  {entry.get('message', '')}")
+            shown = {line.id for line in before.logs}
+            for line in state.logs:
+                if line.id not in shown:
+                    self._line(f"{line.level:>7}  {line.message}")
+            self._continue_text(before.content, state.content, state.content_truncated)
+        if state.finished:
+            self._flush_content()
         self._progress_changed()
-        if self.status in EXIT_BY_STATUS:
+        if state.finished:
             self._ended(snapshot)
 
     def apply(self, event: Event) -> None:
+        if event.event == "reset":
+            self.show_snapshot(event.data if isinstance(event.data, dict) else {}, logs=True)
+            return
+        self.state.apply(event)
         data = event.data if isinstance(event.data, dict) else {}
         if event.event == "progress":
-            self.status = "running"
-            for name in ("percent", "stage", "message"):
-                if data.get(name) is not None:
-                    setattr(self, name, data[name])
-            eta = data.get("eta_seconds")
-            self._eta_seconds = float(eta) if isinstance(eta, int | float) else None
             self._progress_changed()
         elif event.event == "log":
             self._line(f"{data.get('level', 'info'):>7}  {data.get('message', '')}")
@@ -120,18 +126,11 @@ class WatchView:
             self._content_text(str(data.get("text", "")))
         elif event.event == "cancel_requested":
             self._line("         cancel requested")
-        elif event.event == "reset":
-            self.show_snapshot(data, logs=True)
         elif event.terminal:
             self._flush_content()
-            self.status = {"complete": "completed"}.get(event.event, event.event)
-            self._eta_seconds = None  # an ended job has no time left to estimate
-            if event.event == "complete":
-                self.percent = 100
-            self.message = data.get("message", self.message)
             self._ended(
                 {
-                    "status": self.status,
+                    "status": self.state.status,
                     "message": data.get("message"),
                     "result": data.get("result"),
                     "error": data if event.event == "failed" else None,
@@ -139,6 +138,15 @@ class WatchView:
             )
         else:
             self._line(f"{event.event:>7}  {json.dumps(event.data)}")
+
+    def _continue_text(self, before: str, text: str, truncated: bool) -> None:
+        """After a `reset`: print what its text adds to the text shown before; text that does
+        not continue it (its beginning was dropped) is printed whole, after "…"."""
+        if before and text.startswith(before):
+            self._content_text(text[len(before) :])
+        elif text != before:
+            self._flush_content()
+            self._content_text(("…" if truncated else "") + text)
 
     def close(self) -> None:
         self._flush_content()
@@ -150,15 +158,16 @@ class WatchView:
     # -- drawing --------------------------------------------------------------------------
 
     def bar(self, width: int) -> str:
-        percent = float(self.percent or 0)
+        state = self.state
+        percent = float(state.percent or 0)
         filled = round(BAR_WIDTH * percent / 100)
-        eta = f"ETA {_duration(self._eta_seconds)}" if self._eta_seconds is not None else ""
+        eta = f"ETA {_duration(state.eta_seconds)}" if state.eta_seconds is not None else ""
         parts = [
-            self.stage or self.status,
+            state.stage or state.status,
             "[" + "#" * filled + "." * (BAR_WIDTH - filled) + "]",
             f"{percent:3.0f}%",
             eta,
-            self.message or "",
+            state.message or "",
         ]
         line = "  ".join(part for part in parts if part)
         return line if len(line) < width else line[: max(0, width - 2)] + "…"
@@ -201,7 +210,7 @@ class WatchView:
             self._draw_bar()
             self.out.write("\n")
             self._bar_drawn = False
-        status = snapshot.get("status", self.status)
+        status = snapshot.get("status", self.state.status)
         message = snapshot.get("message") or ""
         if status == "failed":
             error = snapshot.get("error") or {}

@@ -11,8 +11,9 @@ with Relay("http://127.0.0.1:8080", token="pub-secret") as relay:
 ``Relay`` is synchronous (httpx; Flask, Django, Celery), ``AsyncRelay`` the asyncio twin
 (aiohttp; also ``subscribe`` and ``wait``). Both share the sans-IO core: request building and
 answer parsing (``protocol``), idempotency keys (``events``), retries (``retry``), coalescing
-of progress (``coalesce``, ``publishing``), stages (``stages``, ``tracking``) and the stream
-(``sse``). See docs/client.md.
+of progress (``coalesce``, ``publishing``), stages (``stages``, ``tracking``), the stream
+(``sse``) and a job's state folded from its events (``state``: ``JobState``). See
+docs/client.md.
 
 ``pip install progress-relay`` is enough for ``Relay``: it needs httpx only. ``AsyncRelay`` and
 ``AsyncTracker`` need aiohttp (``pip install 'progress-relay[aio]'``), so they are imported on
@@ -37,6 +38,7 @@ from progress_relay.client.events import Event
 from progress_relay.client.protocol import Job, Published
 from progress_relay.client.retry import RetryPolicy
 from progress_relay.client.stages import StageTable
+from progress_relay.client.state import JobState, LogLine
 from progress_relay.client.sync import Relay
 from progress_relay.client.trackers import Tracker
 
@@ -54,6 +56,8 @@ __all__ = [
     "Job",
     "JobFinished",
     "JobNotFound",
+    "JobState",
+    "LogLine",
     "Published",
     "RateLimited",
     "Relay",

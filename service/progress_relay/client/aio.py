@@ -215,12 +215,13 @@ class AsyncRelay:
     # -- reading the stream ---------------------------------------------------------------
 
     async def subscribe(
-        self, job_id: str, last_event_id: str | None = None
+        self, job_id: str, last_event_id: str | None = None, *, replay: str = "history"
     ) -> AsyncIterator[Event]:
         """``async for event in relay.subscribe(job_id)``: the job's events (its retained
         history first, or those after ``last_event_id``), live, resuming by the last id after
-        any disconnect, until the terminal event (or 204: nothing more will come)."""
-        session = StreamSession(job_id, last_event_id, self._policy, time.monotonic())
+        any disconnect, until the terminal event (or 204: nothing more will come). ``replay``
+        as for ``Relay.subscribe``."""
+        session = StreamSession(job_id, last_event_id, self._policy, time.monotonic(), replay)
         request_headers = headers(self.token, body=False)
         while not session.done:
             step: Open | End | Wait

@@ -19,6 +19,9 @@ from progress_relay.client.protocol import Wait, job_path, read_error
 from progress_relay.client.retry import RETRIED_STATUSES, RetryPolicy, parse_retry_after
 
 FINISHED = frozenset({"completed", "failed", "cancelled"})
+# What a stream opened without a last id starts with: the retained history (or a `reset` when it
+# no longer reaches the first event), a `reset` with the snapshot, or live events only.
+REPLAY_MODES = ("history", "snapshot", "none")
 
 
 @dataclass(frozen=True)
@@ -103,9 +106,17 @@ class End:
 
 class StreamSession:
     def __init__(
-        self, job_id: str, last_event_id: str | None, policy: RetryPolicy, now: float
+        self,
+        job_id: str,
+        last_event_id: str | None,
+        policy: RetryPolicy,
+        now: float,
+        replay: str = "history",
     ) -> None:
+        if replay not in REPLAY_MODES:
+            raise ValueError(f"replay must be one of {', '.join(REPLAY_MODES)}, got {replay!r}")
         self.job_id = job_id
+        self.replay = replay
         self.last_event_id = last_event_id
         self.done = False
         self._decoder = SSEDecoder()
@@ -114,7 +125,9 @@ class StreamSession:
 
     @property
     def path(self) -> str:
-        return job_path(self.job_id, "/stream")
+        # `replay` only counts without a last id; a reconnect resumes from the id whatever it is.
+        query = "" if self.replay == "history" else f"?replay={self.replay}"
+        return job_path(self.job_id, "/stream") + query
 
     def headers(self) -> dict[str, str]:
         result = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
@@ -190,4 +203,4 @@ def _decode(data: str) -> Any:
         return data
 
 
-__all__ = ["TERMINAL", "End", "Message", "Open", "SSEDecoder", "StreamSession"]
+__all__ = ["REPLAY_MODES", "TERMINAL", "End", "Message", "Open", "SSEDecoder", "StreamSession"]

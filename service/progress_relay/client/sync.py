@@ -230,10 +230,15 @@ class Relay:
 
     # -- reading the stream ---------------------------------------------------------------
 
-    def subscribe(self, job_id: str, last_event_id: str | None = None) -> Iterator[Event]:
+    def subscribe(
+        self, job_id: str, last_event_id: str | None = None, *, replay: str = "history"
+    ) -> Iterator[Event]:
         """The job's events as they come (from its retained history first, or after
-        ``last_event_id``), resuming after disconnects, until its terminal event."""
-        session = StreamSession(job_id, last_event_id, self._policy, time.monotonic())
+        ``last_event_id``), resuming after disconnects, until its terminal event. Without
+        ``last_event_id``, ``replay="snapshot"`` starts with a ``reset`` (the job's snapshot,
+        its text included) and ``"none"`` with live events. Fold them into a
+        :class:`~progress_relay.client.JobState` for the job's state."""
+        session = StreamSession(job_id, last_event_id, self._policy, time.monotonic(), replay)
         request_headers = headers(self.token, body=False)
         while not session.done:
             step: Open | End | Wait

@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
+from msgspec import UnsetType
 
 from progress_relay.brokers.base import Replay
 from progress_relay.wire import sse
 from progress_relay.wire.errors import InvalidParameter
 from progress_relay.wire.events import Event
 from progress_relay.wire.ids import Position, parse_event_id
-from progress_relay.wire.snapshot import Snapshot, new_snapshot
+from progress_relay.wire.snapshot import Snapshot, new_snapshot, with_content
 
 ReplayMode = Literal["history", "snapshot", "none"]
 REPLAY_MODES: tuple[ReplayMode, ...] = ("history", "snapshot", "none")
@@ -154,9 +155,12 @@ def reset_frame(
     replay = part.replay
     snapshot: Snapshot
     if replay is None:
-        snapshot, seq = new_snapshot(part.job_id), 0
+        snapshot, seq = with_content(new_snapshot(part.job_id), "", False), 0
     else:
         snapshot, seq = replay.snapshot, replay.seq
+        if isinstance(snapshot.content, UnsetType):
+            # A broker may skip the text of a read whose history is complete: it must not.
+            raise RuntimeError(f"the replay of job {part.job_id} for a reset has no text")
     data = _encode(msgspec.structs.replace(snapshot, subscribers=subscribers))
     if multi:
         data = sse.job_data(part.job_id, data)

@@ -40,7 +40,7 @@ from progress_relay.wire.errors import (
 )
 from progress_relay.wire.events import Draft, Event, validate_order
 from progress_relay.wire.ids import Position
-from progress_relay.wire.snapshot import Snapshot
+from progress_relay.wire.snapshot import Snapshot, without_content
 
 if TYPE_CHECKING:
     from progress_relay.ops.tracing import Attributes, Tracer
@@ -92,6 +92,8 @@ class Hub:
         self._topics: dict[str, Topic] = {}
         self._retry = sse.retry_frame(settings.stream.retry_ms)
         self.streams = 0
+        self._by_client: dict[str, int] = {}  # open streams by client (http/clients.py)
+        self._live: set[Subscriber] = set()  # every open stream
         self.draining = False
         self.counts = RelayCounts()
         self.flusher = Flusher()
@@ -219,8 +221,11 @@ class Hub:
         return History(replay.snapshot, events, read.truncated(replay), len(replay.events) > limit)
 
     async def jobs(self, statuses: frozenset[str], limit: int, before: int | None) -> JobPage:
+        """A page of the job list; its snapshots leave out the streamed text (up to
+        ``jobs.content_bytes`` each): the job's own snapshot has it."""
         page = await self.broker.jobs(statuses, limit, before)
-        return JobPage(await self._views(page.snapshots), page.before)
+        snapshots = [without_content(snapshot) for snapshot in page.snapshots]
+        return JobPage(await self._views(snapshots), page.before)
 
     async def job_counts(self) -> dict[str, int]:
         return await self.broker.job_counts()
@@ -243,6 +248,10 @@ class Hub:
         counts = await self.broker.subscribers(job_ids, [self.subscriber_count(i) for i in job_ids])
         return [self.snapshot_view(s, n) for s, n in zip(snapshots, counts, strict=True)]
 
+    def open_streams(self) -> list[Subscriber]:
+        """Every open stream of this process (a copy: looking at one may drop it)."""
+        return list(self._live)
+
     def subscriber_count(self, job_id: str) -> int:
         topic = self._topics.get(job_id)
         return 0 if topic is None else len(topic.subscribers)
@@ -256,11 +265,18 @@ class Hub:
             topic.publish(events)
 
     def open(
-        self, job_ids: Sequence[str], last_event_id: str | None, mode: ReplayMode, *, multi: bool
+        self,
+        job_ids: Sequence[str],
+        last_event_id: str | None,
+        mode: ReplayMode,
+        *,
+        multi: bool,
+        client: str = "",
     ) -> Coroutine[Any, Any, Subscriber | None]:
-        """A subscriber with its replay queued, or None when there is nothing to stream (204)."""
+        """A subscriber with its replay queued, or None when there is nothing to stream (204).
+        ``client``: who opens it (http/clients.py), for ``limits.max_streams_per_client``."""
         tracer = self.tracer
-        call = self._open(job_ids, last_event_id, mode, multi, tracer)
+        call = self._open(job_ids, last_event_id, mode, multi, client, tracer)
         if tracer is None:
             return call
         attributes: Attributes = {
@@ -276,9 +292,10 @@ class Hub:
         last_event_id: str | None,
         mode: ReplayMode,
         multi: bool,
+        client: str,
         tracer: Tracer | None,
     ) -> Subscriber | None:
-        self._admit(job_ids)
+        self._admit(job_ids, client)
         stream = self.settings.stream
         subscriber = Subscriber(
             job_ids,
@@ -287,8 +304,11 @@ class Hub:
             max_bytes=stream.queue_bytes,
             counts=self.counts,
             flusher=self.flusher,
+            client=client,
         )
         self.streams += 1
+        self._by_client[client] = self._by_client.get(client, 0) + 1
+        self._live.add(subscriber)
         try:
             # Attach first, so events published while the replay is read are held, not missed.
             for job_id in job_ids:
@@ -342,8 +362,8 @@ class Hub:
         self.counts.resets += len(resets)
         self.counts.replayed += len(events)
 
-    def _admit(self, job_ids: Sequence[str]) -> None:
-        """Refuse a stream past the limits on open streams, in total and per job."""
+    def _admit(self, job_ids: Sequence[str], client: str) -> None:
+        """Refuse a stream past the limits on open streams: in total, per job, per client."""
         limits = self.settings.limits
         # Come back after about one reconnect delay.
         retry_after = {"Retry-After": str(max(1, round(self.settings.stream.retry_ms / 1000)))}
@@ -352,6 +372,12 @@ class Hub:
         if self.streams >= limits.max_streams:
             raise TooManyStreams(
                 f"this relay has its maximum of {limits.max_streams} open streams",
+                headers=retry_after,
+            )
+        if self._by_client.get(client, 0) >= limits.max_streams_per_client:
+            raise TooManyStreams(
+                f"this client ({client}) has its maximum of {limits.max_streams_per_client} "
+                "open streams on this relay (limits.max_streams_per_client)",
                 headers=retry_after,
             )
         for job_id in job_ids:
@@ -376,6 +402,13 @@ class Hub:
     def close(self, subscriber: Subscriber) -> None:
         """Detach a subscriber whose stream is over (or whose open failed)."""
         self.streams -= 1
+        self._live.discard(subscriber)
+        client = subscriber.client
+        left = self._by_client[client] - 1
+        if left:
+            self._by_client[client] = left
+        else:
+            del self._by_client[client]
         for job_id in subscriber.job_ids:
             topic = self._topics.get(job_id)
             if topic is None:

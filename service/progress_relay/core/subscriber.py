@@ -32,7 +32,12 @@ class Socket(Protocol):
         ...
 
     def buffered(self) -> int:
-        """Bytes written and not sent yet."""
+        """Bytes written and not acknowledged by the peer yet: the transport's own buffer and
+        the kernel's send queue (on Linux; elsewhere the transport's alone)."""
+        ...
+
+    def written(self) -> int:
+        """Bytes written in all, the response's head included (only its growth matters)."""
         ...
 
     def abort(self) -> None:
@@ -55,6 +60,13 @@ class Subscriber:
     subscriber is dropped: its queue is emptied, the stream ends, and the client resumes from
     history with its last id. A subscriber with nothing waiting always takes a whole publish.
 
+    Stuck peers: every fraction of ``stream.write_timeout`` the Hub's stall watch calls
+    ``watch``. What waits for the client, its queue and its socket's buffers with the kernel's,
+    counts against ``max_bytes`` as above; and a stream whose client acknowledged none of the
+    bytes waiting for it for the write timeout is dropped even when its socket never pushed
+    back (a stopped process, whose kernel took what fitted in its receive buffer, leaves only
+    heartbeats waiting, far below any high-water mark).
+
     Writing: the handler connects the subscriber to its ``Socket`` before the response's head
     goes out (so a drop can cut the connection and the byte bound can count the socket's
     buffer); once the head and the first chunk are out it makes the subscriber ``live``. From
@@ -67,6 +79,7 @@ class Subscriber:
     """
 
     __slots__ = (
+        "_acked",
         "_bytes",
         "_count",
         "_flusher",
@@ -75,8 +88,12 @@ class Subscriber:
         "_held",
         "_high",
         "_progress_at",
+        "_seen",
+        "_since",
+        "_unsent",
         "_waiter",
         "active",
+        "client",
         "counts",
         "dropped",
         "job_ids",
@@ -98,8 +115,10 @@ class Subscriber:
         max_bytes: int,
         counts: RelayCounts,
         flusher: Flusher,
+        client: str = "",
     ) -> None:
         self.job_ids = tuple(job_ids)
+        self.client = client  # who opened it, for the limit per client
         self.multi = multi
         self.max_frames = max_frames
         self.max_bytes = max_bytes
@@ -121,6 +140,12 @@ class Subscriber:
         self.taken = 0  # frames in the last chunk handed out
         self._flusher = flusher
         self._flushing = False  # in the flusher's list for this turn of the loop
+        # What ``watch`` saw last: bytes written, and of them waiting and acknowledged, and
+        # since when nothing was waiting or the client last acknowledged some (-1: not yet).
+        self._seen = 0
+        self._unsent = 0
+        self._acked = 0
+        self._since = -1.0
 
     def connect(self, socket: Socket) -> None:
         """The stream handler's socket, before the response's head is written."""
@@ -185,6 +210,37 @@ class Subscriber:
         socket = self.socket
         buffered = 0 if socket is None else socket.buffered()
         return self._bytes + buffered > self.max_bytes
+
+    def watch(self, now: float, timeout: float) -> bool:
+        """The stall watch's look at a live stream, at loop time ``now``: drop it when what
+        waits for its client is past ``max_bytes``, or when bytes have waited for ``timeout``
+        seconds without the client acknowledging any. True when it was dropped.
+
+        A socket written nothing since a look that found nothing waiting still has nothing
+        waiting: it costs no system call."""
+        socket = self.socket
+        if socket is None or not self.live or self.dropped:
+            return False
+        written = socket.written()
+        if self._since < 0 or (written == self._seen and not self._unsent):
+            self._since = now
+            self._seen = written
+            return False
+        unsent = socket.buffered()
+        self._seen, self._unsent = written, unsent
+        if unsent + self._bytes > self.max_bytes:
+            self.drop()
+            return True
+        acked = written - unsent
+        if not unsent or acked > self._acked:
+            self._acked = acked
+            self._since = now
+            return False
+        if now - self._since < timeout:
+            return False
+        self.counts.write_timeouts += 1
+        self.drop()
+        return True
 
     def take(self, events: Sequence[Event], wire: bytes) -> bool:
         """A turn's events of one job from its topic, with ``wire``, their frames as one HTTP

@@ -11,14 +11,19 @@ from progress_relay.brokers import broker_kind, create_broker
 from progress_relay.config import Settings
 from progress_relay.core.hub import Hub
 from progress_relay.core.reaper import Reaper
+from progress_relay.core.stalls import StallWatch
 from progress_relay.http import admin, health, jobs, openapi, static, streams
+from progress_relay.http.access import Access
 from progress_relay.http.auth import Credentials
+from progress_relay.http.clients import Clients
 from progress_relay.http.cors import Cors
 from progress_relay.http.errors import json_errors
 from progress_relay.http.inflight import InFlight
 from progress_relay.http.keys import (
     BROKER,
     CANCEL_RATE,
+    CLIENTS,
+    CONNECTIONS,
     CREATE_RATE,
     CREDENTIALS,
     HUB,
@@ -28,10 +33,11 @@ from progress_relay.http.keys import (
     PUBLISH_RATE,
     REAPER,
     SETTINGS,
+    STALLS,
 )
 from progress_relay.http.observe import Observe
 from progress_relay.http.rate import RateLimiter
-from progress_relay.ops import tracing
+from progress_relay.ops import connections, tracing
 from progress_relay.ops.metrics import Metrics
 from progress_relay.ops.tracing import Tracer
 
@@ -39,25 +45,41 @@ from progress_relay.ops.tracing import Tracer
 def create_app(settings: Settings, *, tracer: Tracer | None = None) -> web.Application:
     """The relay's app. ``tracer``: its spans (tests pass one); None: as the OTEL_* environment
     says (ops/tracing.py), off when it says nothing."""
-    # Middlewares run outermost first; observe (request id, request metrics) sees every answer,
-    # errors wrap everything else. Credentials are checked by each handler (the rights depend on
-    # the job), CORS headers and the request id are added as any response is prepared.
+    # Middlewares run outermost first: the connection's guard learns that a request is being
+    # handled; observe (request id, request metrics) sees every answer; errors wrap everything
+    # else; a preflight is answered; then access checks credentials (as the route's Operation
+    # says), the origin of a change and a body's type, before any handler runs. CORS headers and
+    # the request id are added as any response is prepared.
     broker = create_broker(settings)
     hub = Hub(broker, settings)
     metrics = Metrics(hub, broker=broker_kind(settings))
     observe = Observe(metrics)
     cors = Cors(settings.cors)
     in_flight = InFlight()
+    credentials = Credentials(settings.auth)
+    access = Access(credentials, cors, settings.server.body_timeout)
+    guards = connections.Connections(settings)
     app = web.Application(
-        middlewares=[observe.middleware, in_flight.track, json_errors, cors.preflight],
+        middlewares=[
+            guards.middleware,
+            observe.middleware,
+            in_flight.track,
+            json_errors,
+            cors.preflight,
+            access.check,
+        ],
         client_max_size=settings.limits.max_request_bytes,
+        handler_args=connections.handler_args(settings),
     )
     app[SETTINGS] = settings
     app[IN_FLIGHT] = in_flight
     app[BROKER] = broker
     app[HUB] = hub
     app[METRICS] = metrics
-    app[CREDENTIALS] = Credentials(settings.auth)
+    app[CONNECTIONS] = guards
+    app[CLIENTS] = Clients(settings.server.trusted_proxies)
+    app[STALLS] = StallWatch(hub, settings.stream.write_timeout)
+    app[CREDENTIALS] = credentials
     limits = settings.limits
     app[PUBLISH_RATE] = RateLimiter(limits.publish_rate, limits.publish_burst)
     app[CREATE_RATE] = RateLimiter(limits.create_rate, limits.create_burst)
@@ -82,10 +104,12 @@ def create_app(settings: Settings, *, tracer: Tracer | None = None) -> web.Appli
 
 
 async def _relay(app: web.Application) -> AsyncIterator[None]:
-    broker, reaper = app[BROKER], app[REAPER]
+    broker, reaper, stalls = app[BROKER], app[REAPER], app[STALLS]
     await broker.start()
     reaper.start()
+    stalls.start()
     yield
+    await stalls.close()
     await reaper.close()
     await broker.close()
 

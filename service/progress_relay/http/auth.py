@@ -4,9 +4,14 @@ Publishers (the backend) hold one of ``auth.publish_tokens``; when any is config
 publishing, deleting and listing jobs need it. Subscribers (browsers) hold an HS256 JWT whose
 ``jobs`` claim lists the job ids it may read (or is ``"*"``); with ``auth.subscribe = "token"``
 every read of a job and its cancel need one. A publisher token is accepted wherever a subscriber
-token is: the backend may read what it publishes.
+token is: the backend may read what it publishes. Listing and deleting jobs (``operator``) need
+a publisher token when any is configured; with open publishing and subscriber tokens on, a
+subscriber token for every job (``"*"``): a viewer's token for its own job lists and deletes
+nothing.
 
-Tokens never appear in an error message or a log line.
+Which of these a route needs is its ``@Operation``'s ``access``, checked by http/access.py
+before anything else about the request. Tokens never appear in an error message or a log line;
+a credential that is not even text (bytes that are not UTF-8) is as invalid as a wrong one.
 """
 
 from __future__ import annotations
@@ -60,7 +65,15 @@ class Credentials:
             )
         return f"publisher token {which}"
 
-    def require_subscriber(self, request: web.Request, job_ids: Iterable[str]) -> None:
+    def require_operator(self, request: web.Request) -> None:
+        """Listing and deleting jobs: see the module's docstring."""
+        if self._publish_tokens:
+            self.require_publisher(request)
+        elif self.settings.subscribe == "token":
+            self.require_subscriber(request, None)
+
+    def require_subscriber(self, request: web.Request, job_ids: Iterable[str] | None) -> None:
+        """A credential that may read ``job_ids`` (None: every job, ``"*"``)."""
         if self.settings.subscribe == "open":
             return
         bearer = _bearer(request)
@@ -77,9 +90,11 @@ class Credentials:
             )
         self.check_subscriber_token(token, job_ids)
 
-    def check_subscriber_token(self, token: str, job_ids: Iterable[str]) -> None:
+    def check_subscriber_token(self, token: str, job_ids: Iterable[str] | None) -> None:
         """Raises Unauthorized for a token that is not ours or has expired, Forbidden for one
-        that does not grant every job of ``job_ids``."""
+        that does not grant every job of ``job_ids`` (None: that is not ``"*"``)."""
+        if not token.isascii():  # a JWT is ASCII; undecodable bytes arrive as surrogates
+            raise Unauthorized("the subscriber token is not valid")
         try:
             claims = jwt.decode(
                 token, self._secret, algorithms=[_ALGORITHM], options={"require": ["exp"]}
@@ -93,12 +108,18 @@ class Credentials:
             return
         if not isinstance(granted, list):
             raise Unauthorized("the subscriber token has no `jobs` claim")
+        if job_ids is None:
+            raise Forbidden(
+                'listing and deleting jobs needs a subscriber token for every job (jobs: "*") '
+                "or a publisher token"
+            )
         for job_id in job_ids:
             if job_id not in granted:
                 raise Forbidden(f"the subscriber token does not grant job {job_id}")
 
     def _publisher_index(self, token: str) -> int | None:
-        candidate = token.encode()
+        # surrogateescape: bytes that were not UTF-8 compare as they came, and match nothing.
+        candidate = token.encode("utf-8", "surrogateescape")
         # Every configured token is compared, in constant time each: no early exit to time.
         matches = [hmac.compare_digest(candidate, known) for known in self._publish_tokens]
         return matches.index(True) if any(matches) else None

@@ -34,7 +34,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except RelayError as exc:
         if isinstance(exc, BrokerUnavailable):
             request.app[HUB].counts.broker_errors += 1
-        return error_response(exc.status, exc.code, str(exc), exc.headers)
+        response = error_response(exc.status, exc.code, str(exc), exc.headers)
+        if exc.closes:
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -10,8 +10,10 @@ from aiohttp import web
 from msgspec import Raw
 
 from progress_relay.http import params, rate
+from progress_relay.http.access import PUBLISHER
 from progress_relay.http.keys import (
     CANCEL_RATE,
+    CLIENTS,
     CREATE_RATE,
     CREDENTIALS,
     HUB,
@@ -45,7 +47,7 @@ from progress_relay.wire.errors import (
 )
 from progress_relay.wire.events import parse_publish
 from progress_relay.wire.json_depth import check_nesting
-from progress_relay.wire.snapshot import STATUSES, Snapshot
+from progress_relay.wire.snapshot import STATUSES
 
 routes = web.RouteTableDef()
 _encode = msgspec.json.Encoder().encode
@@ -89,8 +91,7 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 )
 async def create_job(request: web.Request) -> web.Response:
     credentials = request.app[CREDENTIALS]
-    publisher = credentials.require_publisher(request)
-    rate.require(request.app[CREATE_RATE], publisher, "create_rate")
+    rate.require(request.app[CREATE_RATE], request[PUBLISHER], "create_rate")
     settings = request.app[SETTINGS]
     body = await request.read()
     check_nesting(body, settings.limits.max_json_depth)
@@ -133,7 +134,7 @@ async def create_job(request: web.Request) -> web.Response:
     ),
 )
 async def publish(request: web.Request) -> web.Response:
-    publisher = request.app[CREDENTIALS].require_publisher(request)
+    publisher = request[PUBLISHER]
     job_id = params.job_id(request)
     rate.require(request.app[PUBLISH_RATE], publisher, "publish_rate")
     limits = request.app[SETTINGS].limits
@@ -151,7 +152,7 @@ async def publish(request: web.Request) -> web.Response:
 @Operation(
     "listJobs",
     "Jobs with their snapshots, newest first, a page at a time",
-    "publisher",
+    "operator",
     description="A page may hold fewer than `limit` jobs (a status filter that few jobs "
     "match); follow `next_cursor` until it is null.",
     parameters=(
@@ -176,7 +177,6 @@ async def publish(request: web.Request) -> web.Response:
 )
 async def list_jobs(request: web.Request) -> web.Response:
     """Jobs newest first, a page at a time, for dashboards and the CLI."""
-    request.app[CREDENTIALS].require_publisher(request)
     statuses = frozenset(
         status.strip()
         for raw in request.query.getall("status", [])
@@ -211,12 +211,11 @@ async def list_jobs(request: web.Request) -> web.Response:
     "getSnapshot",
     "The job's snapshot",
     "subscriber",
-    responses={200: ("The snapshot", Snapshot)},
+    responses={200: ("The snapshot", ("application/json", ref("FullSnapshot")))},
     errors=(InvalidJobId, JobNotFound, BrokerUnavailable),
 )
 async def get_snapshot(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
-    request.app[CREDENTIALS].require_subscriber(request, [job_id])
     return json_response(await request.app[HUB].snapshot(job_id))
 
 
@@ -240,7 +239,6 @@ async def get_snapshot(request: web.Request) -> web.Response:
 async def get_history(request: web.Request) -> web.Response:
     """Retained history as JSON, the polling fallback of the stream."""
     job_id = params.job_id(request)
-    request.app[CREDENTIALS].require_subscriber(request, [job_id])
     limit = params.int_param(request, "limit", default=100, low=1, high=1000)
     after = request.query.get("after")
     history = await request.app[HUB].history(job_id, after, limit)
@@ -267,8 +265,8 @@ async def get_history(request: web.Request) -> web.Response:
 )
 async def cancel(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
-    request.app[CREDENTIALS].require_subscriber(request, [job_id])
-    rate.require(request.app[CANCEL_RATE], f"address {request.remote}", "cancel_rate")
+    client = request.app[CLIENTS].of(request)
+    rate.require(request.app[CANCEL_RATE], f"address {client}", "cancel_rate")
     snapshot = await request.app[HUB].cancel(job_id)
     return json_response(CancelOut(job_id, snapshot.cancel_requested), 202)
 
@@ -277,12 +275,11 @@ async def cancel(request: web.Request) -> web.Response:
 @Operation(
     "deleteJob",
     "Drop the job, its snapshot and history; its streams end",
-    "publisher",
+    "operator",
     responses={204: ("Deleted", None)},
     errors=(InvalidJobId, JobNotFound, BrokerUnavailable),
 )
 async def delete_job(request: web.Request) -> web.Response:
-    request.app[CREDENTIALS].require_publisher(request)
     job_id = params.job_id(request)
     await request.app[HUB].delete(job_id)
     return web.Response(status=204)

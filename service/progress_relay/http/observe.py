@@ -22,6 +22,8 @@ from progress_relay.ops import logs
 from progress_relay.ops.metrics import Metrics
 
 REQUEST_ID = web.RequestKey("request_id", str)
+# The request's route template, for its log line (absent: it matched no route).
+ROUTE = web.RequestKey("route", str)
 HEADER = "X-Request-Id"
 
 _ALLOWED = string.ascii_letters + string.digits + "._:-"
@@ -58,6 +60,10 @@ class Observe:
         given = request.headers.get(HEADER)
         current = given if given is not None and _sane(given) else new_id()
         request[REQUEST_ID] = current
+        resource = request.match_info.route.resource
+        route = None if resource is None else resource.canonical
+        if route is not None:
+            request[ROUTE] = route
         token = logs.request_id.set(current)
         started = time.perf_counter()
         status = 500  # what aiohttp answers to an exception that got past json_errors
@@ -87,8 +93,6 @@ class Observe:
             raise
         finally:
             logs.request_id.reset(token)
-            resource = request.match_info.route.resource
-            route = None if resource is None else resource.canonical
             self._answered(
                 request.method, route, status, time.perf_counter() - started, stream=streamed
             )

@@ -18,6 +18,7 @@ from msgspec import Struct
 
 from progress_relay import __version__
 from progress_relay.config import Settings
+from progress_relay.http.cors import CHANGING
 from progress_relay.http.keys import SETTINGS
 from progress_relay.http.openapi_operation import (
     OPERATIONS,
@@ -30,11 +31,15 @@ from progress_relay.http.openapi_operation import (
 from progress_relay.http.openapi_schemas import component_schemas
 from progress_relay.wire.bodies import ErrorBody
 from progress_relay.wire.errors import (
+    CONNECTION_ERRORS,
     Forbidden,
     MethodNotAllowed,
     NoSuchEndpoint,
+    OriginNotAllowed,
     RelayError,
+    RequestTimeout,
     Unauthorized,
+    UnsupportedMediaType,
 )
 
 _HEADERS: dict[str, Schema] = {
@@ -53,8 +58,12 @@ _PATH_PARAMETERS = {"job_id": "JobIdPath"}
 _ACCESS_ERRORS: dict[Access, tuple[type[RelayError], ...]] = {
     "publisher": (Unauthorized,),
     "subscriber": (Unauthorized, Forbidden),
+    "operator": (Unauthorized, Forbidden),
     "public": (),
 }
+# Of a route that changes something (http/cors.py), and of one that takes a body (http/access.py).
+_CHANGING_ERRORS = (OriginNotAllowed,)
+_BODY_ERRORS = (UnsupportedMediaType, RequestTimeout)
 
 
 def _error(status: int, classes: Sequence[type[RelayError]]) -> Schema:
@@ -106,7 +115,7 @@ class _Builder:
         self.responses: dict[type[Struct], None] = {ErrorBody: None}
         self.security = _security(settings)
 
-    def operation(self, op: Operation) -> Schema:
+    def operation(self, op: Operation, method: str) -> Schema:
         out: Schema = {"operationId": op.id, "summary": op.summary}
         if op.description:
             out["description"] = op.description
@@ -126,7 +135,12 @@ class _Builder:
             if body is not None:
                 responses[str(status)]["content"] = _content(body, self.responses)
         by_status: dict[int, list[type[RelayError]]] = {}
-        for cls in dict.fromkeys((*_ACCESS_ERRORS[op.access], *op.errors)):
+        errors = [*_ACCESS_ERRORS[op.access]]
+        if method in CHANGING:
+            errors.extend(_CHANGING_ERRORS)
+        if op.request is not None:
+            errors.extend(_BODY_ERRORS)
+        for cls in dict.fromkeys((*errors, *op.errors)):
             by_status.setdefault(cls.status, []).append(cls)
         for status, classes in sorted(by_status.items()):
             responses[str(status)] = _error(status, classes)
@@ -147,7 +161,7 @@ def _paths(builder: _Builder, routes: Iterable[web.AbstractRoute]) -> dict[str, 
             item["parameters"] = [
                 {"$ref": f"#/components/parameters/{_PATH_PARAMETERS[name]}"} for name in names
             ]
-        item[route.method.lower()] = builder.operation(op)
+        item[route.method.lower()] = builder.operation(op, route.method)
     return paths
 
 
@@ -162,11 +176,20 @@ def _security(settings: Settings) -> dict[Access, list[Schema]]:
         {"subscriberTokenCookie": []},
         {"publisherToken": []},
     ]
+    # Listing and deleting: the publisher token; with open publishing, a subscriber token for
+    # every job when subscriber tokens are on, else nothing (http/auth.py).
+    operator = list(publisher)
     if not auth.publish_tokens:
         publisher.insert(0, {})
+        operator = subscriber[:3] if auth.subscribe == "token" else [{}]
     if auth.subscribe == "open":
         subscriber.insert(0, {})
-    return {"publisher": publisher, "subscriber": subscriber, "public": []}
+    return {
+        "publisher": publisher,
+        "subscriber": subscriber,
+        "operator": operator,
+        "public": [],
+    }
 
 
 def _security_schemes(settings: Settings) -> dict[str, Schema]:
@@ -204,9 +227,10 @@ def build_document(app: web.Application) -> Schema:
             "summary": "Relays the progress of long-running jobs over Server-Sent Events",
             "description": "The prose contract is docs/api.md. Every error is "
             '`{"error": {"code": ..., "message": ...}}`; besides the responses listed per '
-            "operation, any path answers `404 not_found` for a path that is not routed and "
-            "`405 method_not_allowed` (with `Allow`) for a method it does not have. HEAD is "
-            "answered on every GET route but the two streams.",
+            "operation, any path answers `404 not_found` for a path that is not routed, "
+            "`405 method_not_allowed` (with `Allow`) for a method it does not have, and "
+            "`414 uri_too_long` or `431 headers_too_large` for a request line or head longer "
+            "than the relay reads. HEAD is answered on every GET route but the two streams.",
         },
         "paths": paths,
         "components": {
@@ -223,6 +247,7 @@ def build_document(app: web.Application) -> Schema:
             "responses": {
                 "NotFound": _error(NoSuchEndpoint.status, [NoSuchEndpoint]),
                 "MethodNotAllowed": _error(MethodNotAllowed.status, [MethodNotAllowed]),
+                **{cls.__name__: _error(cls.status, [cls]) for cls in CONNECTION_ERRORS},
             },
         },
     }

@@ -14,8 +14,9 @@ from progress_relay.wire.errors import RelayError
 Schema = dict[str, Any]
 # A body: a Struct, as JSON; or (media type, schema) for anything else.
 Body = type[Struct] | tuple[str, Schema]
-# Who may call it; each side's credentials, and their errors, follow from the settings.
-Access = Literal["publisher", "subscriber", "public"]
+# Who may call it; each side's credentials, and their errors, follow from the settings. Checked
+# before anything else about a request (http/access.py); "operator": listing and deleting jobs.
+Access = Literal["publisher", "subscriber", "operator", "public"]
 # A parameter; a function of the settings when it names a limit.
 Parameter = Schema | Callable[[Settings], Schema]
 

@@ -124,6 +124,14 @@ def _wire_schemas(settings: Settings) -> dict[str, Schema]:
             "required": ["events"],
             "additionalProperties": False,
         },
+        # What GET /v1/jobs/{id} and a `reset` send: the Snapshot with its streamed text,
+        # which only the job list leaves out.
+        "FullSnapshot": {
+            "allOf": [ref("Snapshot")],
+            "required": ["content", "content_truncated"],
+            "description": "a job's snapshot with its streamed text (`content`, at most "
+            f"{settings.jobs.content_bytes} bytes, the newest)",
+        },
         "StreamEvent": _sse_event_schema(wrapped=False),
         "MultiStreamEvent": _sse_event_schema(wrapped=True),
     }
@@ -136,7 +144,7 @@ def _sse_event_schema(*, wrapped: bool) -> Schema:
         *_payload_rules("payload"),
         {
             "if": {"properties": {"event": {"const": "reset"}}, "required": ["event"]},
-            "then": {"properties": {"payload": ref("Snapshot")}},
+            "then": {"properties": {"payload": ref("FullSnapshot")}},
         },
         {
             "if": {"properties": {"event": {"const": "cancel_requested"}}, "required": ["event"]},

@@ -1,4 +1,5 @@
-"""The browser client, served by the relay itself: ``/static/progress-relay.js``."""
+"""The browser client, served by the relay itself: ``/static/progress-relay.js``; and the
+relay's icon, ``/favicon.ico``, which browsers ask for on every page of it (demo, inspection)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ routes = web.RouteTableDef()
 
 _CLIENT = resources.files("progress_relay").joinpath("static/progress-relay.js").read_bytes()
 _ETAG = '"' + hashlib.sha256(_CLIENT).hexdigest()[:20] + '"'
+_ICON = resources.files("progress_relay").joinpath("static/favicon.ico").read_bytes()
 
 
 @routes.get("/static/progress-relay.js")
@@ -33,4 +35,17 @@ async def client(request: web.Request) -> web.Response:
         return web.Response(status=304, headers=headers)
     return web.Response(
         body=_CLIENT, content_type="text/javascript", charset="utf-8", headers=headers
+    )
+
+
+@routes.get("/favicon.ico")
+@Operation(
+    "favicon",
+    "The relay's icon (browsers ask for it on the demo and inspection pages)",
+    "public",
+    responses={200: ("The icon", ("image/x-icon", {"type": "string", "format": "binary"}))},
+)
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(
+        body=_ICON, content_type="image/x-icon", headers={"Cache-Control": "max-age=86400"}
     )

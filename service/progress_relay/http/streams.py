@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import socket
+import struct
+import termios
 from typing import cast
 
 from aiohttp import web
@@ -15,7 +20,7 @@ from progress_relay.config import Settings
 from progress_relay.core.catchup import REPLAY_MODES, ReplayMode
 from progress_relay.core.flusher import chunked
 from progress_relay.http import params
-from progress_relay.http.keys import CREDENTIALS, HUB, SETTINGS
+from progress_relay.http.keys import CLIENTS, HUB, SETTINGS
 from progress_relay.http.openapi_operation import Body, Operation, Parameter, Schema, ref
 from progress_relay.wire import sse
 from progress_relay.wire.errors import (
@@ -52,6 +57,10 @@ _PARAMETERS: tuple[Parameter, ...] = (
     },
 )
 _ERRORS = (InvalidJobId, InvalidParameter, TooManyStreams, ShuttingDown, BrokerUnavailable)
+# A stream's socket gets a kernel send buffer of this share of stream.queue_bytes (Linux holds
+# about 1.5 times the size set): it pushes back, and waiting progress is conflated, long before
+# the bound, which counts the kernel's queue too. Left alone, Linux grows it to megabytes.
+SEND_BUFFER_SHARE = 8
 
 
 def _responses(event_schema: str) -> dict[int, tuple[str, Body | None]]:
@@ -118,14 +127,14 @@ async def stream_jobs(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> web.StreamResponse:
-    request.app[CREDENTIALS].require_subscriber(request, job_ids)
     # The header wins: a browser reconnecting on its own sends it, while the URL still carries
     # the `last_event_id` the page started with.
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     mode = cast(ReplayMode, params.choice_param(request, "replay", REPLAY_MODES))
     hub = request.app[HUB]
     settings = request.app[SETTINGS].stream
-    subscriber = await hub.open(job_ids, last_event_id, mode, multi=multi)
+    client = request.app[CLIENTS].of(request)
+    subscriber = await hub.open(job_ids, last_event_id, mode, multi=multi, client=client)
     if subscriber is None:
         # Nothing will ever come (finished and seen, or gone): 204 stops EventSource reconnecting.
         hub.counts.no_content += 1
@@ -141,6 +150,7 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
     body = None
     if transport is not None:
         body = _Body(transport, protocol, framed=request.version >= (1, 1))
+        body.limit_kernel_buffer(settings.queue_bytes // SEND_BUFFER_SHARE)
         subscriber.connect(body)
     counts = hub.counts
     try:
@@ -188,13 +198,15 @@ class _Body:
     per write. (A class, not closures: a stream holds it as long as it is open, and this is the
     smaller.) It relies on aiohttp 3's transport and protocol, hence aiohttp < 4."""
 
-    __slots__ = ("_protocol", "_transport", "framed", "writer")
+    __slots__ = ("_fd", "_protocol", "_transport", "framed", "writer")
 
     def __init__(
         self, transport: asyncio.Transport, protocol: BaseProtocol, *, framed: bool
     ) -> None:
         self._transport = transport
         self._protocol = protocol
+        sock = transport.get_extra_info("socket")
+        self._fd: int = -1 if sock is None else sock.fileno()
         self.framed = framed  # HTTP-chunked; HTTP/1.0 bodies are not
         # aiohttp's writer, for its count of bytes written (set once the head is out)
         self.writer: AbstractStreamWriter | None = None
@@ -213,7 +225,35 @@ class _Body:
         return self._protocol.writing_paused
 
     def buffered(self) -> int:
-        return self._transport.get_write_buffer_size()
+        return self._transport.get_write_buffer_size() + kernel_unsent(self._fd)
+
+    def written(self) -> int:
+        writer = self.writer
+        return 0 if writer is None else writer.output_size
 
     def abort(self) -> None:
         self._transport.abort()
+
+    def limit_kernel_buffer(self, size: int) -> None:
+        """Set the socket's send buffer (SO_SNDBUF) to ``size`` bytes (at least 4 KiB)."""
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(size, 4096))
+
+
+_UNSENT = termios.TIOCOUTQ  # on Linux the same request as SIOCOUTQ, for a TCP socket
+_INT = struct.Struct("i")
+_ZERO = bytes(_INT.size)
+
+
+def kernel_unsent(fd: int) -> int:
+    """Bytes in the kernel's send queue of socket ``fd``: not sent, or sent and not
+    acknowledged by the peer. 0 where the system cannot say (not Linux, a closed socket)."""
+    if fd < 0:
+        return 0
+    try:
+        unsent: int = _INT.unpack(fcntl.ioctl(fd, _UNSENT, _ZERO))[0]
+    except OSError:
+        return 0
+    return unsent

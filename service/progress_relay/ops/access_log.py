@@ -7,20 +7,45 @@ import logging
 import re
 import time as time_mod
 from typing import Any
+from urllib.parse import unquote_plus
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from progress_relay.http.observe import REQUEST_ID
+from progress_relay.http.observe import REQUEST_ID, ROUTE
 
-# `?token=` (EventSource cannot send headers) in the request line, and in a Referer that may
-# carry the page's own URL.
-_TOKEN = re.compile(r"([?&](?:token|access_token)=)[^&\s\"]*", re.IGNORECASE)
+# Query parameters that carry a credential (`?token=`: EventSource cannot send headers), in the
+# request line and in a Referer that may carry the page's own URL.
+_CREDENTIALS = frozenset({"token", "access_token"})
+# `;` separates parameters for some parsers: a value after one is cut off as after `&`.
+_SEPARATORS = re.compile(r"([&;])")
+# Decodings of a name tried: enough for `tok%2565n`, a name encoded twice.
+_DECODINGS = 3
 
 
 def redact(text: str) -> str:
-    return _TOKEN.sub(r"\1***", text)
+    """``text`` (a path with its query, or a URL) with the value of every query parameter
+    whose name, decoded as a server would (percent-escapes, ``+``, any case), is a credential's
+    replaced by ``***``."""
+    head, mark, query = text.partition("?")
+    if not mark:
+        return text
+    parts = _SEPARATORS.split(query)
+    for at in range(0, len(parts), 2):
+        name, equals, _ = parts[at].partition("=")
+        if equals and _is_credential(name):
+            parts[at] = f"{name}=***"
+    return f"{head}?{''.join(parts)}"
+
+
+def _is_credential(name: str) -> bool:
+    for _ in range(_DECODINGS):
+        decoded = unquote_plus(name)
+        if decoded == name:
+            break
+        name = decoded
+    return name.strip().lower() in _CREDENTIALS
 
 
 class RedactingAccessLogger(AbstractAccessLogger):
@@ -69,9 +94,8 @@ class AccessLine:
         self._size = _size(response)
         self._seconds = seconds
         self._request_id = request.get(REQUEST_ID)
-        match_info = getattr(request, "match_info", None)  # a Request; not a bare BaseRequest
-        resource = None if match_info is None else match_info.route.resource
-        self._route = None if resource is None else resource.canonical
+        # Set by http/observe.py; a request aiohttp could not parse never got that far.
+        self._route = request.get(ROUTE)
 
     def __str__(self) -> str:
         version = self._version

@@ -47,8 +47,33 @@ class JsonFormatter(logging.Formatter):
         return _encode(line).decode()
 
 
+class MalformedRequests(logging.Filter):
+    """On aiohttp's server logger: a request aiohttp cannot parse is logged as an error with a
+    traceback whose message quotes the offending bytes, an Authorization header's token
+    included, and anyone can send thousands a second. Its access line (status 400) stays; this
+    line goes, and at DEBUG it is kept without the bytes: the client and the kind of error."""
+
+    MESSAGE = "Error handling request from %s"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self.MESSAGE:
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        record.msg = "a request from %s could not be parsed (%s)"
+        client = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        record.args = (client, type(error).__name__)
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info = record.exc_text = None
+        return True
+
+
 def configure(settings: LogSettings, level: str | None = None) -> None:
     handler = logging.StreamHandler()
     json = settings.format == "json"
     handler.setFormatter(JsonFormatter() if json else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level or settings.level, handlers=[handler], force=True)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequests) for f in server.filters):
+        server.addFilter(MalformedRequests())

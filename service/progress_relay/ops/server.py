@@ -22,8 +22,10 @@ from collections.abc import Callable
 from aiohttp import web
 
 from progress_relay.config import Settings
-from progress_relay.http.keys import HUB, IN_FLIGHT
+from progress_relay.http.keys import CONNECTIONS, HUB, IN_FLIGHT
+from progress_relay.ops import fds
 from progress_relay.ops.access_log import RedactingAccessLogger
+from progress_relay.ops.listener import Site
 
 log = logging.getLogger("progress_relay")
 
@@ -67,6 +69,7 @@ async def serve(
     """Serve until SIGTERM/SIGINT, then drain. ``on_listening`` is called once the address is
     bound; CannotListen if it cannot be."""
     server = settings.server
+    fd_limits = fds.raise_limit()
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
@@ -76,7 +79,14 @@ async def serve(
     await runner.setup()
     # Clients reconnect in storms (a deploy, a proxy restart): aiohttp's 128 would drop SYNs
     # and cost each of them a second. The kernel caps it at net.core.somaxconn.
-    site = web.TCPSite(runner, server.host, server.port, backlog=4096)
+    site = Site(
+        runner,
+        app[CONNECTIONS],
+        server.host,
+        server.port,
+        backlog=4096,
+        errors=fds.AcceptErrors(),
+    )
     started: float | None = None
     try:
         try:
@@ -84,6 +94,7 @@ async def serve(
         except OSError as exc:
             reason = _REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
             raise CannotListen(f"{server.host}:{server.port}", reason) from None
+        log.info("%s", fd_limits)
         if on_listening is not None:
             on_listening()
         signalled = asyncio.Event()

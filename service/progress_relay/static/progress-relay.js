@@ -12,9 +12,17 @@
 // (a 502/503 from a proxy): it is reopened with backoff, and ends for good on 204 and once every
 // job has had its terminal event. Events are applied once per job (a seq
 // at or below the job's last one is ignored), and `reset` replaces a job's state wholesale.
+// A job watched while the stream already carries it is first read from the relay (its retained
+// history, else its snapshot), so a late tab starts from the job's state as it stands
+// (docs/browser.md, "How tabs share one stream").
 
 const TERMINAL = new Set(["complete", "failed", "cancelled"]);
 const FINISHED_STATUS = { completed: 1, failed: 1, cancelled: 1 };
+// Events a watch holds while it reads its job; past this many it drops them and reads again
+// (the new read covers them).
+const HOLD_LIMIT = 10000;
+// Events per request when a watch reads its job's history (the relay's maximum).
+const HISTORY_PAGE = 1000;
 
 function seqOf(id) {
   // Ids are "<epoch>-<seq>"; clients otherwise treat them as opaque.
@@ -26,8 +34,49 @@ function emptyState(id) {
   return {
     id, status: "pending", percent: null, stage: null, message: null, step: null,
     total_steps: null, eta_seconds: null, result: null, redirect_url: null, error: null,
-    cancel_requested: false, logs: [], content: "", last_event_id: null,
+    cancel_requested: false, logs: [], content: "", content_truncated: false,
+    last_event_id: null,
   };
+}
+
+/** Milliseconds before retry number `attempt` (from 0): doubling from 0.5 s up to `max`,
+ * with jitter. */
+function backoff(attempt, max) {
+  return Math.min(max, 500 * 2 ** attempt) * (0.5 + Math.random() / 2);
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** UTF-8 bytes of one UTF-16 code unit at `i` of `text`, and how many units it takes (a
+ * surrogate pair is one 4-byte character). */
+function utf8At(text, i) {
+  const c = text.charCodeAt(i);
+  if (c < 0x80) return [1, 1];
+  if (c < 0x800) return [2, 1];
+  if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) return [4, 2];
+  return [3, 1];
+}
+
+function utf8Length(text) {
+  let bytes = 0;
+  for (let i = 0; i < text.length;) {
+    const [size, units] = utf8At(text, i);
+    bytes += size;
+    i += units;
+  }
+  return bytes;
+}
+
+/** The streamed text by the relay's rule (wire/content.py): its newest `bound` UTF-8 bytes,
+ * from a character's start. [text, bytes, whether anything was dropped]. */
+function boundText(text, bytes, bound) {
+  let start = 0;
+  while (bytes > bound && start < text.length) {
+    const [size, units] = utf8At(text, start);
+    bytes -= size;
+    start += units;
+  }
+  return [start ? text.slice(start) : text, bytes, start > 0];
 }
 
 /** Named listeners; a listener that throws is logged and does not stop the others. */
@@ -50,7 +99,13 @@ class Emitter {
   }
 }
 
-/** One watched job: its state, kept from its events, and listeners. */
+/** One watched job: its state, kept from its events, and listeners.
+ *
+ * A new watch holds the job's events until the stream that carries them has been announced
+ * (`_announced`). If that stream is still to replay the job from its start, the watch just follows
+ * it; otherwise it reads the job from the relay first (`_catchUp`: the retained history from the
+ * job's first event, or the snapshot when the relay no longer holds all of it) and then applies
+ * the held events newer than what it read. */
 export class JobWatch extends Emitter {
   constructor(relay, id) {
     super();
@@ -59,6 +114,10 @@ export class JobWatch extends Emitter {
     this.state = emptyState(id);
     this._epoch = null;
     this._seq = 0;
+    this._phase = "waiting"; // waiting (for the stream) | reading | live | closed
+    this._held = [];
+    this._overflow = false;
+    this._contentBytes = 0; // UTF-8 bytes of state.content
   }
 
   get finished() {
@@ -86,11 +145,87 @@ export class JobWatch extends Emitter {
     super._emit(name, data, this);
   }
 
-  /** Apply one event of this job; false when it was already applied. */
+  /** One event of this job from the stream: applied, or held while the watch catches up. */
+  _receive(id, name, data) {
+    if (this._phase === "live") this._apply(id, name, data);
+    else if (this._phase !== "closed") {
+      if (this._held.length >= HOLD_LIMIT) { this._held = []; this._overflow = true; }
+      this._held.push([id, name, data]);
+    }
+  }
+
+  /** The stream that carries this job's events has been announced, its starting position
+   * fixed: every event of the job after that position comes through it. `whole`: the stream
+   * is still to replay the job from its start (history, or a `reset`), so it brings the whole
+   * state; otherwise the job's past is read now, and the events held meanwhile follow. */
+  _announced(whole) {
+    if (this._phase !== "waiting") return;
+    if (whole) {
+      this._held = []; // the replay brings these again
+      this._live();
+    } else this._catchUp();
+  }
+
+  async _catchUp() {
+    this._phase = "reading";
+    for (let attempt = 0; ;) {
+      this._overflow = false;
+      try {
+        await this._read();
+        if (this._phase !== "reading") return;
+        if (!this._overflow) break; // else the dropped events came before a new read
+      } catch (error) {
+        if (this._phase !== "reading") return;
+        await sleep(backoff(attempt++, this.relay.maxBackoff));
+        if (this._phase !== "reading") return;
+      }
+    }
+    this._live();
+  }
+
+  /** Apply the job as the relay has it now: its whole retained history, or its snapshot (a
+   * `reset`) when the history no longer starts at the job's first event. Nothing for a job
+   * the relay does not know (yet) or will not show this tab (the stream reports that). */
+  async _read() {
+    const path = `/v1/jobs/${encodeURIComponent(this.id)}`;
+    const query = new URLSearchParams({ limit: String(HISTORY_PAGE) });
+    for (;;) {
+      const page = await this._get(`${path}/events?${query}`);
+      if (!page) return;
+      if (page.truncated) break;
+      for (const event of page.events) this._apply(event.id, event.event, event.data);
+      if (!page.has_more) return;
+      query.set("after", page.next_after);
+    }
+    const snapshot = await this._get(path);
+    if (snapshot) this._apply(null, "reset", snapshot);
+  }
+
+  async _get(path) {
+    const response = await this.relay._fetch(path, { cache: "no-store" });
+    if ([401, 403, 404].includes(response.status)) return null;
+    if (!response.ok) throw new Error(`${path} answered ${response.status}`);
+    return response.json();
+  }
+
+  _live() {
+    const held = this._held;
+    this._held = [];
+    this._phase = "live";
+    for (const [id, name, data] of held) this._apply(id, name, data);
+  }
+
+  /** Apply one event of this job; false when it was already applied. A `reset` that is not
+   * newer than what the watch has applied is ignored too: it says nothing new, and the events
+   * it would replace may hold more (every log line, the whole text). */
   _apply(id, name, data) {
-    const { epoch, seq } = seqOf(id);
-    if (name !== "reset" && id && epoch === this._epoch && seq <= this._seq) return false;
-    if (id) { this._epoch = epoch; this._seq = seq; }
+    const position = name === "reset" ? data?.last_event_id : id;
+    if (position) {
+      const { epoch, seq } = seqOf(position);
+      if (epoch === this._epoch && seq <= this._seq) return false;
+      this._epoch = epoch;
+      this._seq = seq;
+    }
     const state = this.state;
     if (id) state.last_event_id = id;
     switch (name) {
@@ -109,31 +244,39 @@ export class JobWatch extends Emitter {
         if (state.status === "pending") state.status = "running";
         state.logs.push({ id, at: new Date().toISOString(), level: data.level || "info",
           message: data.message });
+        // The snapshot's tail: the last `logTail` entries.
+        if (state.logs.length > this.relay.logTail) {
+          state.logs.splice(0, state.logs.length - this.relay.logTail);
+        }
         break;
       case "content":
         if (state.status === "pending") state.status = "running";
-        state.content += data.text;
+        this._setContent(state.content + data.text, this._contentBytes + utf8Length(data.text),
+          state.content_truncated);
         break;
       case "cancel_requested":
         state.cancel_requested = true;
         break;
+      // The terminal events change the state as the relay's snapshot does
+      // (wire/snapshot.py: changes), so a reloaded tab shows what a live one showed.
       case "complete":
         state.status = "completed";
         state.percent = 100;
         state.eta_seconds = null;
-        if (data.result !== undefined) state.result = data.result;
-        if (data.message) state.message = data.message;
-        if (data.redirect_url) state.redirect_url = data.redirect_url;
+        state.result = data.result ?? null;
+        state.redirect_url = data.redirect_url ?? null;
+        if (data.message !== undefined && data.message !== null) state.message = data.message;
         break;
       case "failed":
         state.status = "failed";
-        state.error = { message: data.message, code: data.code || null };
+        state.error = { message: data.message, code: data.code ?? null, details: data.details ?? null };
+        state.message = data.message;
         state.eta_seconds = null;
         break;
       case "cancelled":
         state.status = "cancelled";
         state.eta_seconds = null;
-        if (data.message) state.message = data.message;
+        if (data.message !== undefined && data.message !== null) state.message = data.message;
         break;
       default:
         if (state.status === "pending") state.status = "running";
@@ -144,11 +287,28 @@ export class JobWatch extends Emitter {
   }
 
   _replace(snapshot) {
-    const content = this.state.content;
-    this.state = { ...emptyState(this.id), ...snapshot, content,
-      logs: (snapshot.logs || []).map((entry) => ({ ...entry })) };
-    const { epoch, seq } = seqOf(snapshot.last_event_id);
-    if (snapshot.last_event_id) { this._epoch = epoch; this._seq = seq; }
+    const previous = this.state;
+    // A relay that keeps no streamed text sends a snapshot without `content`: the text is then
+    // unknown, and what this tab has of it stays.
+    const known = typeof snapshot.content === "string";
+    this.state = {
+      ...emptyState(this.id), ...snapshot,
+      logs: (snapshot.logs || []).slice(-this.relay.logTail).map((entry) => ({ ...entry })),
+    };
+    if (known) {
+      this._setContent(snapshot.content, utf8Length(snapshot.content),
+        snapshot.content_truncated === true);
+    } else {
+      this.state.content = previous.content;
+      this.state.content_truncated = previous.content_truncated;
+    }
+  }
+
+  _setContent(text, bytes, truncated) {
+    const [content, size, dropped] = boundText(text, bytes, this.relay.contentBytes);
+    this.state.content = content;
+    this.state.content_truncated = truncated || dropped;
+    this._contentBytes = size;
   }
 }
 
@@ -156,21 +316,35 @@ export class JobWatch extends Emitter {
  * Web Locks and BroadcastChannel, by every tab of the origin: the tab holding the lock (the
  * leader) keeps one stream for the jobs any tab watches and passes each event to the others.
  * When the leader closes or freezes, another tab takes the lock and resumes from the last id
- * every tab has seen; events are applied once per job, so nothing is lost or shown twice. */
+ * every tab has seen; events are applied once per job, so nothing is lost or shown twice.
+ *
+ * The rule that makes a late tab exact: the leader announces the jobs of its stream (the `conn`
+ * message) only once the stream's starting position is fixed, so every later event of those jobs
+ * comes through it. A watch reads its job after that announcement (unless the stream is still to
+ * replay the job from its start), holding the job's events meanwhile: what it read covers every
+ * event up to the read, the stream every event after the position, and each event is applied
+ * once (JobWatch). */
 export class ProgressRelay extends Emitter {
+  /** `logTail` and `contentBytes` bound each job's `state.logs` and `state.content` as the
+   * relay bounds its snapshot (its `jobs.log_tail` and `jobs.content_bytes`; these defaults
+   * are the relay's), so live events and a snapshot give one state. */
   constructor({ baseUrl = "", token = null, stallAfter = 45000, maxBackoff = 30000,
-    shared = true } = {}) {
+    shared = true, logTail = 20, contentBytes = 1048576 } = {}) {
     super();
     this.baseUrl = baseUrl.replace(/\/$/, "");
     this.token = token;
     this.stallAfter = stallAfter;
     this.maxBackoff = maxBackoff;
+    this.logTail = logTail;
+    this.contentBytes = contentBytes;
     this.connection = "closed";
     this.lastEventId = null;
     this.leader = false;
     this._jobs = new Map();
     this._source = null;
     this._streamed = new Set(); // job ids in the open stream
+    this._streamFrom = null; // the id the stream resumes from: where it started, then its last
+    this._whole = false; // the stream started without a last id and has sent nothing yet
     this._ended = new Set(); // job ids whose terminal event went by
     this._remote = new Map(); // leader only: tab id -> job ids that tab watches
     this._covered = new Set(); // the jobs of the last leader's stream, as it announced them
@@ -201,6 +375,7 @@ export class ProgressRelay extends Emitter {
 
   /** Close the stream, forget every job, and hand the stream to another tab. */
   close() {
+    for (const job of this._jobs.values()) job._phase = "closed";
     this._jobs.clear();
     this._stop();
     this._setConnection("closed");
@@ -213,6 +388,11 @@ export class ProgressRelay extends Emitter {
   }
 
   // -- tabs ------------------------------------------------------------------------------
+
+  /** Whether this tab keeps the stream: the leader, or a tab on its own. */
+  get _streaming() {
+    return this.leader || !this._shared;
+  }
 
   _share() {
     // One stream per relay and token: a token granting other jobs cannot read these.
@@ -235,6 +415,7 @@ export class ProgressRelay extends Emitter {
     // The last leader's stream covered its jobs up to this id: a job of it that joins this
     // tab's stream later (once its tab has answered) resumes from here, not from a later id.
     this._coveredSince = this.lastEventId;
+    this._streamFrom = this.lastEventId;
     this._remote.clear();
     this._post({ t: "who" }); // every tab answers with the jobs it watches
     this._schedule();
@@ -243,7 +424,6 @@ export class ProgressRelay extends Emitter {
   _resign() {
     this.leader = false;
     this._stop();
-    this._streamed.clear();
     this._unlock?.();
   }
 
@@ -252,11 +432,26 @@ export class ProgressRelay extends Emitter {
   }
 
   _changed() {
-    if (this.leader || !this._shared) this._schedule();
+    if (this._streaming) this._schedule();
     else {
       this._post({ t: "jobs", tab: this._tab, jobs: [...this._jobs.keys()] });
       if (this.connection === "closed") this._setConnection("connecting");
     }
+  }
+
+  /** Tell this tab's watches and (the leader) the other tabs which jobs the stream carries,
+   * and whether it is still to replay them from their start. Valid whenever the stream's jobs
+   * are set: `_open` fixes its starting position first. */
+  _announce() {
+    const jobs = [...this._streamed];
+    if (this.leader) {
+      this._post({ t: "conn", state: this.connection, jobs, whole: this._whole });
+    }
+    this._cover(jobs, this._whole);
+  }
+
+  _cover(jobs, whole) {
+    for (const id of jobs) this._jobs.get(id)?._announced(whole);
   }
 
   _onTabMessage(message) {
@@ -267,11 +462,12 @@ export class ProgressRelay extends Emitter {
       case "jobs":
         if (this.leader) {
           const before = this._remote.get(message.tab) || new Set();
-          // A job a tab starts to watch is followed again even if it ended: the tab needs
-          // its state (a snapshot) once.
+          // A job a tab starts to watch is followed again even if it ended: that tab reads
+          // its state once the stream is announced (a stream whose every job has ended is
+          // answered 204 and closes).
           for (const id of message.jobs) if (!before.has(id)) this._ended.delete(id);
           this._remote.set(message.tab, new Set(message.jobs));
-          this._post({ t: "conn", state: this.connection, jobs: [...this._streamed] });
+          this._announce();
           this._schedule();
         }
         break;
@@ -285,6 +481,7 @@ export class ProgressRelay extends Emitter {
         if (!this.leader) {
           this._covered = new Set(message.jobs);
           this._setConnection(message.state);
+          this._cover(message.jobs, message.whole);
         }
         break;
     }
@@ -293,10 +490,10 @@ export class ProgressRelay extends Emitter {
   // -- the stream (leader, or a tab on its own) ------------------------------------------
 
   _setConnection(state) {
-    if (this.leader) this._post({ t: "conn", state, jobs: [...this._streamed] });
-    if (this.connection === state) return;
+    const changed = this.connection !== state;
     this.connection = state;
-    this._emit("connection", state);
+    if (this._streaming) this._announce();
+    if (changed) this._emit("connection", state);
   }
 
   _fetch(path, init = {}) {
@@ -307,6 +504,7 @@ export class ProgressRelay extends Emitter {
 
   _unwatch(job) {
     if (this._jobs.get(job.id) !== job) return;
+    job._phase = "closed";
     this._jobs.delete(job.id);
     this._changed();
   }
@@ -320,50 +518,44 @@ export class ProgressRelay extends Emitter {
   }
 
   /** (Re)open the stream when the jobs it should follow changed, once per turn of the event
-   * loop however many changed in it. A job new to a stream that already has a last id gets its
-   * snapshot first (as a `reset`): the last id then resumes the other jobs exactly, and the
-   * snapshot covers everything of the new job up to that id. */
+   * loop however many changed in it; when they did not, announce them again (for a watch
+   * that started meanwhile). A reopened stream resumes from its own position, or from where
+   * the last leader's stream was when this tab took over if one of its jobs joins now. */
   _schedule() {
     if (this._scheduled) return;
     this._scheduled = true;
-    setTimeout(async () => {
+    setTimeout(() => {
       this._scheduled = false;
+      if (!this._streaming) return;
       const wanted = this._wanted();
-      if (this._source && wanted.length === this._streamed.size &&
-          wanted.every((id) => this._streamed.has(id))) return;
-      // What the stream (this tab's, or the last leader's) already covered up to the last id
-      // needs no snapshot.
-      const fresh = wanted.filter((id) => !this._streamed.has(id));
-      const added = fresh.filter((id) => !this._covered.has(id));
-      const since = fresh.length > added.length ? this._coveredSince : null;
-      this._stop();
-      if (this.lastEventId) {
-        await Promise.all(added.map(async (id) => {
-          try {
-            const response = await this._fetch(`/v1/jobs/${encodeURIComponent(id)}`);
-            if (response.ok) this._dispatch(id, null, "reset", await response.json());
-          } catch (error) { /* the stream's own reset covers it */ }
-        }));
+      if ((this._source || this._retryTimer) && wanted.length === this._streamed.size &&
+          wanted.every((id) => this._streamed.has(id))) {
+        this._announce();
+        return;
       }
-      // Resuming from the earlier id sends some events again; each job applies them once.
-      if (!this._scheduled && (this.leader || !this._shared)) this._open(since);
+      const taken = wanted.some((id) => !this._streamed.has(id) && this._covered.has(id));
+      const from = taken ? this._coveredSince : this._streamFrom ?? this.lastEventId;
+      this._stop();
+      // Resuming from an earlier id sends some events again; each job applies them once.
+      this._open(from);
     }, 0);
   }
 
   /** The stream is read with fetch rather than EventSource: it sees heartbeats (for the stall
    * warning), status codes (204 ends for good; a 502/503 is retried, where EventSource would
    * give up) and can send the token as a header. */
-  async _open(since = null) {
+  async _open(from) {
     const wanted = this._wanted();
     if (!wanted.length) { this._setConnection("closed"); return; }
     const params = new URLSearchParams();
     for (const id of wanted) params.append("job", id);
     const headers = { Accept: "text/event-stream" };
-    const from = since || this.lastEventId;
     if (from) headers["Last-Event-ID"] = from;
     const controller = new AbortController();
     this._source = controller;
     this._streamed = new Set(wanted);
+    this._streamFrom = from;
+    this._whole = !from;
     for (const id of wanted) this._covered.delete(id);
     this._setConnection(this._attempt ? "reconnecting" : "connecting");
     let retryAfter = null;
@@ -420,6 +612,8 @@ export class ProgressRelay extends Emitter {
       else if (field === "retry" && /^\d+$/.test(value)) this._serverRetry = Number(value);
     }
     if (!data.length) return;
+    this._whole = false;
+    if (id) this._streamFrom = id;
     let frame;
     try { frame = JSON.parse(data.join("\n")); } catch (error) { return; }
     this._dispatch(frame.job, id, name, frame.data);
@@ -434,7 +628,7 @@ export class ProgressRelay extends Emitter {
       this._ended.add(jobId);
     }
     if (this.leader) this._post({ t: "ev", job: jobId, id, name, data });
-    this._jobs.get(jobId)?._apply(id, name, data);
+    this._jobs.get(jobId)?._receive(id, name, data);
   }
 
   _finish(controller) {
@@ -447,7 +641,10 @@ export class ProgressRelay extends Emitter {
     const delay = retryAfter || Math.min(this.maxBackoff, base) * (0.5 + Math.random() / 2);
     this._attempt += 1;
     this._setConnection("reconnecting");
-    this._retryTimer = setTimeout(() => { this._retryTimer = null; this._open(); }, delay);
+    this._retryTimer = setTimeout(() => {
+      this._retryTimer = null;
+      this._open(this._streamFrom);
+    }, delay);
   }
 
   _alive() {
@@ -489,11 +686,15 @@ const STYLE = `
 :host([status="cancelled"]) .fill { background: #999; }
 .line { display: flex; gap: 8px; color: #445; font-size: 13px; }
 .message { flex: 1; overflow-wrap: anywhere; }
+.stage:empty { display: none; }
 .error { color: #b22; margin-top: 4px; overflow-wrap: anywhere; }
 .content { margin-top: 6px; white-space: pre-wrap; overflow-wrap: anywhere; }
 ol { margin: 4px 0 0; padding-left: 20px; max-height: 12em; overflow: auto; font-size: 12px; }
 li[data-level="warning"] { color: #a60; } li[data-level="error"] { color: #b22; }
 li[data-level="success"] { color: #272; } li[data-level="debug"] { color: #889; }
+/* The level as a word too, not by colour alone (it is not part of the entry's text). */
+li::before { content: attr(data-level); display: inline-block; min-width: 5.2em;
+  margin-right: 4px; font-size: 10px; font-weight: 600; text-transform: uppercase; }
 button { margin-left: 8px; }
 `;
 
@@ -568,8 +769,11 @@ export class JobProgressElement extends (globalThis.HTMLElement || class {}) {
     $(".fill").style.width = `${percent ?? 0}%`;
     $(".status").textContent = state.cancel_requested && state.status === "running"
       ? "cancelling" : state.status;
-    $(".stage").textContent = state.stage || "";
-    $(".message").textContent = state.message || "";
+    const finished = state.status in FINISHED_STATUS;
+    // A stage is what the job is doing: none once it has ended. A failure's message is shown
+    // once, as the error.
+    $(".stage").textContent = finished ? "" : state.stage || "";
+    $(".message").textContent = state.status === "failed" ? "" : state.message || "";
     $(".percent").textContent = percent === null ? "" : `${percent} %`;
     $(".eta").textContent = state.status === "running" ? eta(state.eta_seconds) : "";
     const content = $(".content");
@@ -578,12 +782,17 @@ export class JobProgressElement extends (globalThis.HTMLElement || class {}) {
     const error = $(".error");
     error.hidden = !state.error;
     error.textContent = state.error ? state.error.message : "";
-    const finished = state.status in FINISHED_STATUS;
     const button = $("button");
     button.hidden = finished;
     if (state.cancel_requested) { button.disabled = true; button.textContent = "Cancelling…"; }
     const list = $("ol");
-    if (state.logs !== this._logs) { list.replaceChildren(); this._logs = state.logs; } // a reset
+    // Drawn again when the entries shown are no longer the start of the log (after a reset,
+    // or once the oldest has left the tail); else only the new ones are added.
+    if (state.logs !== this._logs || this._first !== state.logs[0]) {
+      list.replaceChildren();
+      this._logs = state.logs;
+      this._first = state.logs[0];
+    }
     for (const entry of state.logs.slice(list.childElementCount)) {
       const item = document.createElement("li");
       item.dataset.level = entry.level || "info";

@@ -10,12 +10,15 @@ class RelayError(Exception):
     """Answered as ``{"error": {"code": code, "message": str(self)}}`` with ``status``.
 
     ``documented_headers``: (name, always) of each response header the error comes with.
+    ``closes``: the connection is closed after the answer (what is left of the request
+    cannot be read).
     """
 
     status = 400
     code = "bad_request"
     description = "the request is not valid"
     documented_headers: ClassVar[tuple[tuple[str, bool], ...]] = ()
+    closes: ClassVar[bool] = False
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -119,7 +122,56 @@ class Unauthorized(RelayError):
 class Forbidden(RelayError):
     status = 403
     code = "forbidden"
-    description = "the subscriber token does not grant this job"
+    description = "the subscriber token does not grant this job (to list or delete: every job)"
+
+
+class OriginNotAllowed(RelayError):
+    """A browser's cross-site request that would change something, or its preflight."""
+
+    status = 403
+    code = "origin_not_allowed"
+    description = (
+        "a POST or DELETE (or its preflight) from a page whose origin is neither listed in "
+        "cors.origins nor the relay's own; nothing was changed"
+    )
+
+
+class UnsupportedMediaType(RelayError):
+    status = 415
+    code = "unsupported_media_type"
+    description = "a request body that is not sent as Content-Type: application/json"
+
+
+class RequestTimeout(RelayError):
+    status = 408
+    code = "request_timeout"
+    description = (
+        "the request's body (or its head) did not arrive within server.body_timeout "
+        "(server.header_timeout); the connection is closed"
+    )
+    closes = True
+
+
+class UriTooLong(RelayError):
+    """Answered by the connection itself (ops/connections.py), before any route is matched."""
+
+    status = 414
+    code = "uri_too_long"
+    description = "the request line is longer than the relay reads; nothing was done"
+    closes = True
+
+
+class HeadersTooLarge(RelayError):
+    """Answered by the connection itself (ops/connections.py), before any route is matched."""
+
+    status = 431
+    code = "headers_too_large"
+    description = "the request's head is longer than the relay reads; nothing was done"
+    closes = True
+
+
+# What a connection answers itself, on any path, before a route is matched.
+CONNECTION_ERRORS: tuple[type[RelayError], ...] = (UriTooLong, HeadersTooLarge)
 
 
 class RateLimited(RelayError):

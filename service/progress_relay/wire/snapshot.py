@@ -5,14 +5,16 @@ from __future__ import annotations
 import time
 from collections import deque
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
-from msgspec import UNSET, Struct, UnsetType
+from msgspec import UNSET, Meta, Struct, UnsetType
 
+from progress_relay.wire.content import ContentTail
 from progress_relay.wire.events import (
     CancelledData,
     CompleteData,
+    ContentData,
     Draft,
     FailedData,
     LogData,
@@ -37,6 +39,20 @@ class JobError(Struct):
     details: Any = None
 
 
+_Content = Annotated[
+    str,
+    Meta(
+        description="the job's `content` events' `text` joined in publish order: the newest "
+        '`jobs.content_bytes` bytes of it, from a character\'s start; "" when none. Not in the '
+        "job list (GET /v1/jobs)"
+    ),
+]
+_ContentTruncated = Annotated[
+    bool,
+    Meta(description="true when the beginning of the text was dropped; not in the job list"),
+]
+
+
 class Snapshot(Struct):
     id: str
     created_at: datetime
@@ -56,6 +72,11 @@ class Snapshot(Struct):
     subscribers: int = 0
     logs: list[LogEntry] = msgspec.field(default_factory=list)
     meta: Any = None
+    # The job's streamed text (wire/content.py). Set by the brokers' reads of one job (its
+    # snapshot, a stream's `reset`); UNSET, and so left out, in the job list and in what a
+    # broker keeps.
+    content: _Content | UnsetType = UNSET
+    content_truncated: _ContentTruncated | UnsetType = UNSET
 
     @property
     def finished(self) -> bool:
@@ -65,6 +86,17 @@ class Snapshot(Struct):
 def new_snapshot(job_id: str, meta: Any = None) -> Snapshot:
     now = datetime.now(UTC)
     return Snapshot(id=job_id, created_at=now, updated_at=now, meta=meta)
+
+
+def with_content(snapshot: Snapshot, text: str, truncated: bool) -> Snapshot:
+    """A copy of ``snapshot`` as a reader of the one job sees it: with its streamed text."""
+    return msgspec.structs.replace(snapshot, content=text, content_truncated=truncated)
+
+
+def without_content(snapshot: Snapshot) -> Snapshot:
+    """A copy of ``snapshot`` as the job list shows it: without the streamed text, which can be
+    ``jobs.content_bytes`` per job."""
+    return msgspec.structs.replace(snapshot, content=UNSET, content_truncated=UNSET)
 
 
 class EtaEstimator:
@@ -159,8 +191,15 @@ def with_eta(draft: Draft, eta_text: bytes | None) -> bytes:
     return data[:-1] + (b"," if len(data) > 2 else b"") + b'"eta_seconds":' + eta_text + b"}"
 
 
-def apply(snapshot: Snapshot, draft: Draft, event_id: str, eta: EtaEstimator, tail: int) -> None:
-    """Update ``snapshot`` for one event, in publish order."""
+def apply(
+    snapshot: Snapshot,
+    draft: Draft,
+    event_id: str,
+    eta: EtaEstimator,
+    tail: int,
+    content: ContentTail,
+) -> None:
+    """Update ``snapshot`` (and the job's ``content``) for one event, in publish order."""
     now = datetime.now(UTC)
     snapshot.updated_at = now
     snapshot.last_event_id = event_id
@@ -179,3 +218,5 @@ def apply(snapshot: Snapshot, draft: Draft, event_id: str, eta: EtaEstimator, ta
         snapshot.logs.append(LogEntry(event_id, now, payload.level, payload.message))
         if len(snapshot.logs) > tail:
             del snapshot.logs[:-tail]
+    elif isinstance(payload, ContentData):
+        content.append(payload.text)

@@ -1,7 +1,7 @@
 -- Publish a batch of events to one job, atomically: renew the epoch if Redis lost it, take ids
 -- from the deployment-wide sequence, append to the job's history stream (trimmed to the ring
--- size), update the snapshot hash, log tail and ETA points, set the job's expiration, and PUBLISH
--- the batch to the job's channel.
+-- size), update the snapshot hash, log tail, ETA points and streamed text, set the job's
+-- expiration, and PUBLISH the batch to the job's channel.
 -- Nothing is written before every argument, and the job's own stored lifetime, has been
 -- checked: Redis keeps what a script wrote before an error, so a script that failed half-way
 -- would leave a publish half applied (stored, yet never sent to live readers). A Redis past its
@@ -15,11 +15,14 @@
 -- KEYS: 1 epoch, 2 seq, 3 job hash, 4 history stream, 5 logs list, 6 eta list,
 --       7 jobs index (sorted set of job ids by expiry time, ms), 8 seen idempotency keys
 --       (hash key -> seq), 9 the same keys by when they were seen (sorted set, ms),
---       10 jobs by creation (sorted set of job ids by creation number), 11 creation counter
+--       10 jobs by creation (sorted set of job ids by creation number), 11 creation counter,
+--       12 the streamed text (a string)
 -- ARGV: 1 candidate epoch, 2 channel, 3 ring events, 4 ring bytes, 5 log tail,
 --       6 idle ttl ms, 7 finished ttl ms, 8 mode ("publish" or "cancel"), 9 final status or "",
 --       10 batch body (JSON array of [name, data]), 11 n, 12 max jobs, 13 job id,
 --       14 idempotency window ms, 15 idempotency keys kept per job,
+--       16 content bytes kept, 17 stored text size past which it is trimmed, 18 the batch's
+--       `content` texts joined (UTF-8),
 --       then n quadruples (name, data, log entry "[level,message]" or "", key or ""),
 --       then n eta percents ("" when none), then n ETA modes ("" not a progress, "-" the relay
 --       estimates, else the publisher's own eta_seconds as JSON), then m, then m pairs (field,
@@ -43,14 +46,15 @@ end
 
 local n = whole(ARGV[11], 1, 1e6)
 if not n then return {'invalid', 'the number of events'} end
-local base = 15
+local base = 18
 local eta_base = base + 4 * n
 local own_base = eta_base + n
 local m = whole(ARGV[own_base + n + 1], 0, 1e6)
 if not m or #ARGV ~= own_base + n + 1 + 2 * m then return {'invalid', 'the argument count'} end
 if not (whole(ARGV[3], 1, 1e12) and whole(ARGV[4], 1, 1e15) and whole(ARGV[5], 1, 1e12)
     and whole(ARGV[6], 1, MAX_MS) and whole(ARGV[7], 1, MAX_MS) and whole(ARGV[12], 1, 1e15)
-    and whole(ARGV[14], 1, MAX_MS) and whole(ARGV[15], 1, 1e15)) then
+    and whole(ARGV[14], 1, MAX_MS) and whole(ARGV[15], 1, 1e15) and whole(ARGV[16], 1, 1e15)
+    and whole(ARGV[17], 1, 1e15)) then
   return {'invalid', 'a size or lifetime'}
 end
 if ARGV[8] ~= 'publish' and ARGV[8] ~= 'cancel' then return {'invalid', 'the mode'} end
@@ -240,12 +244,35 @@ while length > 1 and (length > ring_events or bytes > ring_bytes) do
   length = length - 1
 end
 
+-- The streamed text, as wire/content.py ContentTail keeps it: appended; past the trim limit,
+-- the newest `content bytes` from a character's first byte (UTF-8 continuation bytes are
+-- 0x80-0xBF), the field content_truncated set once.
+local content_truncated = false
+if ARGV[18] ~= '' then
+  local stored = redis.call('APPEND', KEYS[12], ARGV[18])
+  if stored > tonumber(ARGV[17]) then
+    local kept = redis.call('GETRANGE', KEYS[12], stored - tonumber(ARGV[16]), -1)
+    local from = 1
+    while from <= #kept do
+      local byte = string.byte(kept, from)
+      if byte < 128 or byte >= 192 then break end
+      from = from + 1
+    end
+    redis.call('SET', KEYS[12], string.sub(kept, from))
+    content_truncated = true
+  end
+end
+
 local m_at = own_base + n + 1
 local m = tonumber(ARGV[m_at])
 local fields = {'updated_at', now_ms, 'last_seq', first + n - 1, 'bytes', bytes, 'dropped', dropped}
 if status == '"pending"' and mode ~= 'cancel' then
   table.insert(fields, 'status')
   table.insert(fields, '"running"')
+end
+if content_truncated then
+  table.insert(fields, 'content_truncated')
+  table.insert(fields, 'true')
 end
 if eta_changed then  -- before the pairs: a terminal event's eta_seconds null comes after it
   table.insert(fields, 'eta_seconds')
@@ -257,8 +284,8 @@ for j = 1, m do
 end
 redis.call('HSET', KEYS[3], unpack(fields))
 
-for k = 3, 9 do
-  if k ~= 7 then redis.call('PEXPIRE', KEYS[k], ttl) end
+for k = 3, 12 do
+  if k ~= 7 and k ~= 10 and k ~= 11 then redis.call('PEXPIRE', KEYS[k], ttl) end
 end
 redis.call('ZADD', KEYS[7], now_ms + ttl, ARGV[13])
 

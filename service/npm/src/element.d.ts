@@ -1,0 +1,1 @@
+export { JobProgressElement, sharedRelay } from "./index.js";

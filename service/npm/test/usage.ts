@@ -1,0 +1,81 @@
+// Typed usage of @progress-relay/client, checked by `npm run typecheck` (tsc --noEmit) after
+// `npm run build`: the package is imported by its name, so its exports map and dist/*.d.ts are
+// what is checked. Each `@ts-expect-error` is a misuse the types must reject.
+import {
+  type ConnectionState,
+  type JobState,
+  type JobView,
+  JobProgressElement,
+  JobWatch,
+  ProgressRelay,
+  sharedRelay,
+} from "@progress-relay/client";
+import { JobProgressElement as Element } from "@progress-relay/client/element";
+import { useJob } from "@progress-relay/client/react";
+import { type JobStore, jobStore } from "@progress-relay/client/svelte";
+import type { Readable } from "svelte/store";
+
+const relay = new ProgressRelay({ baseUrl: "https://relay.example.com", token: "t", shared: false });
+const job: JobWatch = relay.watch("report-42");
+job.on("progress", (data, watched) => {
+  const percent: number | undefined = data.percent;
+  const state: JobState = watched.state;
+  console.log(percent, state.stage?.toUpperCase(), data.tool);
+  // @ts-expect-error percent may be absent from a progress event
+  data.percent.toFixed(0);
+});
+job.on("log", (data) => data.message.trim());
+job.on("failed", (data) => data.code?.trim());
+job.on("reset", (snapshot) => snapshot.subscribers + snapshot.logs.length);
+job.on("state", (state) => {
+  if (state.status === "failed") console.log(state.error?.message);
+  // @ts-expect-error no such status
+  if (state.status === "error") console.log(state);
+  for (const entry of state.logs) console.log(entry.level, entry.message, entry.at);
+});
+job.on("my_event", (data: unknown) => data);
+// @ts-expect-error a log's message is a string
+job.on("log", (data) => data.message.toFixed(0));
+const off: () => void = relay.on("connection", (state: ConnectionState) => state);
+relay.on("stall", (stalled: boolean) => stalled);
+// @ts-expect-error a stall listener gets a boolean
+relay.on("stall", (stalled: string) => stalled);
+off();
+void job.cancel().then(() => job.close());
+// @ts-expect-error watches are made by relay.watch
+new JobWatch(relay, "x");
+// @ts-expect-error the option is baseUrl
+new ProgressRelay({ base_url: "x" });
+
+const shared: ProgressRelay = sharedRelay("", null);
+const element = document.createElement("job-progress");
+const typed: JobProgressElement = element;
+const same: Element = typed;
+console.log(element.watch?.state.percent, same.watch?.finished, shared.leader);
+
+function Bar(props: { id: string }): string {
+  const { state, connection, cancel } = useJob(props.id, { baseUrl: "https://relay.example.com" });
+  void cancel;
+  return `${state.percent ?? 0} % ${state.status} (${connection})`;
+}
+function Maybe(props: { id: string | null }): string {
+  const { state } = useJob(props.id, { relay: shared });
+  // @ts-expect-error no id: no state
+  state.percent;
+  return state ? state.content : "no job yet";
+}
+function Frozen(props: { id: string }): void {
+  const { state } = useJob(props.id);
+  // @ts-expect-error the state a hook hands out is read-only
+  state.percent = 3;
+}
+// @ts-expect-error the hook takes a job id
+useJob(42);
+
+const store: JobStore = jobStore("report-42", { token: "t", shared: false });
+const readable: Readable<JobView> = store;
+const stop = readable.subscribe((view) => console.log(view.state.status, view.connection));
+stop();
+void store.cancel();
+
+export { Bar, Frozen, Maybe };

@@ -1,0 +1,12 @@
+// The Svelte test page: one <Job> per id in ?jobs=a,b (settings.js), each with a jobStore.
+// window.setJobs(ids) shows other jobs (unmounting the others).
+import { mount, unmount } from "svelte";
+import Job from "./Job.svelte";
+import { baseUrl, jobs, token } from "./settings.js";
+let mounted = [];
+window.setJobs = (ids) => {
+  for (const component of mounted) unmount(component);
+  const target = document.getElementById("app");
+  mounted = ids.map((id) => mount(Job, { target, props: { id, baseUrl, token } }));
+};
+window.setJobs(jobs);
