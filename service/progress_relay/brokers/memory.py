@@ -105,7 +105,8 @@ class _Job:
         self.log_bytes = 0  # its log tail
 
     def view(self) -> Snapshot:
-        """The snapshot as a reader of this job gets it: with its streamed text."""
+        """The snapshot as a reader of this job gets it: with its streamed text (decoded on the
+        first read after a change, and kept: the broker counts it, ``MemoryBroker._view``)."""
         return with_content(self.snapshot, *self.content.view())
 
 
@@ -165,10 +166,9 @@ def _job_bytes(job: _Job) -> int:
 
 def _text_bytes(content: ContentTail) -> int:
     """A job's streamed text: its bytes (a buffer that grows by an eighth more than it needs),
-    and the text decoded from the newest of them, which readers share once one has read it (no
-    longer than the bytes)."""
+    and, once a reader has read it, the text decoded from the newest of them."""
     held = content.held
-    return held + held // 8 + min(held, content.bound) + TEXT_BYTES if held else 0
+    return held + held // 8 + content.view_bytes + TEXT_BYTES if held else 0
 
 
 def _compact(snapshot: Snapshot) -> None:
@@ -317,6 +317,17 @@ class MemoryBroker:
 
     # -- the memory bound ------------------------------------------------------------------
 
+    def _view(self, job: _Job) -> Snapshot:
+        """A reader's snapshot of ``job``. A read is never refused: when the text it decoded
+        takes the relay past the bound, the oldest finished histories make up for it."""
+        viewed = job.content.view_bytes
+        snapshot = job.view()
+        if job.content.view_bytes != viewed:
+            self._account(job)
+            if self.budget.room() < 0:
+                self._make_room(0)
+        return snapshot
+
     def _account(self, job: _Job) -> None:
         """Tell the budget what ``job`` holds now."""
         held = _job_bytes(job)
@@ -349,7 +360,7 @@ class MemoryBroker:
             if isinstance(payload, LogData):
                 added += LOG_ENTRY_BYTES + _sizeof(payload.message)
             elif isinstance(payload, ContentData):
-                added += 2 * data  # the text, and its decoded view
+                added += data + data // 8  # the text (its decoded view is dropped)
             elif draft.name in _STATEFUL:
                 added += data + 2 * RAW_BYTES  # texts, result, error
         if job is None:
@@ -378,9 +389,10 @@ class MemoryBroker:
             freed += LOG_ENTRY_BYTES + _sizeof(entry.message)
         content = job.content
         text = sum(len(d.data) for d in drafts if isinstance(d.payload, ContentData))
-        held, bound = content.held, content.bound
-        if text and held + text > trim_limit(bound):  # the text is trimmed to its bound
-            freed += max(0, held + min(held, bound) + 2 * text - 2 * bound)
+        if text:
+            freed += content.view_bytes  # appending drops the decoded view
+            if content.held + text > trim_limit(content.bound):  # and trims the text
+                freed += (content.held + text - content.bound) * 9 // 8
         replaced = {name for draft in drafts for name in changes(draft)}
         for name in replaced.intersection(_SIZED_FIELDS):
             freed += _field_bytes(name, getattr(snapshot, name))
@@ -399,7 +411,7 @@ class MemoryBroker:
 
     async def snapshot(self, job_id: str) -> Snapshot | None:
         job = self._jobs.get(job_id)
-        return None if job is None else job.view()
+        return None if job is None else self._view(job)
 
     async def replay(self, job_id: str, after: int) -> Replay | None:
         return self._replay(job_id, after)
@@ -412,9 +424,9 @@ class MemoryBroker:
         if job is None:
             return None
         if after is None:
-            return Replay(job.view(), [], False, job.seq)
+            return Replay(self._view(job), [], False, job.seq)
         ring = job.ring
-        return Replay(job.view(), ring.since(after), ring.covers(after), job.seq)
+        return Replay(self._view(job), ring.since(after), ring.covers(after), job.seq)
 
     async def delete(self, job_id: str) -> Snapshot | None:
         job = self._jobs.pop(job_id, None)
