@@ -5,7 +5,11 @@ window, and answers every probe), and one that reads nothing at all.
 Neither makes the relay's socket push back soon: Linux's send buffer takes megabytes first,
 and heartbeats never fill it. The relay counts that buffer (SIOCOUTQ) against
 `stream.queue_bytes` and drops a stream whose client acknowledged nothing for
-`stream.write_timeout`. Real relay processes and real client processes on loopback.
+`stream.write_timeout`, and counts it. (Linux 5.11 and later also end a connection whose peer
+kept a zero window past the socket's TCP_USER_TIMEOUT, which the relay sets to the write
+timeout: the stopped client's streams would go on such a kernel too, but unseen by the relay,
+and on older kernels never. The counters say that the relay dropped them.) Real relay processes
+and real client processes on loopback.
 """
 
 from __future__ import annotations
