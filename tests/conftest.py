@@ -36,7 +36,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real redis-server for the session; each relay in it uses its own key prefix."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    # Bounded as docs/reliability.md asks of a production Redis: full, it refuses writes.
+    options = ("--maxmemory", "1gb", "--maxmemory-policy", "noeviction")
+    server = RedisServer(tmp_path_factory.mktemp("redis"), options=options)
     server.start()
     yield server
     server.stop()

@@ -25,6 +25,11 @@ CLIENT_ENV = frozenset({"PROGRESS_RELAY_URL", "PROGRESS_RELAY_TOKEN"})
 Seconds = Annotated[float, Meta(gt=0)]
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Positive = Annotated[int, Meta(gt=0)]
+# Job lifetimes, here and a job's own `ttl`: at most about 31 years, so that every broker can
+# honour them (Redis takes expiries in milliseconds as a signed 64-bit number, and sorts jobs by
+# expiry in a double, exact to 2**53 ms).
+MAX_LIFETIME = 1e9
+Lifetime = Annotated[float, Meta(gt=0, le=MAX_LIFETIME)]
 
 
 class ServerSettings(Struct, forbid_unknown_fields=True, frozen=True):
@@ -55,7 +60,7 @@ class BrokerSettings(Struct, forbid_unknown_fields=True, frozen=True):
     pool_size: Positive = 64
     # Each instance's open-stream counts (a snapshot's `subscribers`) stop counting this long
     # after the instance stopped refreshing them (it died); refreshed every third of it.
-    instance_ttl: Seconds = 15.0
+    instance_ttl: Lifetime = 15.0
 
 
 class StreamSettings(Struct, forbid_unknown_fields=True, frozen=True):
@@ -67,9 +72,11 @@ class StreamSettings(Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class JobSettings(Struct, forbid_unknown_fields=True, frozen=True):
-    pending_ttl: Seconds = 60.0
-    idle_ttl: Seconds = 3600.0
-    finished_ttl: Seconds = 300.0
+    pending_ttl: Lifetime = 60.0
+    idle_ttl: Lifetime = 3600.0
+    finished_ttl: Lifetime = 300.0
+    # The largest `ttl` a job may be created with (POST /v1/jobs); more is 422.
+    max_ttl: Lifetime = 30 * 86400.0
     ring_events: Positive = 1000
     ring_bytes: Positive = 1024 * 1024
     log_tail: Positive = 20
@@ -80,7 +87,7 @@ class JobSettings(Struct, forbid_unknown_fields=True, frozen=True):
     max_jobs: Positive = 100_000
     # A publisher's idempotency key is remembered this long (and at most this many per job,
     # newest kept), so a retried publish returns the original ids instead of publishing again.
-    idempotency_window: Seconds = 300.0
+    idempotency_window: Lifetime = 300.0
     idempotency_keys: Positive = 10_000
 
 
@@ -98,6 +105,20 @@ class LimitSettings(Struct, forbid_unknown_fields=True, frozen=True):
     # open), with bursts of up to `publish_burst`; past it 429.
     publish_rate: Annotated[float, Meta(gt=0)] = 1000.0
     publish_burst: Positive = 2000
+    # The same for creating jobs (POST /v1/jobs), per publisher token or client address, and for
+    # cancel requests (POST /v1/jobs/{id}/cancel), per client address.
+    create_rate: Annotated[float, Meta(gt=0)] = 200.0
+    create_burst: Positive = 400
+    cancel_rate: Annotated[float, Meta(gt=0)] = 50.0
+    cancel_burst: Positive = 100
+    # Bytes that every job together may hold in this relay: history, log tails, idempotency keys,
+    # meta and each job's own state (the memory broker; with Redis, Redis's `maxmemory` bounds
+    # it). Past it the oldest finished jobs' history goes first, then publishes and creates get
+    # 503 memory_full.
+    memory_bytes: Annotated[int, Meta(ge=1024 * 1024)] = 256 * 1024 * 1024
+    # Levels of arrays and objects a JSON request body may nest; deeper is 400 json_too_deep.
+    # At most 256: decoding recurses, and the stack must never be what refuses a body.
+    max_json_depth: Annotated[int, Meta(ge=4, le=256)] = 64
 
 
 class ReaperSettings(Struct, forbid_unknown_fields=True, frozen=True):

@@ -114,6 +114,7 @@ async def _publish(app: web.Application, job_id: str, event: str, data: dict[str
         _encode({"event": event, "data": data}),
         max_event_bytes=limits.max_event_bytes,
         max_batch_events=limits.max_batch_events,
+        max_json_depth=limits.max_json_depth,
     )
     published = await app[HUB].publish(job_id, drafts)
     return published.cancel_requested

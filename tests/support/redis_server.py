@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -19,11 +20,15 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    """Start, stop, kill and restart one redis-server; ``aof`` keeps data across restarts."""
+    """Start, stop, kill and restart one redis-server; ``aof`` keeps data across restarts;
+    ``options`` are more of its command-line options (``("--maxmemory", "2mb")``)."""
 
-    def __init__(self, directory: Path, *, aof: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, aof: bool = False, options: tuple[str, ...] = ()
+    ) -> None:
         self.directory = directory
         self.aof = aof
+        self.options = options
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -42,6 +47,7 @@ class RedisServer:
             "--save", "",
             "--appendonly", "yes" if self.aof else "no",
             "--appendfsync", "always",
+            *self.options,
         ]  # fmt: skip
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
@@ -79,3 +85,12 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: Redis keeps its connections but answers nothing until ``resume``."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)

@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, Page
 
 from examples.fastapi_app.app import DOCUMENTS, TICKERS, answer_to
 from examples.shared import STAGES, TRANSCRIPT, UPLOAD_PARTS, summary
-from tests.support.browser import chromium, shadow, wait_for
+from tests.support.browser import shadow, wait_for
 from tests.support.npm import Package, bundle
 from tests.support.process import Relay, free_port, start_relay
 
@@ -54,12 +54,6 @@ RECORD = """() => {
   }).observe(document.getElementById("jobs"), { childList: true });
 }"""
 ELEMENT = "document.querySelector('job-progress')"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 def start_backend(module: str, relay_url: str, port: int, *args: str) -> Relay:

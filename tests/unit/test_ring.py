@@ -117,3 +117,40 @@ def test_keeps_the_longest_suffix_within_both_bounds(
     assert ring.dropped_upto == len(events) - kept
     assert ring.covers(len(events) - kept)
     assert ring.covers(0) == (kept == len(events))
+
+
+@given(
+    max_events=st.integers(1, 6),
+    max_bytes=st.integers(20, 200),
+    before=st.lists(st.integers(0, 60), max_size=8),
+    after=st.lists(st.integers(0, 60), min_size=1, max_size=8),
+)
+def test_would_push_out_tells_what_append_drops(
+    max_events: int, max_bytes: int, before: list[int], after: list[int]
+) -> None:
+    ring = Ring(max_events, max_bytes)
+    for seq, size in enumerate(before, 1):
+        ring.append(event(seq, size))
+    new = [event(len(before) + n, size) for n, size in enumerate(after, 1)]
+    held = [*ring.since(0), *new]
+    out, out_bytes = ring.would_push_out([e.size for e in new])
+    for one in new:
+        ring.append(one)
+    kept = ring.since(0)
+    assert out == len(held) - len(kept)
+    assert out_bytes == sum(e.size for e in held[:out])
+
+
+def test_clear_drops_the_history_and_covers_nothing_before_it() -> None:
+    ring = Ring(10, 10**6)
+    for seq in range(1, 4):
+        ring.append(event(seq))
+    ring.clear()
+    assert (len(ring), ring.bytes, ring.dropped_upto) == (0, 0, 3)
+    assert not ring.covers(0) and not ring.covers(2)
+    assert ring.covers(3)
+    ring.append(event(4))
+    assert seqs(ring.since(3)) == [4]
+    empty = Ring(10, 10**6)
+    empty.clear()
+    assert empty.covers(0)

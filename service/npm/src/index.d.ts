@@ -165,6 +165,8 @@ export class ProgressRelay {
   readonly lastEventId: string | null;
   /** Whether this tab holds the stream for the others. */
   readonly leader: boolean;
+  readonly logTail: number;
+  readonly contentBytes: number;
   watch(jobId: string): JobWatch;
   on<K extends keyof RelayEvents>(name: K, listener: (value: RelayEvents[K]) => void): () => void;
   /** Close the stream, forget every job, hand the stream to another tab. */
@@ -191,8 +193,10 @@ declare global {
 
 /** Which relay a hook or store watches the job on. */
 export interface JobOptions {
-  /** A relay of your own; otherwise `sharedRelay(baseUrl, token)`, or with `shared: false` one
-   * relay per base URL and token that keeps a stream of this tab's own. */
+  /** A relay of your own (also for a relay whose `jobs.log_tail` or `jobs.content_bytes` are
+   * not the defaults: `new ProgressRelay({ baseUrl, logTail, contentBytes })`); otherwise
+   * `sharedRelay(baseUrl, token)`, or with `shared: false` one relay per base URL and token
+   * that keeps a stream of this tab's own. */
   relay?: ProgressRelay;
   baseUrl?: string;
   token?: string | null;

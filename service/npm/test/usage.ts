@@ -15,7 +15,14 @@ import { useJob } from "@progress-relay/client/react";
 import { type JobStore, jobStore } from "@progress-relay/client/svelte";
 import type { Readable } from "svelte/store";
 
-const relay = new ProgressRelay({ baseUrl: "https://relay.example.com", token: "t", shared: false });
+const relay = new ProgressRelay({
+  baseUrl: "https://relay.example.com",
+  token: "t",
+  shared: false,
+  logTail: 50,
+  contentBytes: 65536,
+});
+const bounds: number = relay.logTail + relay.contentBytes;
 const job: JobWatch = relay.watch("report-42");
 job.on("progress", (data, watched) => {
   const percent: number | undefined = data.percent;
@@ -27,8 +34,13 @@ job.on("progress", (data, watched) => {
 job.on("log", (data) => data.message.trim());
 job.on("failed", (data) => data.code?.trim());
 job.on("reset", (snapshot) => snapshot.subscribers + snapshot.logs.length);
+job.on("reset", (snapshot) => {
+  // @ts-expect-error a snapshot may come without its text (as the job list's entries do)
+  snapshot.content.length;
+});
 job.on("state", (state) => {
-  if (state.status === "failed") console.log(state.error?.message);
+  if (state.status === "failed") console.log(state.error?.message, state.error?.details);
+  const truncated: boolean = state.content_truncated;
   // @ts-expect-error no such status
   if (state.status === "error") console.log(state);
   for (const entry of state.logs) console.log(entry.level, entry.message, entry.at);
@@ -51,7 +63,7 @@ const shared: ProgressRelay = sharedRelay("", null);
 const element = document.createElement("job-progress");
 const typed: JobProgressElement = element;
 const same: Element = typed;
-console.log(element.watch?.state.percent, same.watch?.finished, shared.leader);
+console.log(element.watch?.state.percent, same.watch?.finished, shared.leader, bounds);
 
 function Bar(props: { id: string }): string {
   const { state, connection, cancel } = useJob(props.id, { baseUrl: "https://relay.example.com" });

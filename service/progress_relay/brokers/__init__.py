@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from progress_relay.brokers.base import Broker, Expired, JobPage, Published, Replay
+from progress_relay.brokers.base import Broker, Expired, JobPage, MemoryUse, Published, Replay
 from progress_relay.brokers.memory import MemoryBroker
 from progress_relay.config import Settings
 
@@ -13,6 +13,7 @@ __all__ = [
     "Expired",
     "JobPage",
     "MemoryBroker",
+    "MemoryUse",
     "Published",
     "Replay",
     "broker_kind",
@@ -27,7 +28,7 @@ def broker_kind(settings: Settings) -> Literal["memory", "redis"]:
 
 def create_broker(settings: Settings) -> Broker:
     if broker_kind(settings) == "memory":
-        return MemoryBroker(settings.jobs)
+        return MemoryBroker(settings.jobs, settings.limits.memory_bytes)
     # Imported here so that the memory broker runs without the Redis client loaded.
     from progress_relay.brokers.redis import RedisBroker
 

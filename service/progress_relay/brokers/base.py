@@ -48,6 +48,15 @@ class JobPage(NamedTuple):
     before: int | None
 
 
+class MemoryUse(NamedTuple):
+    """Bytes the broker holds for jobs against its bound (``limit`` 0: none set), and how many
+    finished jobs' histories it dropped to stay within it."""
+
+    held: int
+    limit: int
+    histories_dropped: int
+
+
 class Expired(NamedTuple):
     job_id: str
     status: str
@@ -123,6 +132,11 @@ class Broker(Protocol):
 
     async def job_counts(self) -> dict[str, int]:
         """How many jobs there are by status (for /metrics)."""
+        ...
+
+    async def memory(self) -> MemoryUse:
+        """What the broker holds against its memory bound (for /metrics): the memory broker's
+        own count (``limits.memory_bytes``), or Redis's ``used_memory`` and ``maxmemory``."""
         ...
 
     async def reserve_seq(self) -> int:

@@ -4,9 +4,14 @@ Keys (``P`` is ``broker.key_prefix``): ``P epoch`` and ``P seq`` for the deploym
 ``P job:{id}`` (the snapshot as a hash of JSON values), ``P job:{id}:h`` (history, a Redis Stream
 whose entry ids are the event seqs), ``P job:{id}:logs``, ``P job:{id}:eta`` and ``P job:{id}:c``
 (the streamed text, a string that `content` events APPEND to; wire/content.py; read by
-lua/text.lua). Publishing is one Lua script (lua/publish.lua; every script is a file in lua/).
+lua/read.lua). Publishing is one Lua script (lua/publish.lua; every script is a file in lua/).
 Job lifetimes are Redis expirations, so a job expires even when no relay is running; each
 instance notices the jobs of its own streams that have gone.
+
+Memory is Redis's to bound (``maxmemory`` with ``maxmemory-policy noeviction``): a full Redis
+refuses writes, which is 503 memory_full, and still runs reads and deletes (lua/read.lua,
+lua/delete.lua). Every call goes through redis_calls.py (its time bound, its errors, the one
+retry after a lost connection).
 
 Open streams across instances (a snapshot's ``subscribers``): per job the hash ``P job:{id}:subs``
 of instance id → that instance's count, and per instance ``P instance:{iid}``, a key that lives
@@ -20,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Literal, cast
@@ -32,20 +38,21 @@ from typing import Any, Literal, cast
 import msgspec
 from msgspec import Raw, UnsetType
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
-from redis.exceptions import RedisError
 
 from progress_relay.brokers.base import (
     JobPage,
     Listener,
+    MemoryUse,
     Published,
     Replay,
     Resync,
     too_many_jobs,
 )
+from progress_relay.brokers.redis_calls import RedisCalls
 from progress_relay.brokers.redis_channel import Channel
 from progress_relay.config import Settings
 from progress_relay.wire.content import newest, trim_limit
-from progress_relay.wire.errors import BrokerUnavailable, JobFinished, no_job
+from progress_relay.wire.errors import BrokerUnavailable, JobFinished, RelayError, no_job
 from progress_relay.wire.events import CANCEL_REQUESTED, ContentData, Draft, Event, LogData
 from progress_relay.wire.ids import Position, new_epoch
 from progress_relay.wire.snapshot import (
@@ -100,16 +107,6 @@ async def _no_resync(job_ids: list[str], reset: bool) -> None:
     return None
 
 
-@contextlib.asynccontextmanager
-async def _available(seconds: float) -> AsyncIterator[None]:
-    """Every Redis call: a lost or slow Redis is 503 ``broker_unavailable`` for the request."""
-    try:
-        async with asyncio.timeout(seconds):
-            yield
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise BrokerUnavailable(f"Redis is unavailable: {exc or type(exc).__name__}") from None
-
-
 class RedisBroker:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings.jobs
@@ -134,21 +131,25 @@ class RedisBroker:
         self._counts_task: asyncio.Task[None] | None = None
         self._counts_closing = False
         # Blocking: a burst of requests (a thousand streams opening at once) waits for a
-        # connection instead of failing with "Too many connections".
+        # connection instead of failing with "Too many connections". RESP2: with RESP3 the
+        # client (redis-py 8.1) turns on its maintenance notifications and then skips its check
+        # for connections Redis has closed, so after a Redis restart every pooled connection
+        # would fail once (redis/redis-py#4128, #4260).
         self._pool = BlockingConnectionPool.from_url(
             settings.broker.url,
+            protocol=2,
             max_connections=settings.broker.pool_size,
             timeout=self._timeout,
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,
         )
         self._redis = Redis(connection_pool=self._pool)
+        self._calls = RedisCalls(self._pool, self._timeout)
         self._publish = self._redis.register_script(_script("publish"))
         self._create = self._redis.register_script(_script("create"))
         self._ensure_epoch = self._redis.register_script(_script("epoch"))
-        # Run with EVAL inside the reads' MULTI: a registered script there would cost every read
-        # a SCRIPT EXISTS round trip first. Redis caches it compiled after the first EVAL.
-        self._text_script = _script("text")
+        self._read_script = self._redis.register_script(_script("read"))
+        self._drop = self._redis.register_script(_script("delete"))
         self._epoch = ""
         self._listener: Listener = _no_listener
         self._resync: Resync = _no_resync
@@ -179,8 +180,9 @@ class RedisBroker:
 
     async def start(self) -> None:
         # A relay whose Redis is down still starts: /readyz says unready until Redis answers.
-        with contextlib.suppress(BrokerUnavailable):
+        with contextlib.suppress(RelayError):
             await self._refresh_epoch()
+        await self._check_maxmemory()
         self._channel.start()
         self._counts_task = asyncio.get_running_loop().create_task(self._keep_counts())
         with contextlib.suppress(TimeoutError):
@@ -203,26 +205,24 @@ class RedisBroker:
             if not done:
                 counts.cancel()
             # Gone at once rather than after the TTL: readers ignore this instance's fields now.
-            with contextlib.suppress(BrokerUnavailable):
-                async with _available(self._timeout):
-                    await self._redis.delete(self._instance_key(self._instance))
+            instance = self._instance_key(self._instance)
+            with contextlib.suppress(RelayError):
+                await self._calls.run(lambda: self._redis.delete(instance))
         await self._channel.close()
         await self._redis.aclose()
         await self._pool.aclose()
         await self._pubsub_pool.aclose()
 
     async def ping(self) -> None:
-        async with _available(self._timeout):
-            await self._redis.ping()
+        await self._calls.run(self._redis.ping)
         if not self._channel.ready:
             raise BrokerUnavailable("the pub/sub connection to Redis is down")
 
     async def _refresh_epoch(self) -> bool:
         """Read the deployment's epoch (setting one if Redis has none); True if it changed."""
-        async with _available(self._timeout):
-            raw = await self._ensure_epoch(
-                keys=[self._epoch_key, self._seq_key], args=[new_epoch()]
-            )
+        raw = await self._calls.run(
+            lambda: self._ensure_epoch(keys=[self._epoch_key, self._seq_key], args=[new_epoch()])
+        )
         return self._set_epoch(raw.decode())
 
     def _set_epoch(self, epoch: str) -> bool:
@@ -256,24 +256,19 @@ class RedisBroker:
 
     async def create(self, job_id: str, *, ttl: float | None, meta: Any) -> tuple[Snapshot, bool]:
         lifetime = ttl or self._settings.pending_ttl
-        async with _available(self._timeout):
-            created = await self._create(
-                keys=[
-                    self._keys(job_id)[0],
-                    self._jobs_key,
-                    self._created_key,
-                    self._created_count_key,
-                ],
-                args=[
-                    _encode(meta),
-                    str(_ms(ttl)) if ttl else "",
-                    str(_ms(lifetime)),
-                    self._settings.max_jobs,
-                    job_id,
-                ],
-            )
+        keys = [self._keys(job_id)[0], self._jobs_key, self._created_key, self._created_count_key]
+        args: list[Any] = [
+            _encode(meta),
+            str(_ms(ttl)) if ttl else "",
+            str(_ms(lifetime)),
+            self._settings.max_jobs,
+            job_id,
+        ]
+        created = await self._calls.run(lambda: self._create(keys=keys, args=args))
         if created == -1:
             raise too_many_jobs(self._settings)
+        if created == -2:
+            raise _refused("create.lua", "an argument out of range")
         snapshot = await self.snapshot(job_id)
         if snapshot is None:  # expired in between: only with a lifetime shorter than a request
             raise no_job(job_id)
@@ -317,6 +312,8 @@ class RedisBroker:
             raise no_job(job_id)
         if outcome == b"already":
             raise _AlreadyRequested
+        if outcome == b"invalid":
+            raise _refused("publish.lua", reply[1].decode())
         self._set_epoch(reply[1].decode())
         first = int(reply[2])
         # The script added the ETA to progress events (as with_eta does): reply[4:], per event.
@@ -386,25 +383,25 @@ class RedisBroker:
             *(self._epoch_key, self._seq_key, job, history, logs, eta, self._jobs_key),
             *(seen, seen_at, self._created_key, self._created_count_key, content),
         ]
-        async with _available(self._timeout):
-            return cast(list[Any], await self._publish(keys=keys, args=args))
+        # Run again after a lost connection only when a second run cannot publish twice.
+        repeatable = mode == "cancel" or all(draft.key is not None for draft in drafts)
+        reply = await self._calls.run(
+            lambda: self._publish(keys=keys, args=args), repeatable=repeatable
+        )
+        return cast(list[Any], reply)
 
     def _event(self, job_id: str, seq: int, name: str, data: bytes) -> Event:
         return Event(job_id, seq, str(Position(self._epoch, seq)), name, data)
 
     async def delete(self, job_id: str) -> Snapshot | None:
         snapshot = await self.snapshot(job_id)
-        async with _available(self._timeout):
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.delete(*self._keys(job_id), self._subs_key(job_id))
-            pipe.zrem(self._jobs_key, job_id)
-            pipe.zrem(self._created_key, job_id)
-            await pipe.execute()
+
+        keys = [*self._keys(job_id), self._subs_key(job_id), self._jobs_key, self._created_key]
+        await self._calls.run(lambda: self._drop(keys=keys, args=[job_id]))
         return snapshot
 
     async def reserve_seq(self) -> int:
-        async with _available(self._timeout):
-            return int(await self._redis.incr(self._seq_key))
+        return int(await self._calls.run(lambda: self._redis.incr(self._seq_key)))
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -426,49 +423,36 @@ class RedisBroker:
         self, reads: Sequence[tuple[str, int | None]], *, text: _TextRead
     ) -> list[Replay | None]:
         """Snapshots (with their streamed text as ``text`` says), their seqs, the seq trimmed up
-        to and history, all read in one MULTI so that they agree with each other and with one
-        instant of the sequence: a `reset` holds exactly the text of the events up to its id."""
-        bound = self._settings.content_bytes
-        async with _available(self._timeout):
-            pipe = self._redis.pipeline(transaction=True)
-            for job_id, after in reads:
-                key, history, logs, *_, content = self._keys(job_id)
-                pipe.hgetall(key)
-                pipe.lrange(logs, 0, -1)
-                how = _how(text, after)
-                if how == "read":
-                    pipe.strlen(content)
-                    pipe.getrange(content, -bound, -1)
-                elif how == "script":
-                    pipe.eval(self._text_script, 2, key, content, str(after), bound)
-                if after is not None:
-                    pipe.xrange(history, f"({after}-0" if after else "-", "+")
-            replies = iter(await pipe.execute())
-        found: list[Replay | None] = []
+        to and history, all read in one script (lua/read.lua) so that they agree with each other
+        and with one instant of the sequence: a `reset` holds exactly the text of the events up
+        to its id."""
+        keys: list[str] = []
+        args: list[Any] = [self._settings.content_bytes]
         for job_id, after in reads:
-            fields: dict[bytes, bytes] = next(replies)
-            logs_raw = next(replies)
+            key, history, logs, *_, content = self._keys(job_id)
+            keys += [key, logs, history, content]
+            args.append("" if after is None else f"({after}-0" if after else "-")
             how = _how(text, after)
-            if how == "read":
-                stored, tail = next(replies), next(replies)
-            elif how == "script":
-                stored, tail = next(replies)
-            else:
-                stored, tail = -1, b""
-            entries = next(replies) if after is not None else []
-            if not fields:
+            args.append("all" if how == "read" else str(after) if how == "script" else "")
+        replies: list[Any] = await self._calls.run(lambda: self._read_script(keys=keys, args=args))
+        found: list[Replay | None] = []
+        for (job_id, after), reply in zip(reads, replies, strict=True):
+            flat, logs_raw, entries, stored, tail = reply
+            if not flat:
                 found.append(None)
                 continue
+            fields: dict[bytes, bytes] = dict(zip(flat[::2], flat[1::2], strict=True))
             snapshot = self._snapshot(job_id, fields, logs_raw)
             if stored >= 0:  # else left UNSET: not needed (a reset would refuse to go without)
                 cut = fields.get(b"content_truncated") == b"true"
                 snapshot.content, snapshot.content_truncated = newest(tail, stored, cut)
             seq = int(fields.get(b"last_seq", b"0"))
             dropped = int(fields.get(b"dropped", b"0"))
-            events = [
-                self._event(job_id, int(entry_id.split(b"-", 1)[0]), f[b"e"].decode(), f[b"d"])
-                for entry_id, f in entries
-            ]
+            events = []
+            for entry_id, pairs in entries:
+                entry = dict(zip(pairs[::2], pairs[1::2], strict=True))
+                seq_of = int(entry_id.split(b"-", 1)[0])
+                events.append(self._event(job_id, seq_of, entry[b"e"].decode(), entry[b"d"]))
             complete = after is not None and after >= dropped
             found.append(Replay(snapshot, events, complete, seq))
         return found
@@ -496,37 +480,44 @@ class RedisBroker:
         found: list[Snapshot] = []
         scanned = 0
         position = before
-        async with _available(self._timeout):
-            while scanned < max(_LIST_SCAN, limit):
-                top = "+inf" if position is None else f"({position}"
-                rows = cast(
-                    list[tuple[bytes, float]],
-                    await self._redis.zrevrangebyscore(
-                        self._created_key, top, "-inf", start=0, num=limit + 1, withscores=True
-                    ),
-                )
-                if not rows:
-                    return JobPage(found, None)
-                job_ids = [member.decode() for member, _ in rows]
-                replays = await self._read([(job_id, None) for job_id in job_ids], text="never")
-                gone = []
-                more = False  # the page is full and at least one job follows it
-                for job_id, (_, score), replay in zip(job_ids, rows, replays, strict=True):
-                    if len(found) == limit:
-                        more = True
-                        break
-                    scanned += 1
-                    position = int(score)
-                    if replay is None:
-                        gone.append(job_id)
-                    elif not statuses or replay.snapshot.status in statuses:
-                        found.append(replay.snapshot)
-                if gone:
-                    await self._redis.zrem(self._created_key, *gone)
-                if more:
-                    return JobPage(found, position)
-                if len(rows) <= limit:
-                    return JobPage(found, None)
+        while scanned < max(_LIST_SCAN, limit):
+            top = "+inf" if position is None else f"({position}"
+            rows = cast(
+                list[tuple[bytes, float]],
+                await self._calls.run(
+                    functools.partial(
+                        self._redis.zrevrangebyscore,
+                        self._created_key,
+                        top,
+                        "-inf",
+                        start=0,
+                        num=limit + 1,
+                        withscores=True,
+                    )
+                ),
+            )
+            if not rows:
+                return JobPage(found, None)
+            job_ids = [member.decode() for member, _ in rows]
+            replays = await self._read([(job_id, None) for job_id in job_ids], text="never")
+            gone = []
+            more = False  # the page is full and at least one job follows it
+            for job_id, (_, score), replay in zip(job_ids, rows, replays, strict=True):
+                if len(found) == limit:
+                    more = True
+                    break
+                scanned += 1
+                position = int(score)
+                if replay is None:
+                    gone.append(job_id)
+                elif not statuses or replay.snapshot.status in statuses:
+                    found.append(replay.snapshot)
+            if gone:
+                await self._calls.run(functools.partial(self._redis.zrem, self._created_key, *gone))
+            if more:
+                return JobPage(found, position)
+            if len(rows) <= limit:
+                return JobPage(found, None)
         return JobPage(found, position)
 
     async def existing(self, job_ids: Iterable[str]) -> set[str]:
@@ -537,16 +528,20 @@ class RedisBroker:
             # Redis may have come back empty and this instance not yet caught up: a job that
             # is missing now may be about to get its `reset`, not an expiry.
             raise BrokerUnavailable("the pub/sub connection to Redis is down")
-        async with _available(self._timeout):
+
+        async def read() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
             for job_id in ids:
                 pipe.exists(self._keys(job_id)[0])
-            found = await pipe.execute()
+            replies: list[Any] = await pipe.execute()
+            return replies
+
+        found = await self._calls.run(read)
         return {job_id for job_id, exists in zip(ids, found, strict=True) if exists}
 
     async def job_counts(self) -> dict[str, int]:
-        counts: Counter[str] = Counter()
-        async with _available(self._timeout):
+        async def count() -> dict[str, int]:
+            counts: Counter[str] = Counter()
             now_ms = int(time.time() * 1000)
             members = await self._redis.zrangebyscore(self._jobs_key, now_ms, "+inf")
             job_ids = [member.decode() for member in cast(list[bytes], members)]
@@ -557,7 +552,36 @@ class RedisBroker:
                 for status in await pipe.execute():
                     if status is not None:
                         counts[msgspec.json.decode(status)] += 1
-        return dict(counts)
+            return dict(counts)
+
+        return await self._calls.run(count)
+
+    async def memory(self) -> MemoryUse:
+        """Redis's own: ``used_memory`` against ``maxmemory`` (0 when it has none)."""
+        info = await self._calls.run(lambda: self._redis.info("memory"))
+        return MemoryUse(int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)), 0)
+
+    async def _check_maxmemory(self) -> None:
+        """Say at start-up when Redis does not bound its memory the way the relay needs: with
+        ``maxmemory`` and ``maxmemory-policy noeviction`` a full Redis refuses writes (503
+        memory_full); an evicting policy would drop a job's keys one by one, and a reader
+        could miss events without being told."""
+        try:
+            info = await self._calls.run(lambda: self._redis.info("memory"))
+        except RelayError:
+            return  # Redis is not up yet: /readyz says so
+        policy = str(info.get("maxmemory_policy", "noeviction"))
+        if policy != "noeviction":
+            log.warning(
+                "Redis evicts keys when it is full (maxmemory-policy %s): a job's history could "
+                "vanish without a reset; set maxmemory-policy noeviction",
+                policy,
+            )
+        elif not int(info.get("maxmemory", 0)):
+            log.warning(
+                "Redis has no maxmemory: nothing bounds what jobs hold; set maxmemory (with "
+                "maxmemory-policy noeviction) to what Redis may use"
+            )
 
     # -- live events ----------------------------------------------------------------------
 
@@ -578,29 +602,31 @@ class RedisBroker:
         self._counts_changed.set()
 
     async def subscribers(self, job_ids: Sequence[str], local: Sequence[int]) -> list[int]:
-        async with _available(self._timeout):
-            pipe = self._redis.pipeline(transaction=False)
-            for job_id in job_ids:
-                pipe.hgetall(self._subs_key(job_id))
-            rows = cast(list[dict[bytes, bytes]], await pipe.execute())
-            own = self._instance.encode()
-            others = sorted({instance for row in rows for instance in row if instance != own})
-            alive: set[bytes] = set()
-            if others:
-                keys = [self._instance_key(instance.decode()) for instance in others]
-                found = await self._redis.mget(keys)
-                alive = {i for i, value in zip(others, found, strict=True) if value is not None}
-            totals = []
-            dead = self._redis.pipeline(transaction=False)
-            for job_id, row, count in zip(job_ids, rows, local, strict=True):
-                for instance, raw in row.items():
-                    if instance in alive:
-                        count += int(raw)
-                    elif instance != own:
-                        dead.hdel(self._subs_key(job_id), instance)
-                totals.append(count)
-            if len(dead):
-                await dead.execute()
+        return await self._calls.run(lambda: self._count_subscribers(job_ids, local))
+
+    async def _count_subscribers(self, job_ids: Sequence[str], local: Sequence[int]) -> list[int]:
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self._subs_key(job_id))
+        rows = cast(list[dict[bytes, bytes]], await pipe.execute())
+        own = self._instance.encode()
+        others = sorted({instance for row in rows for instance in row if instance != own})
+        alive: set[bytes] = set()
+        if others:
+            keys = [self._instance_key(instance.decode()) for instance in others]
+            found = await self._redis.mget(keys)
+            alive = {i for i, value in zip(others, found, strict=True) if value is not None}
+        totals = []
+        dead = self._redis.pipeline(transaction=False)
+        for job_id, row, count in zip(job_ids, rows, local, strict=True):
+            for instance, raw in row.items():
+                if instance in alive:
+                    count += int(raw)
+                elif instance != own:
+                    dead.hdel(self._subs_key(job_id), instance)
+            totals.append(count)
+        if len(dead):
+            await dead.execute()
         return totals
 
     async def _keep_counts(self) -> None:
@@ -614,7 +640,7 @@ class RedisBroker:
             self._counts_changed.clear()
             try:
                 await self._write_counts(self._local.keys() if beat else dirty, beat=beat)
-            except BrokerUnavailable as exc:
+            except RelayError as exc:  # unreachable, or full: the counts wait for Redis
                 log.debug("writing open-stream counts failed (%s); retrying", exc)
                 self._dirty |= dirty
                 await asyncio.sleep(min(every, 1.0))
@@ -627,11 +653,13 @@ class RedisBroker:
 
     async def _write_counts(self, job_ids: Iterable[str], *, beat: bool) -> None:
         ttl = _ms(self._instance_ttl)
-        async with _available(self._timeout):
+        jobs = list(job_ids)
+
+        async def write() -> None:
             pipe = self._redis.pipeline(transaction=False)
             if beat:
                 pipe.set(self._instance_key(self._instance), b"1", px=ttl)
-            for job_id in list(job_ids):
+            for job_id in jobs:
                 key = self._subs_key(job_id)
                 count = self._local.get(job_id)
                 if count:
@@ -641,6 +669,8 @@ class RedisBroker:
                     pipe.hdel(key, self._instance)
             if len(pipe):
                 await pipe.execute()
+
+        await self._calls.run(write)
 
     def _on_message(self, channel: bytes, message: bytes) -> None:
         job_id = channel[len(self._prefix) + len("events:") :].decode()
@@ -670,7 +700,7 @@ class RedisBroker:
     async def _on_reconnect(self, reset: bool = False) -> None:
         try:
             changed = await self._refresh_epoch()
-        except BrokerUnavailable as exc:
+        except RelayError as exc:
             # Without the epoch it cannot tell a gap from lost history: the channel gives up
             # this connection and tries again after its backoff.
             raise ConnectionError(f"could not read the epoch after reconnecting: {exc}") from None
@@ -682,8 +712,8 @@ class RedisBroker:
 
 
 def _how(text: _TextRead, after: int | None) -> Literal["read", "script", "skip"]:
-    """How a read gets a job's text: plainly (STRLEN, GETRANGE); by lua/text.lua, which reads it
-    only when history does not cover ``after``; or not at all."""
+    """How a read gets a job's text (lua/read.lua): always; only when history does not cover
+    ``after``; or not at all."""
     if text == "always" or (text == "if_reset" and after is None):
         return "read"
     return "script" if text == "if_reset" else "skip"
@@ -695,3 +725,10 @@ def _time(raw: bytes | int) -> datetime:
 
 class _AlreadyRequested(Exception):
     pass
+
+
+def _refused(script: str, why: str) -> BrokerUnavailable:
+    """A script refused its arguments before writing anything: a fault of this relay (its
+    checks should have refused the request first), not of the request."""
+    log.error("%s refused its arguments (%s); nothing was written", script, why)
+    return BrokerUnavailable("Redis refused the request; retry")

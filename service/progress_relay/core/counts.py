@@ -15,6 +15,7 @@ class RelayCounts:
         "delivered",
         "dropped",
         "duplicates",
+        "memory_refused",
         "no_content",
         "published",
         "replayed",
@@ -35,3 +36,4 @@ class RelayCounts:
         self.dropped = 0  # streams dropped for falling too far behind (they resume)
         self.write_timeouts = 0  # streams dropped because a write blocked too long
         self.broker_errors = 0  # requests and catch-ups that found the broker unavailable
+        self.memory_refused = 0  # publishes, creates and cancels refused for the memory bound

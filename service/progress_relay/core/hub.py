@@ -18,8 +18,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
+from msgspec import Raw
 
-from progress_relay.brokers import Broker, JobPage, Published, Replay, broker_kind
+from progress_relay.brokers import Broker, JobPage, MemoryUse, Published, Replay, broker_kind
 from progress_relay.config import Settings
 from progress_relay.core import catchup
 from progress_relay.core.catchup import JobCatchUp, ReplayMode, Resume
@@ -30,6 +31,7 @@ from progress_relay.core.topic import Topic
 from progress_relay.wire import sse
 from progress_relay.wire.errors import (
     GONE_REASONS,
+    MemoryFull,
     PayloadTooLarge,
     RelayError,
     ShuttingDown,
@@ -112,10 +114,20 @@ class Hub:
         return call if tracer is None else tracer.around("create", {_JOB_ID: job_id}, call)
 
     async def _create(self, job_id: str, ttl: float | None, meta: Any) -> bool:
-        limit = self.settings.limits.max_event_bytes
-        if meta is not None and len(_encode(meta)) > limit:
-            raise PayloadTooLarge(f"`meta` is larger than {limit} bytes - at `$.meta`")
-        _, created = await self.broker.create(job_id, ttl=ttl, meta=meta)
+        limits = self.settings.limits
+        raw = None
+        if meta is not None:
+            # Kept as its JSON (Raw): a decoded value would cost up to twenty times as much.
+            raw = meta if isinstance(meta, Raw) else Raw(_encode(meta))
+            if len(raw) > limits.max_event_bytes:
+                raise PayloadTooLarge(
+                    f"`meta` is larger than {limits.max_event_bytes} bytes - at `$.meta`"
+                )
+        try:
+            _, created = await self.broker.create(job_id, ttl=ttl, meta=raw)
+        except MemoryFull:
+            self.counts.memory_refused += 1
+            raise
         return created
 
     def publish(self, job_id: str, drafts: Sequence[Draft]) -> Coroutine[Any, Any, Published]:
@@ -132,11 +144,15 @@ class Hub:
     ) -> Published:
         validate_order(drafts)
         started = time.perf_counter()
-        if tracer is None:
-            published = await self.broker.publish(job_id, drafts)
-        else:
-            call = self.broker.publish(job_id, drafts)
-            published = await tracer.around("broker.publish", self._broker_kind, call)
+        try:
+            if tracer is None:
+                published = await self.broker.publish(job_id, drafts)
+            else:
+                call = self.broker.publish(job_id, drafts)
+                published = await tracer.around("broker.publish", self._broker_kind, call)
+        except MemoryFull:
+            self.counts.memory_refused += 1
+            raise
         self.publish_timer(time.perf_counter() - started)
         counts = self.counts
         new = len(published.events)
@@ -161,7 +177,11 @@ class Hub:
         return call if tracer is None else tracer.around("cancel", {_JOB_ID: job_id}, call)
 
     async def _cancel(self, job_id: str) -> Snapshot:
-        snapshot, event = await self.broker.request_cancel(job_id)
+        try:
+            snapshot, event = await self.broker.request_cancel(job_id)
+        except MemoryFull:
+            self.counts.memory_refused += 1
+            raise
         if event is not None:
             self.counts.published += 1
         return snapshot
@@ -209,6 +229,9 @@ class Hub:
 
     async def job_counts(self) -> dict[str, int]:
         return await self.broker.job_counts()
+
+    async def memory(self) -> MemoryUse:
+        return await self.broker.memory()
 
     def snapshot_view(self, snapshot: Snapshot, subscribers: int | None = None) -> Snapshot:
         """The snapshot as readers see it: with its open streams (``subscribers``, counted

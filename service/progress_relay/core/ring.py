@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
+from collections.abc import Sequence
 
 from progress_relay.wire.events import Event
 
@@ -30,6 +32,30 @@ class Ring:
             dropped = events.popleft()
             self.bytes -= dropped.size
             self.dropped_upto = dropped.seq
+
+    def would_push_out(self, sizes: Sequence[int]) -> tuple[int, int]:
+        """How many events, and how many bytes of frames, appending events of these sizes
+        would push out, the new ones included (what ``append`` would drop, without changing
+        anything)."""
+        count = len(self._events) + len(sizes)
+        total = self.bytes + sum(sizes)
+        events = bytes_out = 0
+        for size in itertools.chain((event.size for event in self._events), sizes):
+            if count - events <= 1 or (
+                count - events <= self.max_events and total - bytes_out <= self.max_bytes
+            ):
+                break
+            events += 1
+            bytes_out += size
+        return events, bytes_out
+
+    def clear(self) -> None:
+        """Drop the whole history; a reader from before its newest event gets ``reset``."""
+        events = self._events
+        if events:
+            self.dropped_upto = events[-1].seq
+            events.clear()
+            self.bytes = 0
 
     def covers(self, seq: int) -> bool:
         """Whether every event newer than ``seq`` is still here (0: since the job's first)."""

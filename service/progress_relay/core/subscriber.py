@@ -164,8 +164,10 @@ class Subscriber:
     def closed(self) -> bool:
         return self.dropped or not self.active
 
-    def push(self, events: Sequence[Event]) -> None:
-        """Live events of one job, in publish order. Never blocks, never awaits."""
+    def push(self, events: Sequence[Event], job_frames: Sequence[bytes] | None = None) -> None:
+        """Live events of one job, in publish order. Never blocks, never awaits. A multi-job
+        stream's frames are ``job_frames`` when the topic made them once for all its streams,
+        else made here."""
         held = self._held
         if held is not None:
             if len(held) + len(events) > self.max_frames:
@@ -180,11 +182,16 @@ class Subscriber:
         frames = self._frames
         multi = self.multi
         pressed = self.writing
-        for event in events:
+        for index, event in enumerate(events):
             if event.seq <= high:
                 continue
             high = event.seq
-            frame = event.job_frame if multi else event.frame
+            if not multi:
+                frame = event.frame
+            elif job_frames is not None:
+                frame = job_frames[index]
+            else:
+                frame = event.job_frame
             if pressed and event.conflatable:
                 self._conflate(job_id)
             frames.append(frame)

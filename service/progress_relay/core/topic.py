@@ -63,8 +63,12 @@ class Topic:
         of the loop, all of that turn's publishes at once (``flush``), and queued for multi-job
         subscribers at once."""
         self.status = "running"
-        for subscriber in self._multi:
-            subscriber.push(events)
+        if self._multi:
+            # Made once per publish for every multi-job stream, and not kept on the events
+            # (which history holds: a second copy of every event's bytes).
+            job_frames = [event.job_frame for event in events]
+            for subscriber in self._multi:
+                subscriber.push(events, job_frames)
         if len(self._multi) == len(self.subscribers):
             return
         if not self._batch:

@@ -21,8 +21,10 @@ from progress_relay.http.errors import json_errors
 from progress_relay.http.inflight import InFlight
 from progress_relay.http.keys import (
     BROKER,
+    CANCEL_RATE,
     CLIENTS,
     CONNECTIONS,
+    CREATE_RATE,
     CREDENTIALS,
     HUB,
     IN_FLIGHT,
@@ -78,7 +80,10 @@ def create_app(settings: Settings, *, tracer: Tracer | None = None) -> web.Appli
     app[CLIENTS] = Clients(settings.server.trusted_proxies)
     app[STALLS] = StallWatch(hub, settings.stream.write_timeout)
     app[CREDENTIALS] = credentials
-    app[PUBLISH_RATE] = RateLimiter(settings.limits.publish_rate, settings.limits.publish_burst)
+    limits = settings.limits
+    app[PUBLISH_RATE] = RateLimiter(limits.publish_rate, limits.publish_burst)
+    app[CREATE_RATE] = RateLimiter(limits.create_rate, limits.create_burst)
+    app[CANCEL_RATE] = RateLimiter(limits.cancel_rate, limits.cancel_burst)
     app[REAPER] = Reaper(broker, hub, settings.reaper.interval)
     app.add_routes(jobs.routes)
     app.add_routes(streams.routes)

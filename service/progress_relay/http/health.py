@@ -39,7 +39,7 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await request.app[HUB].ready()
     except RelayError as exc:
-        return error_response(503, exc.code, f"not ready: {exc}")
+        return error_response(503, exc.code, f"not ready: {exc}", exc.headers)
     return json_response(Ready())
 
 

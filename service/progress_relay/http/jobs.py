@@ -9,9 +9,17 @@ import msgspec
 from aiohttp import web
 from msgspec import Raw
 
-from progress_relay.http import params
+from progress_relay.http import params, rate
 from progress_relay.http.access import PUBLISHER
-from progress_relay.http.keys import CREDENTIALS, HUB, PUBLISH_RATE, SETTINGS
+from progress_relay.http.keys import (
+    CANCEL_RATE,
+    CLIENTS,
+    CREATE_RATE,
+    CREDENTIALS,
+    HUB,
+    PUBLISH_RATE,
+    SETTINGS,
+)
 from progress_relay.http.openapi_operation import Operation, Schema, ref
 from progress_relay.wire.bodies import (
     CancelOut,
@@ -31,11 +39,14 @@ from progress_relay.wire.errors import (
     InvalidParameter,
     JobFinished,
     JobNotFound,
+    JsonTooDeep,
+    MemoryFull,
     PayloadTooLarge,
     RateLimited,
     TooManyJobs,
 )
 from progress_relay.wire.events import parse_publish
+from progress_relay.wire.json_depth import check_nesting
 from progress_relay.wire.snapshot import STATUSES
 
 routes = web.RouteTableDef()
@@ -47,7 +58,9 @@ _PAGE_LIMIT: Schema = {
     "in": "query",
     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
 }
-_FULL = (TooManyJobs, BrokerUnavailable)
+_FULL = (TooManyJobs, MemoryFull, BrokerUnavailable)
+# A cursor is a creation number: a positive 64-bit integer.
+_CURSOR_DIGITS = 19
 
 _CREATE_DECODER = msgspec.json.Decoder(CreateJobIn)
 
@@ -66,17 +79,33 @@ def json_response(body: Any, status: int = 200) -> web.Response:
         201: ("Created", CreatedJob),
         200: ("The job already exists; ttl and meta are unchanged", CreatedJob),
     },
-    errors=(InvalidJson, InvalidJobId, PayloadTooLarge, InvalidBody, *_FULL),
+    errors=(
+        InvalidJson,
+        JsonTooDeep,
+        InvalidJobId,
+        PayloadTooLarge,
+        InvalidBody,
+        RateLimited,
+        *_FULL,
+    ),
 )
 async def create_job(request: web.Request) -> web.Response:
     credentials = request.app[CREDENTIALS]
+    rate.require(request.app[CREATE_RATE], request[PUBLISHER], "create_rate")
+    settings = request.app[SETTINGS]
     body = await request.read()
+    check_nesting(body, settings.limits.max_json_depth)
     try:
         spec = _CREATE_DECODER.decode(body) if body.strip() else CreateJobIn()
     except msgspec.ValidationError as exc:
         raise InvalidBody(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
+    if spec.ttl is not None and spec.ttl > settings.jobs.max_ttl:
+        raise InvalidBody(
+            f"`ttl` is at most {settings.jobs.max_ttl:.15g} seconds (jobs.max_ttl), "
+            f"got {spec.ttl:.15g} - at `$.ttl`"
+        )
     job_id = params.check_job_id(spec.id, "`$.id`") if spec.id is not None else uuid.uuid4().hex
     created = await request.app[HUB].create(job_id, ttl=spec.ttl, meta=spec.meta)
     body_out = CreatedJob.links(job_id)
@@ -95,6 +124,7 @@ async def create_job(request: web.Request) -> web.Response:
     responses={200: ("Published", PublishedOut)},
     errors=(
         InvalidJson,
+        JsonTooDeep,
         InvalidJobId,
         JobFinished,
         PayloadTooLarge,
@@ -106,17 +136,13 @@ async def create_job(request: web.Request) -> web.Response:
 async def publish(request: web.Request) -> web.Response:
     publisher = request[PUBLISHER]
     job_id = params.job_id(request)
-    wait = request.app[PUBLISH_RATE].take(publisher)
-    if wait:
-        raise RateLimited(
-            f"more than limits.publish_rate publishes per second from this {publisher.split()[0]}",
-            headers={"Retry-After": str(wait)},
-        )
+    rate.require(request.app[PUBLISH_RATE], publisher, "publish_rate")
     limits = request.app[SETTINGS].limits
     drafts = parse_publish(
         await request.read(),
         max_event_bytes=limits.max_event_bytes,
         max_batch_events=limits.max_batch_events,
+        max_json_depth=limits.max_json_depth,
     )
     published = await request.app[HUB].publish(job_id, drafts)
     return json_response(PublishedOut(published.ids, published.cancel_requested))
@@ -166,8 +192,10 @@ async def list_jobs(request: web.Request) -> web.Response:
     cursor = request.query.get("cursor")
     before = None
     if cursor is not None:
-        if not cursor.isascii() or not cursor.isdigit():
-            raise InvalidParameter(f"`cursor` is not a cursor of this relay: {cursor!r}")
+        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= _CURSOR_DIGITS):
+            raise InvalidParameter(
+                f"`cursor` is not a cursor of this relay: {params.shown(cursor)}"
+            )
         before = int(cursor)
     page = await request.app[HUB].jobs(statuses, limit, before)
     return json_response(
@@ -233,10 +261,12 @@ async def get_history(request: web.Request) -> web.Response:
     "Ask the worker to cancel the job",
     "subscriber",
     responses={202: ("Requested (also when already requested)", CancelOut)},
-    errors=(InvalidJobId, JobNotFound, JobFinished, BrokerUnavailable),
+    errors=(InvalidJobId, JobNotFound, JobFinished, RateLimited, MemoryFull, BrokerUnavailable),
 )
 async def cancel(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
+    client = request.app[CLIENTS].of(request)
+    rate.require(request.app[CANCEL_RATE], f"address {client}", "cancel_rate")
     snapshot = await request.app[HUB].cancel(job_id)
     return json_response(CancelOut(job_id, snapshot.cancel_requested), 202)
 

@@ -25,6 +25,8 @@ CLIENTS = web.AppKey("clients", Clients)
 CONNECTIONS = web.AppKey("connections", Connections)
 CREDENTIALS = web.AppKey("credentials", Credentials)
 PUBLISH_RATE = web.AppKey("publish_rate", RateLimiter)
+CREATE_RATE = web.AppKey("create_rate", RateLimiter)
+CANCEL_RATE = web.AppKey("cancel_rate", RateLimiter)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 METRICS = web.AppKey("metrics", Metrics)
 # The OpenAPI document, encoded once when the app is made.

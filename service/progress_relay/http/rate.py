@@ -1,4 +1,4 @@
-"""Publish rate limits: one token bucket per publisher.
+"""Rate limits: one token bucket per publisher (publishes, creates) or client (cancels).
 
 A bucket holds up to ``burst`` requests and refills at ``rate`` per second; a request takes one
 or is refused with the seconds until one is back. Buckets that have refilled completely carry
@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+
+from progress_relay.wire.errors import RateLimited
 
 _PRUNE_AT = 10_000
 
@@ -48,3 +50,14 @@ class RateLimiter:
         ]
         for key in full:
             del self._buckets[key]
+
+
+def require(limiter: RateLimiter, key: str, setting: str) -> None:
+    """429 ``rate_limited`` with ``Retry-After`` when ``key`` (who asks: "publisher token 0",
+    "address 10.0.0.7") has used its share of ``limits.<setting>``."""
+    wait = limiter.take(key)
+    if wait:
+        raise RateLimited(
+            f"more than limits.{setting} requests per second from this {key.split()[0]}",
+            headers={"Retry-After": str(wait)},
+        )

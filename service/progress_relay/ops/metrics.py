@@ -29,6 +29,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from progress_relay import __version__
+from progress_relay.brokers import MemoryUse
 from progress_relay.core.hub import Hub
 from progress_relay.wire.errors import RelayError
 from progress_relay.wire.snapshot import STATUSES
@@ -66,6 +67,11 @@ _COUNTERS = (
         "write_timeouts",
     ),
     ("broker_errors", "Requests and catch-ups that found the broker unavailable.", "broker_errors"),
+    (
+        "memory_refused",
+        "Publishes, creates and cancels refused with 503 memory_full.",
+        "memory_refused",
+    ),
 )
 
 
@@ -73,6 +79,7 @@ class _RelayCollector(Collector):
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
         self.jobs: dict[str, int] | None = None
+        self.memory: MemoryUse | None = None
 
     def collect(self) -> Iterator[Metric]:
         hub = self._hub
@@ -86,6 +93,26 @@ class _RelayCollector(Collector):
             for status in STATUSES:
                 jobs.add_metric([status], self.jobs.get(status, 0))
             yield jobs
+        memory = self.memory
+        if memory is not None:
+            held = GaugeMetricFamily(
+                "progress_relay_memory_bytes",
+                "Bytes the broker holds for jobs (memory: the relay's count; Redis: used_memory).",
+            )
+            held.add_metric([], memory.held)
+            yield held
+            limit = GaugeMetricFamily(
+                "progress_relay_memory_limit_bytes",
+                "The bound on them: limits.memory_bytes, or Redis's maxmemory (0: none).",
+            )
+            limit.add_metric([], memory.limit)
+            yield limit
+            dropped = CounterMetricFamily(
+                "progress_relay_histories_dropped",
+                "Finished jobs' histories dropped to stay within the memory bound.",
+            )
+            dropped.add_metric([], memory.histories_dropped)
+            yield dropped
         counts = hub.counts
         for name, text, attribute in _COUNTERS:
             counter = CounterMetricFamily(f"progress_relay_{name}", text)
@@ -167,6 +194,11 @@ class Metrics:
         except RelayError as exc:
             log.warning("/metrics without job counts: %s", exc)
             self._relay.jobs = None
+        try:
+            self._relay.memory = await self._hub.memory()
+        except RelayError as exc:
+            log.warning("/metrics without memory use: %s", exc)
+            self._relay.memory = None
         if "application/openmetrics-text" in accept:
             encode, content_type = choose_encoder(accept)
             return encode(self.registry), content_type

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
+from progress_relay.config import MAX_LIFETIME
 from progress_relay.wire.ids import EVENT_ID_PATTERN, JOB_ID_PATTERN
 from progress_relay.wire.snapshot import Snapshot, Status
 
@@ -19,7 +20,17 @@ EventIdText = Annotated[str, Meta(extra_json_schema={"pattern": EVENT_ID_PATTERN
 
 class CreateJobIn(Struct, forbid_unknown_fields=True):
     id: JobIdText | None = None
-    ttl: Annotated[float, Meta(gt=0)] | None = None
+    ttl: (
+        Annotated[
+            float,
+            Meta(
+                gt=0,
+                le=MAX_LIFETIME,
+                description="seconds; at most jobs.max_ttl (30 days unless configured)",
+            ),
+        ]
+        | None
+    ) = None
     meta: Any = None
 
 

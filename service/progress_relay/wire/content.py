@@ -13,6 +13,8 @@ Redis broker keeps the same rule in lua/publish.lua (APPEND, then the same trim)
 
 from __future__ import annotations
 
+import sys
+
 
 def trim_limit(bound: int) -> int:
     """The stored size past which the oldest bytes are dropped."""
@@ -51,6 +53,13 @@ class ContentTail:
     @property
     def held(self) -> int:
         return len(self._data)
+
+    @property
+    def view_bytes(self) -> int:
+        """What the decoded text readers share takes while it is kept: made by the first read
+        after a change, dropped by the next ``append`` (for the memory bound)."""
+        cache = self._cache
+        return 0 if cache is None else sys.getsizeof(cache[0])
 
     def append(self, text: str) -> None:
         if not text:

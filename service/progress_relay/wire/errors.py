@@ -30,6 +30,11 @@ class InvalidJson(RelayError):
     description = "the body is not valid JSON (or event data is not valid UTF-8)"
 
 
+class JsonTooDeep(RelayError):
+    code = "json_too_deep"
+    description = "the JSON body nests arrays and objects deeper than limits.max_json_depth"
+
+
 class InvalidJobId(RelayError):
     code = "invalid_job_id"
     description = "a job id breaks the rules of JobId"
@@ -51,7 +56,7 @@ class InvalidBody(RelayError):
 
     status = 422
     code = "invalid_body"
-    description = "the create body has a wrong field type or an unknown field"
+    description = "the create body has a wrong field type, a value out of range or an unknown field"
 
 
 class PayloadTooLarge(RelayError):
@@ -79,10 +84,31 @@ class TooManyJobs(RelayError):
     documented_headers = (("Retry-After", True),)
 
 
+class MemoryFull(RelayError):
+    status = 503
+    code = "memory_full"
+    description = (
+        "the relay holds its memory bound (limits.memory_bytes, or Redis's maxmemory); "
+        "nothing was changed; see Retry-After"
+    )
+    documented_headers = (("Retry-After", True),)
+
+
 class BrokerUnavailable(RelayError):
+    """Redis did not answer, or lost the connection. Always with ``Retry-After``: a client that
+    honours it comes back once the relay has had time to reconnect."""
+
     status = 503
     code = "broker_unavailable"
-    description = "Redis did not answer in time; nothing was changed, retry"
+    description = (
+        "Redis did not answer in time or cannot be reached; retry (a publish whose events "
+        "carry idempotency keys is never stored twice); see Retry-After"
+    )
+    documented_headers = (("Retry-After", True),)
+    RETRY_AFTER = "1"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": self.RETRY_AFTER, **(headers or {})})
 
 
 class Unauthorized(RelayError):

@@ -4,6 +4,7 @@ subscriber shares once it has an id."""
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -12,6 +13,7 @@ from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from progress_relay.wire import sse
 from progress_relay.wire.errors import InvalidEvent, InvalidJson, PayloadTooLarge
+from progress_relay.wire.json_depth import check_nesting
 
 # \Z, not $: msgspec matches with re.search, and $ would accept a name ending in "\n", which
 # would end the frame early on the wire.
@@ -124,41 +126,33 @@ class Draft:
 
 
 class Event:
-    """A published event with its id, and its SSE frame encoded once for every subscriber."""
+    """A published event with its id, and its SSE frame encoded once for every subscriber.
 
-    __slots__ = (
-        "_job_frame",
-        "conflatable",
-        "data",
-        "frame",
-        "id",
-        "job_id",
-        "name",
-        "seq",
-        "terminal",
-    )
+    The frame is the only copy of the event's bytes that is kept (history holds events for
+    as long as they are retained): ``data`` is cut out of it when asked for, and the frame of a
+    multi-job stream is made by whoever sends it (a topic, once for all its streams)."""
+
+    __slots__ = ("_data_at", "conflatable", "frame", "id", "job_id", "name", "seq", "terminal")
 
     def __init__(self, job_id: str, seq: int, event_id: str, name: str, data: bytes) -> None:
         self.job_id = job_id
         self.seq = seq
         self.id = event_id
         self.name = name
-        self.data = data
         self.terminal = name in TERMINAL
         # Progress is a state: a newer one makes an older one that is still waiting redundant.
         self.conflatable = name == "progress"
-        self.frame = sse.event_frame(event_id, name, data)
-        self._job_frame: bytes | None = None
+        frame = self.frame = sse.event_frame(event_id, name, data)
+        self._data_at = len(frame) - len(data) - 2  # the frame ends with data and "\n\n"
+
+    @property
+    def data(self) -> bytes:
+        return self.frame[self._data_at : -2]
 
     @property
     def job_frame(self) -> bytes:
-        """The frame for multi-job streams, encoded on first use and then shared."""
-        frame = self._job_frame
-        if frame is None:
-            frame = self._job_frame = sse.event_frame(
-                self.id, self.name, sse.job_data(self.job_id, self.data)
-            )
-        return frame
+        """The frame for multi-job streams."""
+        return sse.event_frame(self.id, self.name, sse.job_data(self.job_id, self.data))
 
     @property
     def size(self) -> int:
@@ -169,8 +163,11 @@ class Event:
 CANCEL_REQUESTED = Draft("cancel_requested", b'{"cancel_requested":true}', None)
 
 
-def parse_publish(body: bytes, *, max_event_bytes: int, max_batch_events: int) -> list[Draft]:
+def parse_publish(
+    body: bytes, *, max_event_bytes: int, max_batch_events: int, max_json_depth: int
+) -> list[Draft]:
     """Validate a publish request body; every problem names its JSON path."""
+    check_nesting(body, max_json_depth)
     try:
         request = _PUBLISH_DECODER.decode(body)
     except msgspec.ValidationError as exc:
@@ -243,7 +240,8 @@ def make_draft(
     if _WHITESPACE.search(data) is not None:
         # Frames carry data on one `data:` line: drop every insignificant byte of whitespace.
         data = msgspec.json.format(data, indent=-1)
-    return Draft(name, data, payload, key)
+    # Interned: every event of a name shares one string, however long history is.
+    return Draft(sys.intern(name), data, payload, key)
 
 
 def _at_path(message: str, path: str) -> str:

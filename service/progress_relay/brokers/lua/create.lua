@@ -2,7 +2,17 @@
 -- then write the snapshot hash with its expiry and add the job to both indexes.
 -- KEYS: 1 job hash, 2 jobs by expiry (ms), 3 jobs by creation, 4 creation counter
 -- ARGV: 1 meta (JSON), 2 the job's own ttl ms or "", 3 lifetime ms, 4 max jobs, 5 job id
--- Returns 1 (created), 0 (it existed) or -1 (full).
+-- Returns 1 (created), 0 (it existed), -1 (full) or -2 (arguments out of range: nothing was
+-- written; Redis keeps what a script wrote before an error, so they are checked first).
+local MAX_MS = 1e12
+local function whole(value, low, high)
+  local number = tonumber(value)
+  return number and number == math.floor(number) and number >= low and number <= high
+end
+if not (whole(ARGV[3], 1, MAX_MS) and whole(ARGV[4], 1, 1e15)
+    and (ARGV[2] == '' or whole(ARGV[2], 1, MAX_MS))) then
+  return -2
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)

@@ -1,7 +1,12 @@
 -- Publish a batch of events to one job, atomically: renew the epoch if Redis lost it, take ids
 -- from the deployment-wide sequence, append to the job's history stream (trimmed to the ring
 -- size), update the snapshot hash, log tail, ETA points and streamed text, set the job's
--- expiration, and PUBLISH the batch to the job's channel. Nothing here can fail half-way on valid input.
+-- expiration, and PUBLISH the batch to the job's channel.
+-- Nothing is written before every argument, and the job's own stored lifetime, has been
+-- checked: Redis keeps what a script wrote before an error, so a script that failed half-way
+-- would leave a publish half applied (stored, yet never sent to live readers). A Redis past its
+-- maxmemory refuses the first command that would grow memory, which comes before anything but
+-- the removal of expired index entries: a refused publish changes nothing either.
 -- The ETA is estimated here, as wire/snapshot.py EtaEstimator does (over the last 10 percent
 -- points, at Redis time), and put into the data of each progress event whose publisher sent no
 -- `eta_seconds` of its own, as wire/snapshot.py with_eta does: live readers, history and the
@@ -25,8 +30,45 @@
 -- Returns {"ok", epoch, first seq, cancel_requested, then per event the eta_seconds added to
 -- its data or ""} or {"finished", status} or {"missing"}
 -- or {"already"} (a cancel that was already requested) or {"full"} (a new job past max jobs)
+-- or {"invalid", what} (arguments out of range: nothing was written)
 -- or {"seen", epoch, cancel_requested, seq or "0" for each event}: some keys were seen
 -- before, nothing was published, and the caller publishes the others again on their own.
+
+-- Lifetimes in ms: at most what PEXPIRE takes and a double holds exactly (config.py).
+local MAX_MS = 1e12
+local function whole(value, low, high)
+  local number = tonumber(value)
+  if number and number == math.floor(number) and number >= low and number <= high then
+    return number
+  end
+  return nil
+end
+
+local n = whole(ARGV[11], 1, 1e6)
+if not n then return {'invalid', 'the number of events'} end
+local base = 18
+local eta_base = base + 4 * n
+local own_base = eta_base + n
+local m = whole(ARGV[own_base + n + 1], 0, 1e6)
+if not m or #ARGV ~= own_base + n + 1 + 2 * m then return {'invalid', 'the argument count'} end
+if not (whole(ARGV[3], 1, 1e12) and whole(ARGV[4], 1, 1e15) and whole(ARGV[5], 1, 1e12)
+    and whole(ARGV[6], 1, MAX_MS) and whole(ARGV[7], 1, MAX_MS) and whole(ARGV[12], 1, 1e15)
+    and whole(ARGV[14], 1, MAX_MS) and whole(ARGV[15], 1, 1e15) and whole(ARGV[16], 1, 1e15)
+    and whole(ARGV[17], 1, 1e15)) then
+  return {'invalid', 'a size or lifetime'}
+end
+if ARGV[8] ~= 'publish' and ARGV[8] ~= 'cancel' then return {'invalid', 'the mode'} end
+for i = 1, n do
+  local percent = ARGV[eta_base + i]
+  if percent ~= '' and not (tonumber(percent) and tonumber(percent) >= 0
+      and tonumber(percent) <= 100) then
+    return {'invalid', 'a percent'}
+  end
+  local own = ARGV[own_base + i]
+  if own ~= '' and own ~= '-' and own ~= 'null' and not tonumber(own) then
+    return {'invalid', 'an ETA'}
+  end
+end
 
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
@@ -37,10 +79,6 @@ end
 
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local n = tonumber(ARGV[11])
-local base = 18
-local eta_base = base + 4 * n
-local own_base = eta_base + n
 
 -- Forget members of `set` scored at most `score`, in `also` as well.
 local function forget(set, score, also)
@@ -99,6 +137,21 @@ if not status then
 end
 if mode == 'cancel' and redis.call('HGET', KEYS[3], 'cancel_requested') == 'true' then
   return {'already'}
+end
+-- The job's lifetime from now on, decided before anything is written: the finished TTL after a
+-- terminal event, else its own `ttl` (set by create.lua; one out of range is ignored), else the
+-- idle TTL.
+local ttl
+if ARGV[9] ~= '' then
+  ttl = tonumber(ARGV[7])
+else
+  ttl = whole(redis.call('HGET', KEYS[3], 'ttl'), 1, MAX_MS) or tonumber(ARGV[6])
+end
+-- Stream ids must grow: history ahead of the sequence (the sequence was lost, the job was not)
+-- cannot take these events.
+local next_seq = tonumber(redis.call('GET', KEYS[2]) or '0') + 1
+if next_seq <= tonumber(redis.call('HGET', KEYS[3], 'last_seq') or '0') then
+  return {'invalid', 'the job history is ahead of the sequence'}
 end
 
 local first = redis.call('INCRBY', KEYS[2], n) - n + 1
@@ -231,12 +284,6 @@ for j = 1, m do
 end
 redis.call('HSET', KEYS[3], unpack(fields))
 
-local ttl
-if ARGV[9] ~= '' then
-  ttl = tonumber(ARGV[7])
-else
-  ttl = tonumber(redis.call('HGET', KEYS[3], 'ttl') or ARGV[6])
-end
 for k = 3, 12 do
   if k ~= 7 and k ~= 10 and k ~= 11 then redis.call('PEXPIRE', KEYS[k], ttl) end
 end
