@@ -85,7 +85,17 @@ async def test_an_instance_idle_through_a_redis_restart_answers_every_publish(
     assert await _burst(client, 1, keyed=False) == [200] * 16  # not one spurious 503
     assert await _burst(client, 2, keyed=True) == [200] * 16
     assert [await _steps(client, f"j{i}") for i in range(16)] == [[0, 1, 2]] * 16
-    assert (await client.get("/readyz")).status == 200
+    # Ready again once its pub/sub listener has reconnected (its own backoff: not at once).
+    assert await _ready_within(client, 10.0)
+
+
+async def _ready_within(client: TestClient[Any, Any], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while (await client.get("/readyz")).status != 200:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
 
 
 async def test_a_keyed_publish_whose_reply_was_lost_is_made_again_and_stored_once(
