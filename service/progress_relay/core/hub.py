@@ -26,6 +26,7 @@ from progress_relay.core import catchup
 from progress_relay.core.catchup import JobCatchUp, ReplayMode, Resume
 from progress_relay.core.counts import RelayCounts
 from progress_relay.core.flusher import Flusher
+from progress_relay.core.heartbeat import Heartbeat
 from progress_relay.core.subscriber import Subscriber
 from progress_relay.core.topic import Topic
 from progress_relay.wire import sse
@@ -97,6 +98,8 @@ class Hub:
         self.draining = False
         self.counts = RelayCounts()
         self.flusher = Flusher()
+        # Every live stream's `: ping`, on one timer (streams join it once live: http/streams.py).
+        self.heartbeat = Heartbeat(settings.stream.heartbeat)
         # Seconds each publish took, broker included (set by ops.metrics to its histogram).
         self.publish_timer: Callable[[float], None] = _no_timer
         # Spans of what the Hub does (set by ops.tracing when tracing is on; None: off).
@@ -403,6 +406,7 @@ class Hub:
         """Detach a subscriber whose stream is over (or whose open failed)."""
         self.streams -= 1
         self._live.discard(subscriber)
+        self.heartbeat.discard(subscriber)
         client = subscriber.client
         left = self._by_client[client] - 1
         if left:

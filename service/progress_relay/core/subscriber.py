@@ -155,6 +155,18 @@ class Subscriber:
         """The head and the first chunk are out: from now on idle writes go to the socket."""
         self.live = self.socket is not None
 
+    def beat(self, frame: bytes) -> None:
+        """The heartbeat's turn (core/heartbeat.py): write ``frame``, a comment, straight to the
+        socket of a live stream whose handler sleeps; a handler that is writing is left to it
+        (its socket pushes back: what waits there is the stall watch's to judge)."""
+        socket = self.socket
+        waiter = self._waiter
+        if not self.live or socket is None or self.dropped or waiter is None or waiter.done():
+            return
+        socket.write(frame)
+        if socket.pushing_back():
+            waiter.set_result(None)  # the handler waits for the socket, under the write timeout
+
     def disconnect(self) -> None:
         """The stream is over: nothing writes to its socket any more."""
         self.live = False

@@ -140,12 +140,11 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
         # Nothing will ever come (finished and seen, or gone): 204 stops EventSource reconnecting.
         hub.counts.no_content += 1
         return web.Response(status=204)
-    # send_timeout: the heartbeat's write timeout, and the socket's TCP_USER_TIMEOUT, so the
+    # send_timeout: the socket's TCP_USER_TIMEOUT, so the
     # kernel gives up on a peer that stopped acknowledging (gone without a FIN); a little past
     # the write timeout, so the stall watch drops a stopped client first (core/stalls.py).
-    response = EventSourceResponse(
+    response = _EventStream(
         sep=sse.SEPARATOR,
-        ping_interval=settings.heartbeat,
         send_timeout=stalls.kernel_timeout(settings.write_timeout),
     )
     response.headers["Cache-Control"] = "no-cache, no-transform"
@@ -170,6 +169,7 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
             counts.delivered += subscriber.taken
             body.writer = writer
             subscriber.go_live()
+            hub.heartbeat.add(subscriber)
             while (chunk := await subscriber.next_chunk()) is not None:
                 if chunk:
                     body.write(chunk)
@@ -194,6 +194,15 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
     finally:
         subscriber.disconnect()
         hub.close(subscriber)
+
+
+class _EventStream(EventSourceResponse):
+    """aiohttp-sse's response (its headers, chunked body and TCP_USER_TIMEOUT) without its ping
+    task per stream: the Hub's one heartbeat timer writes every live stream's comment
+    (core/heartbeat.py). The task aiohttp-sse starts at ``prepare`` ends at once."""
+
+    async def _ping(self) -> None:
+        return None
 
 
 class _Body:
