@@ -4,6 +4,7 @@ per stream, and a stream that ends leaves it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from progress_relay.http.app import create_app
@@ -21,6 +22,12 @@ async def _open(port: int, job: str) -> tuple[asyncio.StreamReader, asyncio.Stre
     return reader, writer
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    """Polls the relay's own state (it has no event for these), bounded by the test timeout."""
+    while not condition():  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
 async def _until_ping(reader: asyncio.StreamReader) -> None:
     seen = b""
     while PING not in seen:
@@ -36,8 +43,7 @@ async def test_a_thousand_streams_get_heartbeats_from_one_timer(aiohttp_client: 
     await client.post("/v1/jobs/hb/events", json={"event": "progress", "data": {"percent": 1}})
     streams = [await _open(port, "hb") for _ in range(STREAMS)]
     try:
-        while hub.heartbeat.streams < STREAMS:  # each joins once its first chunk is out
-            await asyncio.sleep(0.01)
+        await _until(lambda: hub.heartbeat.streams == STREAMS)  # each joins once it is live
         assert hub.heartbeat.armed
         pings = [
             task
@@ -49,8 +55,7 @@ async def test_a_thousand_streams_get_heartbeats_from_one_timer(aiohttp_client: 
     finally:
         for _, writer in streams:
             writer.close()
-    while hub.streams:
-        await asyncio.sleep(0.01)
+    await _until(lambda: not hub.streams)
     assert hub.heartbeat.streams == 0
     assert not hub.heartbeat.armed
 
@@ -61,12 +66,10 @@ async def test_a_finished_stream_leaves_the_heartbeat(aiohttp_client: Any) -> No
     hub = app[HUB]
     await client.post("/v1/jobs/done/events", json={"event": "progress", "data": {}})
     response = await client.get("/v1/jobs/done/stream")
-    while hub.heartbeat.streams < 1:
-        await asyncio.sleep(0.01)
+    await _until(lambda: hub.heartbeat.streams == 1)
     await client.post("/v1/jobs/done/events", json={"event": "complete", "data": {}})
     body = await asyncio.wait_for(response.read(), 10)  # the stream ends after `complete`
     assert b"event: complete" in body
-    while hub.streams:
-        await asyncio.sleep(0.01)
+    await _until(lambda: not hub.streams)
     assert hub.heartbeat.streams == 0
     assert not hub.heartbeat.armed

@@ -54,7 +54,7 @@ class Pipeline:
 
     async def _run(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         try:
-            connection = await self._pool.get_connection()
+            connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
         except Exception as exc:
             _fail(batch, exc)
             return

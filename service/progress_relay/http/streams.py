@@ -9,6 +9,7 @@ import logging
 import socket
 import struct
 import termios
+from types import TracebackType
 from typing import cast
 
 from aiohttp import web
@@ -199,9 +200,23 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
 class _EventStream(EventSourceResponse):
     """aiohttp-sse's response (its headers, chunked body and TCP_USER_TIMEOUT) without its ping
     task per stream: the Hub's one heartbeat timer writes every live stream's comment
-    (core/heartbeat.py). The task aiohttp-sse starts at ``prepare`` ends at once."""
+    (core/heartbeat.py). ``prepare`` is aiohttp-sse's without starting the task, and leaving
+    the ``async with`` has no task to stop."""
 
-    async def _ping(self) -> None:
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared or (not self._allow_all_methods and request.method != "GET"):
+            return await super().prepare(request)  # aiohttp-sse's: 405 to all but a GET
+        self._set_tcp_user_timeout(request)
+        writer = await web.StreamResponse.prepare(self, request)
+        self.enable_chunked_encoding()
+        return writer
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         return None
 
 
