@@ -94,7 +94,6 @@ class Hub:
         self._retry = sse.retry_frame(settings.stream.retry_ms)
         self.streams = 0
         self._by_client: dict[str, int] = {}  # open streams by client (http/clients.py)
-        self._live: set[Subscriber] = set()  # every open stream
         self.draining = False
         self.counts = RelayCounts()
         self.flusher = Flusher()
@@ -251,10 +250,6 @@ class Hub:
         counts = await self.broker.subscribers(job_ids, [self.subscriber_count(i) for i in job_ids])
         return [self.snapshot_view(s, n) for s, n in zip(snapshots, counts, strict=True)]
 
-    def open_streams(self) -> list[Subscriber]:
-        """Every open stream of this process (a copy: looking at one may drop it)."""
-        return list(self._live)
-
     def subscriber_count(self, job_id: str) -> int:
         topic = self._topics.get(job_id)
         return 0 if topic is None else len(topic.subscribers)
@@ -311,7 +306,6 @@ class Hub:
         )
         self.streams += 1
         self._by_client[client] = self._by_client.get(client, 0) + 1
-        self._live.add(subscriber)
         try:
             # Attach first, so events published while the replay is read are held, not missed.
             for job_id in job_ids:
@@ -405,7 +399,6 @@ class Hub:
     def close(self, subscriber: Subscriber) -> None:
         """Detach a subscriber whose stream is over (or whose open failed)."""
         self.streams -= 1
-        self._live.discard(subscriber)
         self.heartbeat.discard(subscriber)
         client = subscriber.client
         left = self._by_client[client] - 1
