@@ -215,6 +215,43 @@ class Calls:
             what=f"publish {names} to job {job_id}",
         )
 
+    def publish_many(
+        self, batches: Sequence[tuple[str, Sequence[Outgoing]]]
+    ) -> Call[dict[str, Published | RelayError] | None]:
+        """One ``POST /v1/events`` for several jobs' events: each job's outcome, its ids or the
+        error the single-job route would have raised; None when the relay has no such route
+        (404 or 405: older than it)."""
+        body = {
+            "events": [
+                {"job": job_id, **event.wire()} for job_id, events in batches for event in events
+            ]
+        }
+
+        def parse(status: int, raw: bytes) -> dict[str, Published | RelayError] | None:
+            if status in (404, 405):
+                return None
+            outcomes: dict[str, Published | RelayError] = {}
+            for job in _json(raw)["jobs"]:
+                error = job.get("error")
+                if error is None:
+                    outcomes[job["job"]] = Published(
+                        list(job["ids"]), bool(job["cancel_requested"])
+                    )
+                else:
+                    status = int(job["status"])
+                    outcomes[job["job"]] = error_for(
+                        status, str(error["code"]), str(error["message"])
+                    )
+            return outcomes
+
+        jobs = len(batches)
+        return self._call(
+            Request("POST", "/v1/events", _encode(body)),
+            parse,
+            ok=(200, 207, 404, 405),
+            what=f"publish to {jobs} job{'s' if jobs != 1 else ''}",
+        )
+
     def snapshot(self, job_id: str) -> Call[dict[str, Any]]:
         return self._call(
             Request("GET", job_path(job_id)),
