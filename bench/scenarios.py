@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench import servers
 from bench.load import CONNECT_CONCURRENCY, Load, spread
@@ -305,6 +308,78 @@ async def many(
     }
 
 
+# -- many-sdk -----------------------------------------------------------------------------------
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+async def many_sdk(server: Server, options: Options) -> Metrics:
+    """``many`` published through the SDK: 10,000 subscribers over 1,000 jobs, 10 events/s per
+    job for 10 s, from one process (bench/sdk_publisher.py: a task per job on one AsyncRelay,
+    batching across jobs) whose CPU is measured on its own."""
+    job_count = _count(1000, options.scale)
+    per_job = 10
+    per_job_rate = 10.0
+    duration = _seconds(10.0, options.scale * 10)
+    events = max(1, round(per_job_rate * duration))
+    jobs = _job_ids("sdk", job_count)
+    load = Load(server, spread(server, jobs, per_job, events, options.sample_every))
+    connect_s = await load.connect_all()
+    spec = {
+        "url": f"http://{HOST}:{server.ports[0]}",
+        "jobs": jobs,
+        "per_job": events,
+        "rate": per_job_rate,
+        # A relay that cannot take the rate gets what it took in 1.5 times the duration.
+        "deadline_s": duration * 1.5,
+        "batch_window": 0.005,
+    }
+    target_rate = per_job_rate * job_count
+    try:
+        with Window(server) as window:
+            started = time.perf_counter()
+            child = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.sdk_publisher",
+                cwd=_ROOT,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await child.communicate(json.dumps(spec).encode())
+            if child.returncode != 0:
+                raise RuntimeError(f"many-sdk: the SDK publisher exited with {child.returncode}")
+            report = json.loads(out)
+            sent: list[int] = report["sent"]
+            per_job_sent = dict(zip(jobs, sent, strict=True))
+            load.retarget(lambda job: per_job_sent[job])
+            complete = await load.wait_complete(within=15.0)
+            ended = load.tally.completed_at if complete else time.perf_counter()
+    finally:
+        load.close_all()
+    published = sum(sent)
+    publishing_s = max(float(report["publishing_s"]), 1e-9)
+    latencies = load.tally.latencies_us
+    delivered = per_job * published - load.lost - load.undelivered
+    return {
+        "publish_target_per_s": target_rate,
+        "publish_per_s": published / publishing_s,
+        "delivered_per_s": delivered / (ended - started),
+        "latency_p50_ms": _percentile(latencies, 0.50),
+        "latency_p99_ms": _percentile(latencies, 0.99),
+        "publisher_cpu_pct": 100.0 * float(report["cpu_s"]) / publishing_s,
+        "publisher_requests_per_s": int(report["requests"]) / publishing_s,
+        "events_per_request": published / max(1, int(report["requests"])),
+        "generator_capacity_per_s": window.generator_capacity(delivered),
+        "connect_s": connect_s,
+        **window.metrics(),
+        **_delivery(load),
+        "publish_errors": int(report["errors"]),
+        "publish_error_kinds": str(report["error_kinds"]),
+        "complete": "yes" if complete else "no (timeout)",
+    }
+
+
 # -- idle ---------------------------------------------------------------------------------------
 
 
@@ -548,6 +623,25 @@ SCENARIOS: dict[str, Scenario] = {
                 Metric("server_cpu_pct", "server CPU %", "lower"),
                 Metric("generator_cpu_pct", "generator CPU %", "lower"),
                 Metric("publish_errors", "failed publishes", "zero"),
+            ),
+        ),
+        Scenario(
+            "many-sdk",
+            many_sdk,
+            {"progress-relay": servers.progress_relay},  # Nchan and the naive relay have no SDK
+            (
+                Metric("publish_target_per_s", "publishes/s asked (10 per job)", "higher"),
+                Metric("publish_per_s", "publishes/s reached (through the SDK)", "higher"),
+                Metric("delivered_per_s", "delivered events/s", "higher"),
+                Metric("latency_p50_ms", "latency p50 ms publish→receive", "lower", 1),
+                Metric("latency_p99_ms", "latency p99 ms publish→receive", "lower", 1),
+                Metric("publisher_cpu_pct", "publisher process CPU % (the SDK)", "lower"),
+                Metric("publisher_requests_per_s", "HTTP requests/s the SDK sent", "lower"),
+                Metric("events_per_request", "events per request", "higher", 1),
+                Metric("publish_errors", "failed publishes", "zero"),
+                Metric("connect_s", "connect 10k s", "lower", 2),
+                *_RESOURCES,
+                *_CORRECTNESS,
             ),
         ),
         Scenario(
