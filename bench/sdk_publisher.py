@@ -3,10 +3,12 @@ one task per job publishing through the real SDK (``progress_relay.client.AsyncR
 across jobs on), each job at its rate, on a fixed schedule (a publish that comes back late makes
 the next one go at once, never two at a time).
 
-Reads ``{"url", "jobs", "per_job", "rate", "deadline_s", "batch_window"}`` as JSON on stdin;
-writes ``{"sent": [per job], "errors", "error_kinds", "publishing_s", "cpu_s", "requests"}`` as
-JSON on stdout once every job is done. Each payload is bench.publisher.payload's: its sequence
-in the job and its publish time, taken right before the call (the window's wait is latency)."""
+Reads ``{"url", "jobs", "first": [per job], "per_job", "rate", "deadline_s", "batch_window"}``
+as JSON on stdin (``first``: each job's first sequence, for a phase that continues an earlier
+one); writes ``{"sent": [per job], "errors", "error_kinds", "publishing_s", "cpu_s",
+"requests"}`` as JSON on stdout once every job is done. Each payload is
+bench.publisher.payload's: its sequence in the job and its publish time, taken right before the
+call (the window's wait is latency)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ def _cpu_s() -> float:
 
 async def main(spec: dict[str, Any]) -> dict[str, Any]:
     jobs: list[str] = spec["jobs"]
+    firsts: list[int] = spec["first"]
     per_job: int = spec["per_job"]
     interval = 1.0 / float(spec["rate"])
     sent = [0] * len(jobs)
@@ -54,7 +57,7 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
                     return
                 if due > now:
                     await asyncio.sleep(due - now)
-                data = {"s": seq, "t": time.time_ns() // 1000, "m": PAD}
+                data = {"s": firsts[index] + seq, "t": time.time_ns() // 1000, "m": PAD}
                 try:
                     await relay.publish(job, EVENT, data)
                 except RelayError as error:
