@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
-from progress_relay.client import AsyncRelay, JobFinished, Relay
+from progress_relay.client import AsyncRelay, BadRequest, JobFinished, Relay, RelayUnavailable
 from tests.support.app import parse_metrics
 from tests.support.client_support import (
     Proxy,
@@ -210,3 +210,52 @@ def test_sync_an_old_relay_gets_one_request_per_job(
         assert relay.cross_job.supported is False
     assert proxy.answered == 1
     assert [e["data"]["message"] for e in history(shared_relay.url, job)] == ["one", "two"]
+
+
+async def test_async_a_job_refused_with_a_retried_status_is_sent_alone(
+    own_relay: Callable[..., RunningRelay],
+) -> None:
+    running = own_relay(PROGRESS_RELAY_JOBS_MAX_JOBS="1")
+    first, second = job_id(), job_id()
+    before = publishes(running.url)
+    async with AsyncRelay(running.url, retry_budget=0.3) as relay:
+        results = await asyncio.gather(
+            relay.log(first, "fits"), relay.log(second, "no room"), return_exceptions=True
+        )
+    assert not isinstance(results[0], BaseException)
+    assert isinstance(results[1], RelayUnavailable)
+    assert results[1].code == "too_many_jobs"
+    counted = grew(before, publishes(running.url))
+    # One cross-job request, then the refused job on its own route, retried in its budget.
+    assert counted[CROSS] == 1 and counted[SINGLE] >= 1
+    assert [e["data"]["message"] for e in history(running.url, first)] == ["fits"]
+
+
+def test_sync_a_bad_event_fails_only_its_job(shared_relay: RunningRelay) -> None:
+    good, bad = job_id(), job_id()
+    start = threading.Barrier(2)
+    outcome: dict[str, BaseException | None] = {}
+    before = publishes(shared_relay.url)
+    with Relay(shared_relay.url, batch_window=0.05) as relay:
+
+        def publish(job: str, data: dict[str, str]) -> None:
+            start.wait()
+            try:
+                relay.publish(job, "log", data)
+                outcome[job] = None
+            except BaseException as error:
+                outcome[job] = error
+
+        threads = [
+            threading.Thread(target=publish, args=(good, {"message": "x"})),
+            threading.Thread(target=publish, args=(bad, {"text": "no message"})),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert outcome[good] is None
+    assert isinstance(outcome[bad], BadRequest)
+    # The request of both was refused whole (422), then each job went on its own route.
+    assert grew(before, publishes(shared_relay.url)) == {CROSS: 1, SINGLE: 2}
+    assert [e["data"]["message"] for e in history(shared_relay.url, good)] == ["x"]

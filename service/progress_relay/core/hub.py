@@ -179,18 +179,24 @@ class Hub:
         its place and the others are published."""
         tracer = self.tracer
         if tracer is None:
-            return self._publish_many(batches)
+            return self._publish_many(batches, None)
         attributes: Attributes = {
             "progress_relay.jobs": len(batches),
             "progress_relay.events": sum(len(batch.drafts) for batch in batches),
         }
-        return tracer.around("publish_many", attributes, self._publish_many(batches))
+        return tracer.around("publish_many", attributes, self._publish_many(batches, tracer))
 
-    async def _publish_many(self, batches: Sequence[JobBatch]) -> list[Published | RelayError]:
+    async def _publish_many(
+        self, batches: Sequence[JobBatch], tracer: Tracer | None
+    ) -> list[Published | RelayError]:
         for batch in batches:
             validate_order(batch.drafts, batch.indices)
         started = time.perf_counter()
-        outcomes = await self.broker.publish_many([(b.job_id, b.drafts) for b in batches])
+        call = self.broker.publish_many([(b.job_id, b.drafts) for b in batches])
+        if tracer is None:
+            outcomes = await call
+        else:
+            outcomes = await tracer.around("broker.publish_many", self._broker_kind, call)
         self.publish_timer(time.perf_counter() - started)
         counts = self.counts
         for batch, outcome in zip(batches, outcomes, strict=True):
