@@ -65,6 +65,7 @@ class AsyncRelay:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._flushes: set[asyncio.Task[None]] = set()
         self._batch_done: dict[int, asyncio.Future[None]] = {}
+        self._window: asyncio.TimerHandle | None = None  # open while publishes are collected
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -89,6 +90,9 @@ class AsyncRelay:
             for timer in self._timers.values():
                 timer.cancel()
             self._timers.clear()
+            if self._window is not None:  # publishes are waiting: send them now
+                self._window.cancel()
+                self._start_round()
             if self._flushes:
                 await asyncio.gather(*self._flushes, return_exceptions=True)
             await self.flush()
@@ -318,7 +322,9 @@ class AsyncRelay:
         done = asyncio.get_running_loop().create_future()
         self._batch_done[id(pending)] = done
         if self.cross_job.add(pending):
-            asyncio.get_running_loop().call_later(self._batch_window, self._start_round)
+            self._window = asyncio.get_running_loop().call_later(
+                self._batch_window, self._start_round
+            )
         await asyncio.shield(done)
         outcome = pending.outcome
         if pending.alone or outcome is None:
@@ -328,6 +334,7 @@ class AsyncRelay:
         return outcome
 
     def _start_round(self) -> None:
+        self._window = None
         for round_ in self.cross_job.take():
             task = asyncio.get_running_loop().create_task(self._send_round(round_))
             self._flushes.add(task)
