@@ -94,3 +94,11 @@ def test_the_answers_are_read_per_job() -> None:
     assert isinstance(outcomes["b"], JobFinished)
     for status in (404, 405):
         assert call.answered(status, b"{}", None, 0.0).value is None  # type: ignore[union-attr]
+
+
+def test_what_a_failure_names() -> None:
+    calls = Calls("http://relay")
+    one = calls.publish_many([("a", [Outgoing("log"), Outgoing("complete")])])
+    assert one.what == "publish log, complete to job a (relay http://relay)"
+    two = calls.publish_many([("a", [Outgoing("log")]), ("b", [Outgoing("log")])])
+    assert two.what == "publish to 2 jobs (relay http://relay)"

@@ -149,6 +149,10 @@ def _encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _names(events: Sequence[Outgoing]) -> str:
+    return ", ".join(event.event for event in events[:3]) + (", ..." if len(events) > 3 else "")
+
+
 def job_path(job_id: str, suffix: str = "") -> str:
     return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
 
@@ -206,13 +210,10 @@ class Calls:
             answer = _json(raw)
             return Published(list(answer["ids"]), bool(answer.get("cancel_requested")))
 
-        names = ", ".join(event.event for event in events[:3]) + (
-            ", ..." if len(events) > 3 else ""
-        )
         return self._call(
             Request("POST", job_path(job_id, "/events"), _encode(body)),
             parse,
-            what=f"publish {names} to job {job_id}",
+            what=f"publish {_names(events)} to job {job_id}",
         )
 
     def publish_many(
@@ -244,12 +245,16 @@ class Calls:
                     )
             return outcomes
 
-        jobs = len(batches)
+        if len(batches) == 1:
+            job_id, events = batches[0]
+            what = f"publish {_names(events)} to job {job_id}"
+        else:
+            what = f"publish to {len(batches)} jobs"
         return self._call(
             Request("POST", "/v1/events", _encode(body)),
             parse,
             ok=(200, 207, 404, 405),
-            what=f"publish to {jobs} job{'s' if jobs != 1 else ''}",
+            what=what,
         )
 
     def snapshot(self, job_id: str) -> Call[dict[str, Any]]:
