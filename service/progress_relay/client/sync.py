@@ -368,7 +368,8 @@ class Relay:
         errors: list[tuple[str, RelayError]] = []
         submitted: list[tuple[str, list[Outgoing], Pending, threading.Event]] = []
         try:
-            for job in jobs:
+            # Always in the same order: the flusher thread and a flush() may run at once.
+            for job in sorted(jobs):
                 lock = self._job_lock(job)
                 lock.acquire()
                 held.append(lock)
