@@ -50,7 +50,7 @@ from progress_relay.brokers.base import (
     Resync,
     too_many_jobs,
 )
-from progress_relay.brokers.redis_calls import RedisCalls
+from progress_relay.brokers.redis_calls import RedisCalls, refused
 from progress_relay.brokers.redis_channel import Channel
 from progress_relay.brokers.redis_pipeline import Pipeline
 from progress_relay.config import Settings
@@ -308,6 +308,18 @@ class RedisBroker:
                     ids[index] = str(Position(epoch, int(seq)))
             if None not in ids:
                 return Published([], [i for i in ids if i is not None], bool(reply[2]))
+        return self._outcome(job_id, drafts, pending, ids, reply)
+
+    def _outcome(
+        self,
+        job_id: str,
+        drafts: Sequence[Draft],
+        pending: list[int],
+        ids: list[str | None],
+        reply: list[Any],
+    ) -> Published:
+        """What a run of publish.lua that was not "seen" means: the events it published (the
+        drafts at ``pending``), or the error it stands for."""
         outcome = reply[0]
         if outcome == b"full":
             raise too_many_jobs(self._settings)
@@ -330,7 +342,53 @@ class RedisBroker:
             ids[index] = event.id
         return Published(events, [i for i in ids if i is not None], bool(reply[3]))
 
+    async def publish_many(
+        self, batches: Sequence[tuple[str, Sequence[Draft]]]
+    ) -> list[Published | RelayError]:
+        """One pipeline of publish.lua runs, one per job (each atomic on its own), in one round
+        trip. A job whose keys the script found seen (a retry) is finished as ``publish`` does;
+        so is one whose run found the script not loaded (after a Redis restart)."""
+        calls = [self._script_call(job_id, drafts, "publish") for job_id, drafts in batches]
+        sha = self._publish.sha
+
+        async def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for keys, args, _ in calls:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            return await pipe.execute(raise_on_error=False)
+
+        repeatable = all(call[2] for call in calls)
+        replies = await self._calls.run(run, repeatable=repeatable)
+        outcomes: list[Published | RelayError] = []
+        for (job_id, drafts), reply in zip(batches, replies, strict=True):
+            try:
+                if isinstance(reply, NoScriptError) or (
+                    isinstance(reply, list) and reply[0] == b"seen"
+                ):
+                    outcomes.append(await self._run_publish(job_id, drafts, "publish"))
+                elif isinstance(reply, Exception):
+                    outcomes.append(refused(reply))
+                else:
+                    fresh: list[str | None] = [None] * len(drafts)
+                    pending = list(range(len(drafts)))
+                    outcomes.append(self._outcome(job_id, drafts, pending, fresh, reply))
+            except RelayError as exc:
+                outcomes.append(exc)
+        return outcomes
+
     async def _run_script(self, job_id: str, drafts: Sequence[Draft], mode: str) -> list[Any]:
+        keys, args, repeatable = self._script_call(job_id, drafts, mode)
+        # Run again after a lost connection only when a second run cannot publish twice.
+        reply = await self._calls.run(
+            lambda: self._pipelined(self._publish, keys, args), repeatable=repeatable
+        )
+        return cast(list[Any], reply)
+
+    def _script_call(
+        self, job_id: str, drafts: Sequence[Draft], mode: str
+    ) -> tuple[list[str], list[Any], bool]:
+        """publish.lua's keys and arguments for ``drafts``, and whether running it twice cannot
+        publish twice."""
         settings = self._settings
         names_data: list[Any] = []
         percents: list[str] = []
@@ -388,12 +446,8 @@ class RedisBroker:
             *(self._epoch_key, self._seq_key, job, history, logs, eta, self._jobs_key),
             *(seen, seen_at, self._created_key, self._created_count_key, content),
         ]
-        # Run again after a lost connection only when a second run cannot publish twice.
         repeatable = mode == "cancel" or all(draft.key is not None for draft in drafts)
-        reply = await self._calls.run(
-            lambda: self._pipelined(self._publish, keys, args), repeatable=repeatable
-        )
-        return cast(list[Any], reply)
+        return keys, args, repeatable
 
     async def _pipelined(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
         """``script`` run with the other calls of this turn (brokers/redis_pipeline.py)."""

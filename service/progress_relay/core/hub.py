@@ -30,6 +30,7 @@ from progress_relay.core.heartbeat import Heartbeat
 from progress_relay.core.subscriber import Subscriber
 from progress_relay.core.topic import Topic
 from progress_relay.wire import sse
+from progress_relay.wire.batch import JobBatch
 from progress_relay.wire.errors import (
     GONE_REASONS,
     MemoryFull,
@@ -170,6 +171,44 @@ class Hub:
                 attributes["progress_relay.last_id"] = published.ids[-1]
             tracer.annotate(attributes)
         return published
+
+    def publish_many(
+        self, batches: Sequence[JobBatch]
+    ) -> Coroutine[Any, Any, list[Published | RelayError]]:
+        """Publish several jobs' drafts (a cross-job request), each job's atomically and in
+        order as ``publish`` does, in one call to the broker. The order rule is checked for every
+        job before anything is published; past it, a job the broker refuses gets its error in
+        its place and the others are published."""
+        tracer = self.tracer
+        if tracer is None:
+            return self._publish_many(batches, None)
+        attributes: Attributes = {
+            "progress_relay.jobs": len(batches),
+            "progress_relay.events": sum(len(batch.drafts) for batch in batches),
+        }
+        return tracer.around("publish_many", attributes, self._publish_many(batches, tracer))
+
+    async def _publish_many(
+        self, batches: Sequence[JobBatch], tracer: Tracer | None
+    ) -> list[Published | RelayError]:
+        for batch in batches:
+            validate_order(batch.drafts, batch.indices)
+        started = time.perf_counter()
+        call = self.broker.publish_many([(b.job_id, b.drafts) for b in batches])
+        if tracer is None:
+            outcomes = await call
+        else:
+            outcomes = await tracer.around("broker.publish_many", self._broker_kind, call)
+        self.publish_timer(time.perf_counter() - started)
+        counts = self.counts
+        for batch, outcome in zip(batches, outcomes, strict=True):
+            if isinstance(outcome, MemoryFull):
+                counts.memory_refused += 1
+            elif isinstance(outcome, Published):
+                new = len(outcome.events)
+                counts.published += new
+                counts.duplicates += len(batch.drafts) - new
+        return outcomes
 
     def cancel(self, job_id: str) -> Coroutine[Any, Any, Snapshot]:
         """A viewer asks for cancellation: the job is marked and a `cancel_requested` event
