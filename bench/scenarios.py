@@ -542,12 +542,39 @@ async def publish(server: Server, options: Options) -> Metrics:
     return metrics
 
 
+async def publish_redis(server: Server, options: Options) -> Metrics:
+    """``publish`` against one relay on Redis, then against one on the memory broker in the same
+    run: what Redis costs a publish, as a ratio (``redis_vs_memory``)."""
+    on_redis = await publish(server, options)
+    with servers.progress_relay() as memory:
+        on_memory = await publish(memory, options)
+    metrics: Metrics = {
+        **on_redis,
+        "memory_publish_per_s": on_memory["publish_per_s"],
+        "redis_vs_memory": float(on_redis["publish_per_s"]) / float(on_memory["publish_per_s"]),
+        "memory_server_cpu_pct": on_memory["server_cpu_pct"],
+        "publish_errors": int(on_redis["publish_errors"]) + int(on_memory["publish_errors"]),
+    }
+    if "batch_events_per_s" in on_redis and "batch_events_per_s" in on_memory:
+        metrics["memory_batch_events_per_s"] = on_memory["batch_events_per_s"]
+        metrics["batch_redis_vs_memory"] = float(on_redis["batch_events_per_s"]) / float(
+            on_memory["batch_events_per_s"]
+        )
+    return metrics
+
+
 # -- the table of scenarios ---------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def _relay_on_redis() -> Iterator[Server]:
     with servers.redis_server() as url, servers.progress_relay(instances=2, redis_url=url) as relay:
+        yield relay
+
+
+@contextlib.contextmanager
+def _one_relay_on_redis() -> Iterator[Server]:
+    with servers.redis_server() as url, servers.progress_relay(redis_url=url) as relay:
         yield relay
 
 
@@ -650,6 +677,22 @@ SCENARIOS: dict[str, Scenario] = {
                 Metric("batch_events_per_s", "events/s (batches of 50)", "higher"),
                 Metric("server_cpu_pct", "server CPU %", "lower"),
                 Metric("generator_cpu_pct", "generator CPU %", "lower"),
+                Metric("publish_errors", "failed publishes", "zero"),
+            ),
+        ),
+        Scenario(
+            "publish-redis",
+            publish_redis,
+            {"progress-relay": _one_relay_on_redis},
+            (
+                Metric("publish_per_s", "publishes/s (1 event), on Redis", "higher"),
+                Metric("memory_publish_per_s", "publishes/s (1 event), memory broker", "higher"),
+                Metric("redis_vs_memory", "Redis ÷ memory, same run (target ≥ 0.70)", "higher", 2),
+                Metric("batch_events_per_s", "events/s (batches of 50), on Redis", "higher"),
+                Metric("memory_batch_events_per_s", "events/s (batches of 50), memory", "higher"),
+                Metric("batch_redis_vs_memory", "batches: Redis ÷ memory, same run", "higher", 2),
+                Metric("server_cpu_pct", "relay CPU % on Redis (Redis's own not counted)", "lower"),
+                Metric("memory_server_cpu_pct", "relay CPU % on memory", "lower"),
                 Metric("publish_errors", "failed publishes", "zero"),
             ),
         ),

@@ -38,6 +38,7 @@ from typing import Any, Literal, cast
 import msgspec
 from msgspec import Raw, UnsetType
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from progress_relay.brokers.base import (
@@ -51,6 +52,7 @@ from progress_relay.brokers.base import (
 )
 from progress_relay.brokers.redis_calls import RedisCalls, refused
 from progress_relay.brokers.redis_channel import Channel
+from progress_relay.brokers.redis_pipeline import Pipeline
 from progress_relay.config import Settings
 from progress_relay.wire.content import newest, trim_limit
 from progress_relay.wire.errors import BrokerUnavailable, JobFinished, RelayError, no_job
@@ -146,6 +148,7 @@ class RedisBroker:
         )
         self._redis = Redis(connection_pool=self._pool)
         self._calls = RedisCalls(self._pool, self._timeout)
+        self._pipeline = Pipeline(self._pool)
         self._publish = self._redis.register_script(_script("publish"))
         self._create = self._redis.register_script(_script("create"))
         self._ensure_epoch = self._redis.register_script(_script("epoch"))
@@ -210,6 +213,7 @@ class RedisBroker:
             with contextlib.suppress(RelayError):
                 await self._calls.run(lambda: self._redis.delete(instance))
         await self._channel.close()
+        await self._pipeline.close()
         await self._redis.aclose()
         await self._pool.aclose()
         await self._pubsub_pool.aclose()
@@ -376,7 +380,7 @@ class RedisBroker:
         keys, args, repeatable = self._script_call(job_id, drafts, mode)
         # Run again after a lost connection only when a second run cannot publish twice.
         reply = await self._calls.run(
-            lambda: self._publish(keys=keys, args=args), repeatable=repeatable
+            lambda: self._pipelined(self._publish, keys, args), repeatable=repeatable
         )
         return cast(list[Any], reply)
 
@@ -444,6 +448,13 @@ class RedisBroker:
         ]
         repeatable = mode == "cancel" or all(draft.key is not None for draft in drafts)
         return keys, args, repeatable
+
+    async def _pipelined(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        """``script`` run with the other calls of this turn (brokers/redis_pipeline.py)."""
+        try:
+            return await self._pipeline.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # Redis lost its scripts (a restart, SCRIPT FLUSH): load, run
+            return await script(keys=keys, args=args)
 
     def _event(self, job_id: str, seq: int, name: str, data: bytes) -> Event:
         return Event(job_id, seq, str(Position(self._epoch, seq)), name, data)
