@@ -50,6 +50,7 @@ from progress_relay.brokers.base import (
 )
 from progress_relay.brokers.redis_calls import RedisCalls
 from progress_relay.brokers.redis_channel import Channel
+from progress_relay.brokers.redis_outbox import RedisOutbox
 from progress_relay.config import Settings
 from progress_relay.wire.content import newest, trim_limit
 from progress_relay.wire.errors import BrokerUnavailable, JobFinished, RelayError, no_job
@@ -63,6 +64,7 @@ from progress_relay.wire.snapshot import (
     progress_percent,
     with_eta,
 )
+from progress_relay.wire.webhooks import JobWebhook
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +167,29 @@ class RedisBroker:
         self._channel = Channel(
             self._pubsub_pool, self._on_message, self._on_reconnect, confirm_timeout=self._timeout
         )
+        self._hooks = settings.webhooks
+        self._outbox: RedisOutbox | None = None
+        if settings.webhooks.secret:
+            self._outbox = RedisOutbox(
+                self._redis,
+                self._calls,
+                f"{prefix}webhooks",
+                f"{prefix}webhooks:dropped",
+                self._instance,
+                claim_after=settings.webhooks.claim_after,
+                block=self._timeout / 2,
+                snapshot_of=self._snapshot,
+            )
 
     # -- lifecycle ------------------------------------------------------------------------
 
     @property
     def epoch(self) -> str:
         return self._epoch
+
+    @property
+    def outbox(self) -> RedisOutbox | None:
+        return self._outbox
 
     def set_listener(self, listener: Listener) -> None:
         self._listener = listener
@@ -254,7 +273,9 @@ class RedisBroker:
 
     # -- writes ---------------------------------------------------------------------------
 
-    async def create(self, job_id: str, *, ttl: float | None, meta: Any) -> tuple[Snapshot, bool]:
+    async def create(
+        self, job_id: str, *, ttl: float | None, meta: Any, webhook: JobWebhook | None = None
+    ) -> tuple[Snapshot, bool]:
         lifetime = ttl or self._settings.pending_ttl
         keys = [self._keys(job_id)[0], self._jobs_key, self._created_key, self._created_count_key]
         args: list[Any] = [
@@ -264,6 +285,8 @@ class RedisBroker:
             self._settings.max_jobs,
             job_id,
         ]
+        if webhook is not None:
+            args += [webhook.url, webhook.events or ""]
         created = await self._calls.run(lambda: self._create(keys=keys, args=args))
         if created == -1:
             raise too_many_jobs(self._settings)
@@ -383,6 +406,11 @@ class RedisBroker:
             *(self._epoch_key, self._seq_key, job, history, logs, eta, self._jobs_key),
             *(seen, seen_at, self._created_key, self._created_count_key, content),
         ]
+        outbox = self._outbox
+        if outbox is not None:  # the events a webhook asked for go to the outbox (publish.lua)
+            keys += [outbox.key, outbox.dropped_key]
+            hooks = self._hooks
+            args += [hooks.outbox_size, hooks.events, "1" if hooks.url else ""]
         # Run again after a lost connection only when a second run cannot publish twice.
         repeatable = mode == "cancel" or all(draft.key is not None for draft in drafts)
         reply = await self._calls.run(

@@ -38,7 +38,7 @@ def backoff(attempt: int, first: float, most: float) -> float:
     """The wait before attempt ``attempt + 1`` (``attempt`` >= 1): doubling from ``first``, at
     most ``most``, with "equal jitter" (between half and all of it) so that receivers coming back
     are not hit by every relay at once."""
-    delay = min(most, first * 2 ** min(attempt - 1, 62))
+    delay: float = min(most, first * 2.0 ** min(attempt - 1, 62))
     return delay / 2 + random.uniform(0, delay / 2)
 
 
