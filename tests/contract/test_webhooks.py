@@ -179,7 +179,6 @@ async def test_webhook_bodies_out_of_shape_are_refused(make_client: MakeClient) 
     async with receiver() as rx:
         client = await make_client(webhooks=hooks(rx))
         huge = rx.url + "?" + "a" * 5000
-        await error_of(await create(client, "b1", huge), 422, "invalid_body")
         await error_of(
             await create(client, "b2", {"url": rx.url, "events": "x"}), 422, "invalid_body"
         )
