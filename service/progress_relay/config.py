@@ -234,20 +234,22 @@ class Settings(Struct, forbid_unknown_fields=True, frozen=True):
 
 def _check_webhooks(webhooks: WebhookSettings) -> None:
     # Imported here: the wire package imports this module.
-    from progress_relay.wire.webhooks import destination_problem, pattern_problem
+    from progress_relay.wire.webhooks import destination_problem, pattern_problem, signing_key
 
     for pattern in webhooks.allowed:
         problem = pattern_problem(pattern)
         if problem:
             raise ValueError(f"webhooks.allowed: {pattern!r} {problem}")
+    try:
+        signing_key(webhooks.secret)
+    except ValueError:
+        raise ValueError("webhooks.secret: after `whsec_` it must be base64") from None
     if (webhooks.url or webhooks.allowed) and not webhooks.secret:
         raise ValueError("webhooks need webhooks.secret (the key their signatures are made with)")
     if webhooks.url:
         problem = destination_problem(webhooks.url, webhooks.allowed)
         if problem:
             raise ValueError(f"webhooks.url: {problem}")
-    if webhooks.claim_after <= webhooks.timeout:
-        raise ValueError("webhooks.claim_after must be longer than webhooks.timeout")
 
 
 class ConfigError(Exception):

@@ -77,10 +77,18 @@ def body(delivery: Delivery) -> bytes:
     return _encode(_Body(d.id, d.job, d.event, d.data, d.snapshot))
 
 
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of ``webhooks.secret``: as Standard Webhooks serializes a key, base64 after
+    `whsec_` (so its libraries take the same string); any other secret is its UTF-8 bytes."""
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    return secret.encode()
+
+
 def signature(secret: str, msg_id: str, timestamp: int, payload: bytes) -> str:
     """The `Webhook-Signature` header's value."""
     signed = f"{msg_id}.{timestamp}.".encode() + payload
-    digest = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
+    digest = hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 
 
