@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,3 +210,28 @@ async def test_past_the_outbox_bound_the_oldest_deliveries_are_dropped_and_count
         await asyncio.sleep(0.3)
         assert len(rx.received) == 3
         assert [r.headers["Webhook-Id"] for r in got] == [first, ids[2], ids[3]]  # d4, d5 kept
+
+
+def documented_check() -> Any:
+    """The verification example of docs/api.md, as a user would paste it."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    section = text[text.index("## Webhooks") :]
+    code = section[section.index("```python") + len("```python") :]
+    code = code[: code.index("```")]
+    assert len(code.strip().splitlines()) <= 6  # the import and five lines
+    scope: dict[str, Any] = {}
+    exec(code, scope)
+    return scope["verified"]
+
+
+@pytest.mark.memory_only
+async def test_the_documented_check_verifies_a_real_delivery(make_client: MakeClient) -> None:
+    verified = documented_check()
+    async with receiver() as rx:
+        client = await make_client(webhooks=hooks(rx))
+        await create(client, "doc", rx.url)
+        await publish(client, "doc", "complete", {})
+        [got] = await rx.wait_for(1)
+        assert verified(SECRET.encode(), got.headers, got.body)
+        assert not verified(b"wrong", got.headers, got.body)
+        assert not verified(SECRET.encode(), got.headers, got.body + b" ")
