@@ -74,11 +74,11 @@ class Webhooks:
                     await task
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=self.settings.timeout)
+            if pending:
+                log.warning("%d webhook deliveries unfinished at shutdown", len(pending))
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._working:
-            log.warning("%d webhook deliveries unfinished at shutdown", len(self._working))
         await self.outbox.close()
         if self._session is not None:
             await self._session.close()
