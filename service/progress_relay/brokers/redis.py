@@ -167,16 +167,22 @@ class RedisBroker:
         self._channel = Channel(
             self._pubsub_pool, self._on_message, self._on_reconnect, confirm_timeout=self._timeout
         )
-        self._hooks = settings.webhooks
+        # With webhooks on, publish.lua puts the events a webhook asked for into the outbox.
         self._outbox: RedisOutbox | None = None
-        if settings.webhooks.secret:
+        self._outbox_keys: list[str] = []
+        self._outbox_args: list[Any] = []
+        hooks = settings.webhooks
+        if hooks.secret:
+            outbox, dropped = f"{prefix}webhooks", f"{prefix}webhooks:dropped"
+            self._outbox_keys = [outbox, dropped]
+            self._outbox_args = [hooks.outbox_size, hooks.events, "1" if hooks.url else ""]
             self._outbox = RedisOutbox(
                 self._redis,
                 self._calls,
-                f"{prefix}webhooks",
-                f"{prefix}webhooks:dropped",
+                outbox,
+                dropped,
                 self._instance,
-                claim_after=settings.webhooks.claim_after,
+                claim_after=hooks.claim_after,
                 block=self._timeout / 2,
                 snapshot_of=self._snapshot,
             )
@@ -400,17 +406,14 @@ class RedisBroker:
             *owns,
             len(fields),
             *pairs,
+            *self._outbox_args,
         ]
         job, history, logs, eta, seen, seen_at, content = self._keys(job_id)
         keys = [
             *(self._epoch_key, self._seq_key, job, history, logs, eta, self._jobs_key),
             *(seen, seen_at, self._created_key, self._created_count_key, content),
+            *self._outbox_keys,
         ]
-        outbox = self._outbox
-        if outbox is not None:  # the events a webhook asked for go to the outbox (publish.lua)
-            keys += [outbox.key, outbox.dropped_key]
-            hooks = self._hooks
-            args += [hooks.outbox_size, hooks.events, "1" if hooks.url else ""]
         # Run again after a lost connection only when a second run cannot publish twice.
         repeatable = mode == "cancel" or all(draft.key is not None for draft in drafts)
         reply = await self._calls.run(
