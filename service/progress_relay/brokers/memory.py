@@ -338,33 +338,6 @@ class MemoryBroker:
             self._listener(job_id, events)
         return Published(events, ids, snapshot.cancel_requested)
 
-    # -- webhooks ----------------------------------------------------------------------------
-
-    def _hooked(self, job: _Job) -> bool:
-        """Whether ``job``'s events go to a webhook: its own, or the relay's `webhooks.url`."""
-        hooks = self._hooks
-        if self.outbox is None or hooks is None:
-            return False
-        return job.webhook is not None or bool(hooks.url)
-
-    def _enqueue(self, job: _Job, events: list[Event], stage_changes: list[bool]) -> None:
-        """The published events the job's receiver asked for, into the outbox, in the same step
-        as the publish; each with the snapshot as the publish left it."""
-        hooks, outbox = self._hooks, self.outbox
-        if hooks is None or outbox is None:
-            return
-        hook = job.webhook
-        mode = hooks.events if hook is None or hook.events is None else hook.events
-        url = "" if hook is None else hook.url
-        snapshot: Raw | None = None
-        for event, stage_changed in zip(events, stage_changes, strict=True):
-            if not selected(mode, event.name, stage_changed):
-                continue
-            if snapshot is None:
-                snapshot = Raw(_encode(job.snapshot))
-            data = Raw(event.data)
-            outbox.put(Delivery(event.id, job.snapshot.id, event.name, data, snapshot, url))
-
     # -- the memory bound ------------------------------------------------------------------
 
     def _view(self, job: _Job) -> Snapshot:
@@ -532,3 +505,30 @@ class MemoryBroker:
 
     async def subscribers(self, job_ids: Sequence[str], local: Sequence[int]) -> list[int]:
         return list(local)  # one process: its own streams are all of them
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def _hooked(self, job: _Job) -> bool:
+        """Whether ``job``'s events go to a webhook: its own, or the relay's `webhooks.url`."""
+        hooks = self._hooks
+        if self.outbox is None or hooks is None:
+            return False
+        return job.webhook is not None or bool(hooks.url)
+
+    def _enqueue(self, job: _Job, events: list[Event], stage_changes: list[bool]) -> None:
+        """The published events the job's receiver asked for, into the outbox, in the same step
+        as the publish; each with the snapshot as the publish left it."""
+        hooks, outbox = self._hooks, self.outbox
+        if hooks is None or outbox is None:
+            return
+        hook = job.webhook
+        mode = hooks.events if hook is None or hook.events is None else hook.events
+        url = "" if hook is None else hook.url
+        snapshot: Raw | None = None
+        for event, stage_changed in zip(events, stage_changes, strict=True):
+            if not selected(mode, event.name, stage_changed):
+                continue
+            if snapshot is None:
+                snapshot = Raw(_encode(job.snapshot))
+            data = Raw(event.data)
+            outbox.put(Delivery(event.id, job.snapshot.id, event.name, data, snapshot, url))
