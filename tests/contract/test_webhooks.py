@@ -42,21 +42,21 @@ async def metrics(client: Any) -> dict[str, float]:
 async def test_a_failing_then_hanging_receiver_gets_the_event_once_it_answers(
     make_client: MakeClient,
 ) -> None:
-    async with receiver(["fail", "hang", "ok"]) as rx:
+    async with receiver(["fail", "hang", "redirect", "ok"]) as rx:
         client = await make_client(webhooks=hooks(rx))
         response = await create(client, "w1", rx.url)
         assert response.status == 201, await response.text()
         await publish(client, "w1", "progress", {"percent": 50, "stage": "working"})
         done = await publish(client, "w1", "complete", {"result": {"n": 1}})
-        attempts = await rx.wait_for(3)
-        await asyncio.sleep(0.3)  # nothing more comes: the third attempt was taken
-        assert len(rx.received) == 3
+        attempts = await rx.wait_for(4)  # a redirect is not followed: it failed too
+        await asyncio.sleep(0.3)  # nothing more comes: the fourth attempt was taken
+        assert len(rx.received) == 4
         assert {a.headers["Webhook-Id"] for a in attempts} == {done}
         for attempt in attempts:
             assert verify(SECRET, attempt), attempt.headers
             assert attempt.headers["Content-Type"] == "application/json"
             assert abs(int(attempt.headers["Webhook-Timestamp"]) - time.time()) < 60
-        body = attempts[2].json
+        body = attempts[3].json
         assert body["id"] == done
         assert body["job"] == "w1"
         assert body["event"] == "complete"
@@ -64,10 +64,12 @@ async def test_a_failing_then_hanging_receiver_gets_the_event_once_it_answers(
         assert body["snapshot"]["status"] == "completed"
         assert body["snapshot"]["stage"] == "working"
         assert "content" not in body["snapshot"]
-        assert not verify("another-secret", attempts[2])
+        assert not verify("another-secret", attempts[3])
         counted = await metrics(client)
         assert counted["progress_relay_webhooks_delivered_total"] == 1
-        assert counted["progress_relay_webhooks_retried_total"] == 2
+        assert counted["progress_relay_webhooks_retried_total"] == 3
+        job = await (await client.get("/v1/jobs/w1")).text()
+        assert rx.origin not in job  # the receiver is not shown to readers
         assert counted["progress_relay_webhooks_failed_total"] == 0
         assert counted["progress_relay_webhook_latency_seconds_count"] == 1
 

@@ -1,6 +1,6 @@
 """A real webhook receiver: an aiohttp server on a free port of 127.0.0.1 that answers each
-request as its script says ("fail": 500, "hang": no answer until the test ends, "ok": 204; past
-the script, "ok") and keeps every request it got."""
+request as its script says ("fail": 500, "redirect": 302 to itself, "hang": no answer until
+released or the test ends, "ok": 204; past the script, "ok") and keeps every request it got."""
 
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ class Receiver:
             self._arrived.notify_all()
         if answer == "fail":
             return web.Response(status=500)
+        if answer == "redirect":
+            raise web.HTTPFound(self.url + "?again")
         if answer == "hang":
             await self._release.wait()
         return web.Response(status=204)
