@@ -237,3 +237,17 @@ async def test_the_documented_check_verifies_a_real_delivery(make_client: MakeCl
         assert verified(SECRET.encode(), got.headers, got.body)
         assert not verified(b"wrong", got.headers, got.body)
         assert not verified(SECRET.encode(), got.headers, got.body + b" ")
+
+
+async def test_a_cross_job_publish_reaches_each_jobs_receiver(make_client: MakeClient) -> None:
+    async with receiver() as rx:
+        client = await make_client(webhooks=hooks(rx, url=rx.url))
+        events = [{"job": f"x{n}", "event": "complete", "data": {"n": n}} for n in range(5)]
+        response = await client.post("/v1/events", json={"events": events})
+        assert response.status == 200, await response.text()
+        got = await rx.wait_for(5)
+        await asyncio.sleep(0.2)
+        assert len(rx.received) == 5
+        assert sorted((r.json["job"], r.json["data"]["n"]) for r in got) == [
+            (f"x{n}", n) for n in range(5)
+        ]
