@@ -43,6 +43,7 @@ from progress_relay.wire.errors import (
 from progress_relay.wire.events import Draft, Event, validate_order
 from progress_relay.wire.ids import Position
 from progress_relay.wire.snapshot import Snapshot, without_content
+from progress_relay.wire.webhooks import JobWebhook
 
 if TYPE_CHECKING:
     from progress_relay.ops.tracing import Attributes, Tracer
@@ -110,13 +111,18 @@ class Hub:
 
     # -- changing a job -----------------------------------------------------------------------
 
-    def create(self, job_id: str, *, ttl: float | None, meta: Any) -> Coroutine[Any, Any, bool]:
-        """Create a job (idempotent); True when this call created it."""
-        call = self._create(job_id, ttl, meta)
+    def create(
+        self, job_id: str, *, ttl: float | None, meta: Any, webhook: JobWebhook | None = None
+    ) -> Coroutine[Any, Any, bool]:
+        """Create a job (idempotent); True when this call created it. ``webhook``: its own
+        receiver, already checked against ``webhooks.allowed``."""
+        call = self._create(job_id, ttl, meta, webhook)
         tracer = self.tracer
         return call if tracer is None else tracer.around("create", {_JOB_ID: job_id}, call)
 
-    async def _create(self, job_id: str, ttl: float | None, meta: Any) -> bool:
+    async def _create(
+        self, job_id: str, ttl: float | None, meta: Any, webhook: JobWebhook | None
+    ) -> bool:
         limits = self.settings.limits
         raw = None
         if meta is not None:
@@ -127,7 +133,7 @@ class Hub:
                     f"`meta` is larger than {limits.max_event_bytes} bytes - at `$.meta`"
                 )
         try:
-            _, created = await self.broker.create(job_id, ttl=ttl, meta=raw)
+            _, created = await self.broker.create(job_id, ttl=ttl, meta=raw, webhook=webhook)
         except MemoryFull:
             self.counts.memory_refused += 1
             raise

@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Raw
 
+from progress_relay.config import WebhookSettings
 from progress_relay.http import params, rate
 from progress_relay.http.access import PUBLISHER
 from progress_relay.http.keys import (
@@ -44,10 +45,12 @@ from progress_relay.wire.errors import (
     PayloadTooLarge,
     RateLimited,
     TooManyJobs,
+    WebhookNotAllowed,
 )
 from progress_relay.wire.events import parse_publish
 from progress_relay.wire.json_depth import check_nesting
 from progress_relay.wire.snapshot import STATUSES
+from progress_relay.wire.webhooks import JobWebhook, WebhookIn, destination_problem
 
 routes = web.RouteTableDef()
 _encode = msgspec.json.Encoder().encode
@@ -63,6 +66,17 @@ _FULL = (TooManyJobs, MemoryFull, BrokerUnavailable)
 _CURSOR_DIGITS = 19
 
 _CREATE_DECODER = msgspec.json.Decoder(CreateJobIn)
+
+
+def _webhook(spec: WebhookIn | str, settings: WebhookSettings) -> JobWebhook:
+    """A job's webhook, refused unless it goes where the operator allows and can be signed."""
+    url, events = (spec, None) if isinstance(spec, str) else (spec.url, spec.events)
+    if not settings.secret:
+        raise WebhookNotAllowed("this relay sends no webhooks (webhooks.secret is not set)")
+    problem = destination_problem(url, settings.allowed)
+    if problem:
+        raise WebhookNotAllowed(f"{problem} - at `$.webhook`")
+    return JobWebhook(url, events)
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -85,6 +99,7 @@ def json_response(body: Any, status: int = 200) -> web.Response:
         InvalidJobId,
         PayloadTooLarge,
         InvalidBody,
+        WebhookNotAllowed,
         RateLimited,
         *_FULL,
     ),
@@ -107,7 +122,8 @@ async def create_job(request: web.Request) -> web.Response:
             f"got {spec.ttl:.15g} - at `$.ttl`"
         )
     job_id = params.check_job_id(spec.id, "`$.id`") if spec.id is not None else uuid.uuid4().hex
-    created = await request.app[HUB].create(job_id, ttl=spec.ttl, meta=spec.meta)
+    webhook = None if spec.webhook is None else _webhook(spec.webhook, settings.webhooks)
+    created = await request.app[HUB].create(job_id, ttl=spec.ttl, meta=spec.meta, webhook=webhook)
     body_out = CreatedJob.links(job_id)
     if credentials.can_mint:
         body_out.subscribe_token = credentials.mint([job_id])
