@@ -163,6 +163,9 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
     counts = hub.counts
     try:
         writer = await response.prepare(request)
+        # The head is serialized (it goes out with the first chunk): nothing reads these headers
+        # again, and an open stream would hold them, ~1 KB, for as long as it is open.
+        response.headers.clear()
         async with response:
             # The first chunk (`retry:` and the replay) goes out with the response's head.
             chunk = await subscriber.next_chunk()
