@@ -25,6 +25,7 @@ class Published(NamedTuple):
     events: list[Event]
     ids: list[str]
     cancel_requested: bool
+    parent: str | None = None  # the job's parent (core/groups.py), when it has one
 
 
 class Replay(NamedTuple):
@@ -105,6 +106,10 @@ class Broker(Protocol):
         unless every draft's idempotency key was seen: a retry gets its original ids even then.
         Checking the keys and appending is one atomic step, so two concurrent retries of the
         same key publish it once."""
+
+    async def write_group(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Set a job's group fields of its snapshot (``parent``, ``weight``, ``group``: the Hub
+        decides them, core/groups.py); nothing for an unknown job."""
 
     async def request_cancel(self, job_id: str) -> tuple[Snapshot, Event | None]:
         """Mark a job's cancellation as requested; the event is None when it already was."""

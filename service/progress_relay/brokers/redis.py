@@ -277,6 +277,17 @@ class RedisBroker:
     async def publish(self, job_id: str, drafts: Sequence[Draft]) -> Published:
         return await self._run_publish(job_id, drafts, "publish")
 
+    async def write_group(self, job_id: str, fields: dict[str, Any]) -> None:
+        key = self._keys(job_id)[0]
+        mapping = {name: _encode(value) for name, value in fields.items()}
+
+        async def write() -> None:
+            # Only a job that exists: HSET on a gone key would make a hash without expiry.
+            if await self._redis.exists(key):
+                await self._redis.hset(key, mapping=mapping)  # type: ignore[arg-type]
+
+        await self._calls.run(write)
+
     async def request_cancel(self, job_id: str) -> tuple[Snapshot, Event | None]:
         try:
             published = await self._run_publish(job_id, [CANCEL_REQUESTED], "cancel")

@@ -11,6 +11,7 @@ the untraced coroutines themselves, without a wrapper."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -22,7 +23,7 @@ from msgspec import Raw
 
 from progress_relay.brokers import Broker, JobPage, MemoryUse, Published, Replay, broker_kind
 from progress_relay.config import Settings
-from progress_relay.core import catchup
+from progress_relay.core import catchup, groups
 from progress_relay.core.catchup import JobCatchUp, ReplayMode, Resume
 from progress_relay.core.counts import RelayCounts
 from progress_relay.core.flusher import Flusher
@@ -31,10 +32,15 @@ from progress_relay.core.topic import Topic
 from progress_relay.wire import sse
 from progress_relay.wire.errors import (
     GONE_REASONS,
+    GroupConflict,
+    GroupTooDeep,
+    JobFinished,
+    JobNotFound,
     MemoryFull,
     PayloadTooLarge,
     RelayError,
     ShuttingDown,
+    TooManyChildren,
     TooManyStreams,
     no_job,
 )
@@ -76,6 +82,14 @@ def _annotate_open(
     )
 
 
+class Child(NamedTuple):
+    """A child declared with its parent's creation (``POST /v1/jobs`` with ``children``)."""
+
+    id: str
+    weight: float | None = None
+    meta: Any = None
+
+
 class History(NamedTuple):
     """A page of a job's retained history (``GET /v1/jobs/{id}/events``)."""
 
@@ -107,11 +121,144 @@ class Hub:
 
     # -- changing a job -----------------------------------------------------------------------
 
-    def create(self, job_id: str, *, ttl: float | None, meta: Any) -> Coroutine[Any, Any, bool]:
-        """Create a job (idempotent); True when this call created it."""
-        call = self._create(job_id, ttl, meta)
+    def create(
+        self,
+        job_id: str,
+        *,
+        ttl: float | None,
+        meta: Any,
+        parent: str | None = None,
+        weight: float | None = None,
+        children: Sequence[Child] = (),
+    ) -> Coroutine[Any, Any, bool]:
+        """Create a job (idempotent); True when this call created it. With ``parent`` it is
+        that job's child (of ``weight``); with ``children`` they are created as its children,
+        each idempotent as well."""
+        call = self._create_in_group(job_id, ttl, meta, parent, weight, children)
         tracer = self.tracer
         return call if tracer is None else tracer.around("create", {_JOB_ID: job_id}, call)
+
+    async def _create_in_group(
+        self,
+        job_id: str,
+        ttl: float | None,
+        meta: Any,
+        parent: str | None,
+        weight: float | None,
+        children: Sequence[Child],
+    ) -> bool:
+        if parent is None and not children:
+            return await self._create(job_id, ttl, meta)
+        parent_snapshot = None
+        if parent is not None:
+            parent_snapshot = await self._check_parent(parent, 1, 1 + bool(children))
+            if job_id in {child.id for child in children} or job_id == parent:
+                raise GroupConflict(f"job {job_id} cannot be its own parent")
+        if children:
+            limit = self.settings.limits.max_children
+            if len(children) > limit:
+                raise TooManyChildren(
+                    f"`children` has {len(children)} jobs; a parent has at most {limit} "
+                    "(limits.max_children) - at `$.children`"
+                )
+            ids = [child.id for child in children]
+            if len(set(ids)) != len(ids):
+                raise GroupConflict("`children` names a job twice - at `$.children`")
+        created = await self._create(job_id, ttl, meta)
+        if parent is not None and parent_snapshot is not None:
+            await self._join(parent_snapshot, [Child(job_id, weight)], {job_id: created})
+        if children:
+            snapshot = await self.broker.snapshot(job_id)
+            if snapshot is None:
+                raise no_job(job_id)
+            made = {}
+            for child in children:
+                made[child.id] = await self._create(child.id, ttl, child.meta)
+            await self._join(snapshot, children, made)
+        return created
+
+    async def _check_parent(self, parent: str, joining: int, levels: int) -> Snapshot:
+        """The parent's snapshot, if ``joining`` more children with ``levels`` of their own (1:
+        none) may join it."""
+        snapshot = await self.broker.snapshot(parent)
+        if snapshot is None:
+            raise no_job(parent)
+        if snapshot.finished:
+            raise JobFinished(f"job {parent} has already {snapshot.status}")
+        limits = self.settings.limits
+        group = snapshot.group
+        have = 0 if isinstance(group, msgspec.UnsetType) else len(group.children)
+        if have + joining > limits.max_children:
+            raise TooManyChildren(
+                f"job {parent} has {have} children; a parent has at most "
+                f"{limits.max_children} (limits.max_children)"
+            )
+        depth = levels + 1
+        above = snapshot.parent
+        while above is not None and depth <= limits.max_group_depth:
+            depth += 1
+            ancestor = await self.broker.snapshot(above)
+            above = None if ancestor is None else ancestor.parent
+        if depth > limits.max_group_depth:
+            raise GroupTooDeep(
+                f"a group has at most {limits.max_group_depth} levels "
+                f"(limits.max_group_depth), the parent included; job {parent} is too deep"
+            )
+        return snapshot
+
+    async def _join(
+        self, parent: Snapshot, children: Sequence[Child], created: dict[str, bool]
+    ) -> None:
+        """Make ``children`` (created or found by this call: ``created``) children of
+        ``parent``; a child that existed must already be one of it."""
+        group = parent.group
+        known = [] if isinstance(group, msgspec.UnsetType) else list(group.children)
+        joining = len({child.id for child in children}.difference(known))
+        limit = self.settings.limits.max_children
+        if len(known) + joining > limit:
+            raise TooManyChildren(
+                f"job {parent.id} has {len(known)} children; a parent has at most {limit} "
+                "(limits.max_children)"
+            )
+        for child in children:
+            if child.id in known:
+                continue
+            if not created[child.id]:
+                existing = await self.broker.snapshot(child.id)
+                if existing is None or existing.parent != parent.id:
+                    raise GroupConflict(
+                        f"job {child.id} exists and is not a child of {parent.id}: a job's "
+                        "parent is set when it is created"
+                    )
+                continue
+            fields: dict[str, Any] = {"parent": parent.id}
+            if child.weight is not None:
+                fields["weight"] = child.weight
+            await self.broker.write_group(child.id, fields)
+            known.append(child.id)
+        await self.regroup(parent.id, known)
+
+    async def regroup(self, parent_id: str, children: Sequence[str] | None = None) -> None:
+        """Bring a parent's aggregate up to date with its children (``children``: its new
+        list), and publish the parent's event when it changed (core/groups.py)."""
+        reads = await self.broker.replays([(parent_id, None)])
+        if reads[0] is None:
+            return
+        parent = reads[0].snapshot
+        if children is None:
+            if isinstance(parent.group, msgspec.UnsetType):
+                return
+            children = parent.group.children
+        replays = await self.broker.replays([(child, None) for child in children])
+        snapshots = [None if replay is None else replay.snapshot for replay in replays]
+        new = groups.aggregate(children, snapshots)
+        if not groups.changed(parent, new):
+            return
+        await self.broker.write_group(parent_id, {"group": new.group})
+        if parent.finished or new.group.counts.pending == new.group.total:
+            return  # ended by its publisher already, or nothing has started yet
+        with contextlib.suppress(JobFinished):  # its publisher ended it meanwhile
+            await self._publish(parent_id, groups.events(new), self.tracer)
 
     async def _create(self, job_id: str, ttl: float | None, meta: Any) -> bool:
         limits = self.settings.limits
@@ -154,6 +301,8 @@ class Hub:
             self.counts.memory_refused += 1
             raise
         self.publish_timer(time.perf_counter() - started)
+        if published.parent is not None and published.events:
+            await self.regroup(published.parent)
         counts = self.counts
         new = len(published.events)
         counts.published += new
@@ -184,6 +333,11 @@ class Hub:
             raise
         if event is not None:
             self.counts.published += 1
+        group = snapshot.group
+        if not isinstance(group, msgspec.UnsetType):
+            for child in group.children:
+                with contextlib.suppress(JobFinished, JobNotFound):
+                    await self._cancel(child)  # each unfinished child, as if asked itself
         return snapshot
 
     def delete(self, job_id: str) -> Coroutine[Any, Any, None]:
@@ -193,9 +347,31 @@ class Hub:
         return call if tracer is None else tracer.around("delete", {_JOB_ID: job_id}, call)
 
     async def _delete(self, job_id: str) -> None:
-        if await self.broker.delete(job_id) is None:
+        snapshot = await self.broker.delete(job_id)
+        if snapshot is None:
             raise no_job(job_id)
         await self.end_job(job_id, None)
+        await self.drop_children(snapshot, None)
+
+    async def drop_children(self, snapshot: Snapshot, reason: str | None) -> None:
+        """A parent has gone (deleted or evicted): its children go with it, and their streams
+        end (``reason`` as for ``end_job``)."""
+        group = snapshot.group
+        if isinstance(group, msgspec.UnsetType):
+            return
+        for child_id in group.children:
+            child = await self.broker.delete(child_id)
+            await self.end_job(child_id, reason)
+            if child is not None:
+                await self.drop_children(child, reason)
+
+    async def children(self, job_id: str) -> list[str]:
+        """A job's children (none when it has none); JobNotFound for an unknown job."""
+        snapshot = await self.broker.snapshot(job_id)
+        if snapshot is None:
+            raise no_job(job_id)
+        group = snapshot.group
+        return [] if isinstance(group, msgspec.UnsetType) else list(group.children)
 
     # -- reading a job ------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from progress_relay.wire.errors import (
     BrokerUnavailable,
     InvalidJobId,
     InvalidParameter,
+    JobNotFound,
     PayloadTooLarge,
     ShuttingDown,
     TooManyStreams,
@@ -91,17 +92,30 @@ def _jobs_parameter(settings: Settings) -> Schema:
 # No HEAD: a stream has no headers-only form, and answering one would open a subscriber.
 
 
+_CHILDREN: Parameter = {
+    "name": "children",
+    "in": "query",
+    "description": "a group's stream: the parent's and every child's events, each frame's data "
+    'wrapped `{"job": ID, "data": PAYLOAD}` as on /v1/stream',
+    "schema": {"type": "boolean", "default": False},
+}
+
+
 @routes.get("/v1/jobs/{job_id}/stream", allow_head=False)
 @Operation(
     "streamJob",
-    "The SSE stream of one job",
+    "The SSE stream of one job (with `children=true`, of its group)",
     "subscriber",
-    parameters=_PARAMETERS,
+    parameters=(*_PARAMETERS, _CHILDREN),
     responses=_responses("StreamEvent"),
-    errors=_ERRORS,
+    errors=(*_ERRORS, JobNotFound),
 )
 async def stream_job(request: web.Request) -> web.StreamResponse:
-    return await _stream(request, [params.job_id(request)], multi=False)
+    job_id = params.job_id(request)
+    if params.choice_param(request, "children", ("false", "true")) == "true":
+        children = await request.app[HUB].children(job_id)
+        return await _stream(request, [job_id, *children], multi=True)
+    return await _stream(request, [job_id], multi=False)
 
 
 @routes.get("/v1/stream", allow_head=False)

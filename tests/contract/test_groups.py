@@ -1,0 +1,229 @@
+"""Groups: a parent created with its children (or a child with its parent), the aggregate in
+the parent's snapshot and events, its end, cancel as one, the group stream, bad input. On both
+brokers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.support.app import MakeClient, publish, stream_opener
+
+
+async def _create(client: Any, body: dict[str, Any], status: int = 201) -> dict[str, Any]:
+    response = await client.post("/v1/jobs", json=body)
+    assert response.status == status, await response.text()
+    found: dict[str, Any] = await response.json()
+    return found
+
+
+async def _snapshot(client: Any, job_id: str) -> dict[str, Any]:
+    response = await client.get(f"/v1/jobs/{job_id}")
+    assert response.status == 200, await response.text()
+    found: dict[str, Any] = await response.json()
+    return found
+
+
+async def _batch(client: Any, job_id: str, count: int, **extra: Any) -> dict[str, Any]:
+    children = [{"id": f"{job_id}-{i}", **extra} for i in range(count)]
+    return await _create(client, {"id": job_id, "children": children})
+
+
+async def test_a_parent_created_with_children_links_them_in_order(client) -> None:
+    created = await _create(client, {"id": "b", "children": [{"id": "b1"}, {"weight": 3}, {}]})
+    links = created["children"]
+    assert links[0]["id"] == "b1"
+    assert all(link["stream_url"] == f"/v1/jobs/{link['id']}/stream" for link in links)
+    parent = await _snapshot(client, "b")
+    assert parent["parent"] is None
+    assert parent["status"] == "pending"
+    ids = [link["id"] for link in links]
+    assert parent["group"] == {
+        "children": ids,
+        "counts": {"pending": 3, "running": 0, "completed": 0, "failed": 0, "cancelled": 0},
+        "total": 3,
+        "failed": [],
+    }
+    child = await _snapshot(client, ids[1])
+    assert (child["parent"], child["weight"]) == ("b", 3)
+    assert "group" not in child
+
+
+async def test_the_parent_aggregates_weighted_percent_and_counts(client) -> None:
+    await _create(client, {"id": "w", "children": [{"id": "w1", "weight": 3}, {"id": "w2"}]})
+    await publish(client, "w1", "progress", {"percent": 50})
+    parent = await _snapshot(client, "w")
+    assert parent["status"] == "running"
+    assert parent["percent"] == 37.5  # (50 * 3 + 0 * 1) / 4
+    assert parent["group"]["counts"]["running"] == 1
+    assert parent["message"] == "0 of 2 done"
+    await publish(client, "w2", "complete", {})
+    parent = await _snapshot(client, "w")
+    assert parent["percent"] == 62.5
+    assert parent["message"] == "1 of 2 done"
+    assert parent["group"]["counts"]["completed"] == 1
+
+
+async def test_the_parent_completes_when_every_child_has(client) -> None:
+    await _batch(client, "c", 2)
+    async with stream_opener(client)("/v1/jobs/c/stream?replay=none") as (_, reader):
+        await publish(client, "c-0", "complete", {})
+        await publish(client, "c-1", "complete", {})
+        frames = await reader.until_end()  # it ends after the parent's terminal event
+        assert [f.event for f in frames] == ["progress", "progress", "complete"]
+        assert frames[1].json["group"]["counts"]["completed"] == 2
+        assert frames[1].json["message"] == "2 of 2 done"
+        assert frames[2].json == {"result": {"children": 2}}
+    parent = await _snapshot(client, "c")
+    assert (parent["status"], parent["percent"]) == ("completed", 100)
+
+
+async def test_a_failed_child_fails_the_parent_with_its_id(client) -> None:
+    await _batch(client, "f", 3)
+    await publish(client, "f-0", "complete", {})
+    await publish(client, "f-1", "failed", {"message": "bad file"})
+    await publish(client, "f-2", "cancelled", {})
+    parent = await _snapshot(client, "f")
+    assert parent["status"] == "failed"
+    assert parent["error"]["code"] == "child_failed"
+    assert parent["error"]["details"] == {"failed": ["f-1"]}
+    assert parent["group"]["failed"] == ["f-1"]
+
+
+async def test_a_cancelled_child_without_failures_cancels_the_parent(client) -> None:
+    await _batch(client, "x", 2)
+    await publish(client, "x-0", "complete", {})
+    await publish(client, "x-1", "cancelled", {})
+    assert (await _snapshot(client, "x"))["status"] == "cancelled"
+
+
+async def test_a_publisher_may_end_the_parent_first(client) -> None:
+    await _batch(client, "e", 2)
+    await publish(client, "e-0", "progress", {"percent": 10})
+    await publish(client, "e", "complete", {"message": "good enough"})
+    await publish(client, "e-0", "complete", {})  # the children go on; the parent stays ended
+    parent = await _snapshot(client, "e")
+    assert (parent["status"], parent["message"]) == ("completed", "good enough")
+    assert parent["group"]["counts"]["completed"] == 1
+
+
+async def test_a_child_created_with_its_parent_joins_the_group(client) -> None:
+    await _create(client, {"id": "p"})
+    await _create(client, {"id": "p1", "parent": "p", "weight": 2})
+    await _create(client, {"id": "p1", "parent": "p"}, status=200)  # idempotent
+    assert (await _snapshot(client, "p"))["group"]["children"] == ["p1"]
+
+
+async def test_cancel_on_the_parent_reaches_every_unfinished_child(client) -> None:
+    await _batch(client, "k", 3)
+    await publish(client, "k-0", "complete", {})
+    response = await client.post("/v1/jobs/k/cancel")
+    assert response.status == 202, await response.text()
+    assert (await _snapshot(client, "k"))["cancel_requested"] is True
+    assert (await _snapshot(client, "k-0"))["cancel_requested"] is False  # finished
+    for child in ("k-1", "k-2"):
+        response = await client.post(
+            f"/v1/jobs/{child}/events", json={"event": "progress", "data": {"percent": 5}}
+        )
+        assert (await response.json())["cancel_requested"] is True
+
+
+async def test_deleting_the_parent_deletes_its_children(client) -> None:
+    await _batch(client, "d", 2)
+    response = await client.delete("/v1/jobs/d")
+    assert response.status == 204
+    for job_id in ("d", "d-0", "d-1"):
+        assert (await client.get(f"/v1/jobs/{job_id}")).status == 404
+
+
+async def test_the_group_stream_wraps_every_frame_and_ends_with_the_parent(client) -> None:
+    await _batch(client, "s", 2)
+    async with stream_opener(client)("/v1/jobs/s/stream?children=true&replay=none") as (_, reader):
+        await publish(client, "s-0", "progress", {"percent": 50})
+        await publish(client, "s-0", "complete", {})
+        await publish(client, "s-1", "complete", {})
+        frames = await reader.until_end()  # ends after the parent's terminal event
+    jobs = [(frame.json["job"], frame.event) for frame in frames]
+    assert (
+        jobs
+        == [
+            ("s-0", "progress"),
+            ("s", "progress"),
+            ("s-0", "complete"),
+            ("s", "progress"),
+            ("s-1", "complete"),
+            ("s", "progress"),
+            ("s", "complete"),
+        ][: len(jobs)]
+    )
+    assert jobs[-1] == ("s", "complete")
+    ids = [frame.id for frame in frames]
+    assert ids == sorted(ids, key=lambda i: int(i.rsplit("-", 1)[1]))
+
+
+async def test_a_group_stream_resumed_midway_gets_exactly_the_rest(client) -> None:
+    await _batch(client, "r", 3)
+    await publish(client, "r-0", "complete", {})
+    async with stream_opener(client)("/v1/jobs/r/stream?children=true") as (_, reader):
+        first = await reader.events(2)  # r-0's complete, then r's progress
+    await publish(client, "r-1", "complete", {})
+    await publish(client, "r-2", "complete", {})
+    headers = {"Last-Event-ID": first[-1].id}
+    async with stream_opener(client)("/v1/jobs/r/stream?children=true", headers=headers) as (
+        _,
+        reader,
+    ):
+        rest = await reader.until_end()
+    seen = [(f.json["job"], f.event) for f in [*first, *rest]]
+    assert seen == [
+        ("r-0", "complete"),
+        ("r", "progress"),
+        ("r-1", "complete"),
+        ("r", "progress"),
+        ("r-2", "complete"),
+        ("r", "progress"),
+        ("r", "complete"),
+    ]
+    assert len({f.id for f in [*first, *rest]}) == len(seen)  # nothing twice
+
+
+async def test_a_hundred_child_group(client) -> None:
+    await _batch(client, "h", 100)
+    await asyncio.gather(*(publish(client, f"h-{i}", "complete", {}) for i in range(100)))
+    parent = await _snapshot(client, "h")
+    assert (parent["status"], parent["percent"]) == ("completed", 100)
+    assert parent["group"]["counts"]["completed"] == 100
+
+
+async def test_bad_group_input_is_refused_and_changes_nothing(make_client: MakeClient) -> None:
+    client = await make_client(limits={"max_children": 3})
+    response = await client.post("/v1/jobs", json={"id": "u", "parent": "nobody"})
+    assert (response.status, (await response.json())["error"]["code"]) == (404, "job_not_found")
+    assert (await client.get("/v1/jobs/u")).status == 404
+    response = await client.post("/v1/jobs", json={"children": [{}, {}, {}, {}]})
+    assert (response.status, (await response.json())["error"]["code"]) == (
+        413,
+        "too_many_children",
+    )
+    await _batch(client, "g", 3)
+    response = await client.post("/v1/jobs", json={"id": "g4", "parent": "g"})
+    assert (await response.json())["error"]["code"] == "too_many_children"
+    response = await client.post("/v1/jobs", json={"id": "deep", "parent": "g-0"})
+    assert (response.status, (await response.json())["error"]["code"]) == (422, "group_too_deep")
+    assert (await client.get("/v1/jobs/deep")).status == 404
+    await _create(client, {"id": "done"})
+    await publish(client, "done", "complete", {})
+    response = await client.post("/v1/jobs", json={"id": "late", "parent": "done"})
+    assert (response.status, (await response.json())["error"]["code"]) == (409, "job_finished")
+    # A job's parent is set once: joining a group later (which could close a cycle) is refused.
+    response = await client.post("/v1/jobs", json={"id": "g", "parent": "done"})
+    assert response.status == 409
+    await _create(client, {"id": "lone"})
+    await _create(client, {"id": "q"})
+    response = await client.post("/v1/jobs", json={"id": "lone", "parent": "q"})
+    assert (response.status, (await response.json())["error"]["code"]) == (409, "group_conflict")
+    response = await client.post("/v1/jobs", json={"id": "q", "parent": "q"})
+    assert (await response.json())["error"]["code"] == "group_conflict"
+    response = await client.post("/v1/jobs", json={"id": "z", "children": [{"weight": 0}]})
+    assert (response.status, (await response.json())["error"]["code"]) == (422, "invalid_body")
+    assert "group" not in await _snapshot(client, "q")
