@@ -7,7 +7,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
+from progress_relay.http.keys import REAPER
 from tests.support.app import MakeClient, publish, stream_opener
+
+SHORT = 0.2
 
 
 async def _create(client: Any, body: dict[str, Any], status: int = 201) -> dict[str, Any]:
@@ -227,3 +232,83 @@ async def test_bad_group_input_is_refused_and_changes_nothing(make_client: MakeC
     response = await client.post("/v1/jobs", json={"id": "z", "children": [{"weight": 0}]})
     assert (response.status, (await response.json())["error"]["code"]) == (422, "invalid_body")
     assert "group" not in await _snapshot(client, "q")
+
+
+async def test_two_instances_on_one_redis_agree_on_the_aggregate(
+    make_client: MakeClient, broker: dict[str, Any]
+) -> None:
+    """Children's events through both instances at once (Redis: two relays; memory: one):
+    every instance reads the same parent, and the parent ended once."""
+    instances = 1 if broker["url"] == "memory://" else 2
+    clients = [await make_client() for _ in range(instances)]
+    await _batch(clients[0], "two", 20)
+    async with stream_opener(clients[-1])("/v1/jobs/two/stream") as (_, reader):
+        await asyncio.gather(
+            *(
+                publish(clients[i % instances], f"two-{i}", "progress", {"percent": 50})
+                for i in range(20)
+            )
+        )
+        await asyncio.gather(
+            *(publish(clients[i % instances], f"two-{i}", "complete", {}) for i in range(20))
+        )
+        frames = await reader.until_end()
+    assert [f.event for f in frames].count("complete") == 1
+    assert frames[-1].event == "complete"
+    assert frames[-2].json["group"]["counts"]["completed"] == 20
+    parents = [await _snapshot(client, "two") for client in clients]
+    for parent in parents:
+        assert (parent["status"], parent["percent"]) == ("completed", 100)
+        assert parent["group"] == parents[0]["group"]
+        assert parent["group"]["counts"]["completed"] == 20
+
+
+async def test_a_cancelled_group_ends_cancelled_as_one(client) -> None:
+    await _batch(client, "cx", 3)
+    await publish(client, "cx-0", "progress", {"percent": 30})
+    assert (await client.post("/v1/jobs/cx/cancel")).status == 202
+    for i in range(3):  # each worker learns it and stops
+        await publish(client, f"cx-{i}", "cancelled", {})
+    parent = await _snapshot(client, "cx")
+    assert (parent["status"], parent["cancel_requested"]) == ("cancelled", True)
+    assert parent["group"]["counts"]["cancelled"] == 3
+
+
+@pytest.mark.memory_only  # Redis expires each key itself; the memory broker's reaper evicts
+async def test_the_reaper_evicts_a_group_as_one(make_client: MakeClient) -> None:
+    client = await make_client(
+        jobs={"finished_ttl": SHORT, "idle_ttl": 3600.0}, reaper={"interval": 3600.0}
+    )
+    reaper = client.app[REAPER]
+    await _batch(client, "ev", 2)
+    await publish(client, "ev-0", "complete", {})
+    await publish(client, "ev-1", "progress", {"percent": 10})
+    await asyncio.sleep(SHORT * 1.5)
+    await reaper.sweep()
+    assert (await client.get("/v1/jobs/ev-0")).status == 200  # lives as long as its parent
+    async with stream_opener(client)("/v1/jobs/ev-1/stream?replay=none") as (_, reader):
+        await publish(client, "ev-1", "complete", {})
+        await reader.until_end()
+    await asyncio.sleep(SHORT * 1.5)
+    await reaper.sweep()
+    for job_id in ("ev", "ev-0", "ev-1"):
+        assert (await client.get(f"/v1/jobs/{job_id}")).status == 404
+
+
+@pytest.mark.memory_only
+async def test_an_evicted_parent_ends_its_childrens_streams(make_client: MakeClient) -> None:
+    client = await make_client(jobs={"pending_ttl": SHORT}, reaper={"interval": 3600.0})
+    await _batch(client, "gone", 2)
+    async with stream_opener(client)("/v1/jobs/gone-1/stream") as (_, reader):
+        await asyncio.sleep(SHORT * 1.5)
+        await client.app[REAPER].sweep()
+        [failed] = await reader.until_end()
+    assert (failed.event, failed.json["code"]) == ("failed", "job_not_found")
+    assert (await client.get("/v1/jobs/gone-0")).status == 404
+
+
+async def test_a_group_stream_of_an_unknown_job_is_404(client) -> None:
+    response = await client.get("/v1/jobs/nope/stream?children=true")
+    assert (response.status, (await response.json())["error"]["code"]) == (404, "job_not_found")
+    response = await client.get("/v1/jobs/nope/stream?children=maybe")
+    assert response.status == 400

@@ -327,14 +327,15 @@ class RedisBroker:
             raise _refused("publish.lua", reply[1].decode())
         self._set_epoch(reply[1].decode())
         first = int(reply[2])
-        # The script added the ETA to progress events (as with_eta does): reply[4:], per event.
+        # The script added the ETA to progress events (as with_eta does): reply[5:], per event.
         events = [
             self._event(job_id, first + offset, drafts[index].name, with_eta(drafts[index], eta))
-            for offset, (index, eta) in enumerate(zip(pending, _etas(reply[4:]), strict=True))
+            for offset, (index, eta) in enumerate(zip(pending, _etas(reply[5:]), strict=True))
         ]
         for event, index in zip(events, pending, strict=True):
             ids[index] = event.id
-        return Published(events, [i for i in ids if i is not None], bool(reply[3]))
+        parent = msgspec.json.decode(reply[4]) if reply[4] else None
+        return Published(events, [i for i in ids if i is not None], bool(reply[3]), parent)
 
     async def _run_script(self, job_id: str, drafts: Sequence[Draft], mode: str) -> list[Any]:
         settings = self._settings

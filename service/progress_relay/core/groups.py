@@ -61,11 +61,12 @@ def _finished(counts: GroupCounts) -> int:
 
 
 def changed(parent: Snapshot, new: Aggregate) -> bool:
-    """Whether the parent needs an event: a child's status or the rounded percent changed."""
+    """Whether the parent needs its group written and an event: a child's status or the rounded
+    percent changed (a finished parent: only its group)."""
     old = parent.group
-    if isinstance(old, msgspec.UnsetType) or old.counts != new.group.counts:
+    if isinstance(old, msgspec.UnsetType) or old != new.group:
         return True
-    return round(parent.percent or 0) != round(new.percent)
+    return not parent.finished and round(parent.percent or 0) != round(new.percent)
 
 
 def events(new: Aggregate) -> list[Draft]:

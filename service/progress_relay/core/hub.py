@@ -61,6 +61,8 @@ def _no_timer(seconds: float) -> None:
 
 
 _JOB_ID = "progress_relay.job_id"
+# Reads of a parent's group after a child event (Hub.regroup): the last one confirms the state.
+_REGROUP_ROUNDS = 4
 # The ids a stream.open span names (a multi-job stream may follow up to limits.max_stream_jobs).
 _TRACED_JOB_IDS = 16
 
@@ -240,25 +242,31 @@ class Hub:
 
     async def regroup(self, parent_id: str, children: Sequence[str] | None = None) -> None:
         """Bring a parent's aggregate up to date with its children (``children``: its new
-        list), and publish the parent's event when it changed (core/groups.py)."""
-        reads = await self.broker.replays([(parent_id, None)])
-        if reads[0] is None:
-            return
-        parent = reads[0].snapshot
-        if children is None:
-            if isinstance(parent.group, msgspec.UnsetType):
+        list), and publish the parent's event when it changed (core/groups.py).
+
+        Read again after each write: with Redis, instances regroup one parent at once, and one
+        that read before another's child event may write after it; whoever writes last sees
+        the children as they are and writes again, so every instance ends on the same state."""
+        for _ in range(_REGROUP_ROUNDS):
+            reads = await self.broker.replays([(parent_id, None)])
+            if reads[0] is None:
                 return
-            children = parent.group.children
-        replays = await self.broker.replays([(child, None) for child in children])
-        snapshots = [None if replay is None else replay.snapshot for replay in replays]
-        new = groups.aggregate(children, snapshots)
-        if not groups.changed(parent, new):
-            return
-        await self.broker.write_group(parent_id, {"group": new.group})
-        if parent.finished or new.group.counts.pending == new.group.total:
-            return  # ended by its publisher already, or nothing has started yet
-        with contextlib.suppress(JobFinished):  # its publisher ended it meanwhile
-            await self._publish(parent_id, groups.events(new), self.tracer)
+            parent = reads[0].snapshot
+            if children is None:
+                if isinstance(parent.group, msgspec.UnsetType):
+                    return
+                children = parent.group.children
+            replays = await self.broker.replays([(child, None) for child in children])
+            snapshots = [None if replay is None else replay.snapshot for replay in replays]
+            new = groups.aggregate(children, snapshots)
+            if not groups.changed(parent, new):
+                return
+            await self.broker.write_group(parent_id, {"group": new.group})
+            if parent.finished or new.group.counts.pending == new.group.total:
+                return  # ended by its publisher already, or nothing has started yet
+            with contextlib.suppress(JobFinished):  # ended meanwhile
+                await self._publish(parent_id, groups.events(new), self.tracer)
+            children = None
 
     async def _create(self, job_id: str, ttl: float | None, meta: Any) -> bool:
         limits = self.settings.limits

@@ -27,8 +27,8 @@
 --       then n eta percents ("" when none), then n ETA modes ("" not a progress, "-" the relay
 --       estimates, else the publisher's own eta_seconds as JSON), then m, then m pairs (field,
 --       JSON value)
--- Returns {"ok", epoch, first seq, cancel_requested, then per event the eta_seconds added to
--- its data or ""} or {"finished", status} or {"missing"}
+-- Returns {"ok", epoch, first seq, cancel_requested, the job's parent (its JSON, "" when none:
+-- core/groups.py), then per event the eta_seconds added to its data or ""} or {"finished", status} or {"missing"}
 -- or {"already"} (a cancel that was already requested) or {"full"} (a new job past max jobs)
 -- or {"invalid", what} (arguments out of range: nothing was written)
 -- or {"seen", epoch, cancel_requested, seq or "0" for each event}: some keys were seen
@@ -299,4 +299,5 @@ if table.concat(added) ~= '' then  -- the batch as [[name, data], ...] with the 
 end
 redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. first .. ' ' .. body)
 local cancel = redis.call('HGET', KEYS[3], 'cancel_requested') == 'true'
-return {'ok', epoch, first, cancel and 1 or 0, unpack(added)}
+local parent = redis.call('HGET', KEYS[3], 'parent') or ''
+return {'ok', epoch, first, cancel and 1 or 0, parent, unpack(added)}
