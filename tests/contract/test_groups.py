@@ -312,3 +312,38 @@ async def test_a_group_stream_of_an_unknown_job_is_404(client) -> None:
     assert (response.status, (await response.json())["error"]["code"]) == (404, "job_not_found")
     response = await client.get("/v1/jobs/nope/stream?children=maybe")
     assert response.status == 400
+
+
+async def test_a_group_stream_reset_is_one_frame_with_every_child(client) -> None:
+    await _batch(client, "gr", 2)
+    await publish(client, "gr-0", "progress", {"percent": 40})
+    await publish(client, "gr-0", "content", {"text": "hello"})
+    async with stream_opener(client)("/v1/jobs/gr/stream?children=true&replay=snapshot") as (
+        _,
+        reader,
+    ):
+        [reset] = await reader.events(1)
+        assert reset.event == "reset"
+        body = reset.json
+        assert body["job"] == "gr"
+        assert body["data"]["id"] == "gr"
+        assert body["data"]["group"]["counts"]["running"] == 1
+        assert [child["id"] for child in body["children"]] == ["gr-0", "gr-1"]
+        assert body["children"][0]["percent"] == 40
+        assert "content" not in body["children"][0]  # the child's own stream has its text
+        live = await publish(client, "gr-1", "complete", {})
+        [frame] = await reader.events(1)
+        assert (frame.id, frame.json["job"]) == (live, "gr-1")
+    # Its id is a position: resuming from it is exact.
+    async with stream_opener(client)(
+        "/v1/jobs/gr/stream?children=true", headers={"Last-Event-ID": reset.id}
+    ) as (_, reader):
+        frames = await reader.events(2)
+    assert [(f.json["job"], f.event) for f in frames] == [("gr-1", "complete"), ("gr", "progress")]
+    # An id of another life of the relay: the group's reset again, one frame.
+    async with stream_opener(client)(
+        "/v1/jobs/gr/stream?children=true", headers={"Last-Event-ID": "other-5"}
+    ) as (_, reader):
+        [again] = await reader.events(1)
+    assert again.event == "reset"
+    assert again.json["data"]["group"]["counts"]["completed"] == 1

@@ -456,11 +456,13 @@ class Hub:
         *,
         multi: bool,
         client: str = "",
+        group: bool = False,
     ) -> Coroutine[Any, Any, Subscriber | None]:
         """A subscriber with its replay queued, or None when there is nothing to stream (204).
-        ``client``: who opens it (http/clients.py), for ``limits.max_streams_per_client``."""
+        ``client``: who opens it (http/clients.py), for ``limits.max_streams_per_client``.
+        ``group``: ``job_ids`` are a parent and its children, reset as one (catchup rule 4)."""
         tracer = self.tracer
-        call = self._open(job_ids, last_event_id, mode, multi, client, tracer)
+        call = self._open(job_ids, last_event_id, mode, multi, client, tracer, group)
         if tracer is None:
             return call
         attributes: Attributes = {
@@ -478,6 +480,7 @@ class Hub:
         multi: bool,
         client: str,
         tracer: Tracer | None,
+        group: bool = False,
     ) -> Subscriber | None:
         self._admit(job_ids, client)
         stream = self.settings.stream
@@ -520,6 +523,15 @@ class Hub:
         reset_frames, event_frames = catchup.frames(
             resets, events, self.broker.epoch, self.subscriber_count, multi=multi
         )
+        if group and resets:
+            # The whole group as one reset, read at one instant: nothing replayed follows it.
+            group_parts = [
+                catchup.JobCatchUp(job_id, replay, reset=True)
+                for job_id, replay in zip(job_ids, replays, strict=True)
+                if replay is not None or job_id == job_ids[0]
+            ]
+            frame = catchup.group_reset_frame(group_parts, self.broker.epoch, self.subscriber_count)
+            reset_frames, event_frames = [frame], []
         high = {part.job_id: part.seq for part in parts}
         ended.extend(part.job_id for part in parts if part.finished)
         subscriber.start([self._retry, *reset_frames, *event_frames], high, ended)

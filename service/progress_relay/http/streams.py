@@ -114,7 +114,7 @@ async def stream_job(request: web.Request) -> web.StreamResponse:
     job_id = params.job_id(request)
     if params.choice_param(request, "children", ("false", "true")) == "true":
         children = await request.app[HUB].children(job_id)
-        return await _stream(request, [job_id, *children], multi=True)
+        return await _stream(request, [job_id, *children], multi=True, group=True)
     return await _stream(request, [job_id], multi=False)
 
 
@@ -141,7 +141,9 @@ async def stream_jobs(request: web.Request) -> web.StreamResponse:
     return await _stream(request, job_ids, multi=True)
 
 
-async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, job_ids: list[str], *, multi: bool, group: bool = False
+) -> web.StreamResponse:
     # The header wins: a browser reconnecting on its own sends it, while the URL still carries
     # the `last_event_id` the page started with.
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
@@ -149,7 +151,9 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
     hub = request.app[HUB]
     settings = request.app[SETTINGS].stream
     client = request.app[CLIENTS].of(request)
-    subscriber = await hub.open(job_ids, last_event_id, mode, multi=multi, client=client)
+    subscriber = await hub.open(
+        job_ids, last_event_id, mode, multi=multi, client=client, group=group
+    )
     if subscriber is None:
         # Nothing will ever come (finished and seen, or gone): 204 stops EventSource reconnecting.
         hub.counts.no_content += 1
