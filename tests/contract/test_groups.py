@@ -347,3 +347,20 @@ async def test_a_group_stream_reset_is_one_frame_with_every_child(client) -> Non
         [again] = await reader.events(1)
     assert again.event == "reset"
     assert again.json["data"]["group"]["counts"]["completed"] == 1
+
+
+async def test_a_child_finished_early_lives_as_long_as_its_parent(make_client: MakeClient) -> None:
+    """On both brokers: the memory broker's reaper leaves it, Redis's keys take the parent's
+    expiry; so the parent never counts a finished child as gone."""
+    client = await make_client(
+        jobs={"finished_ttl": 0.5, "idle_ttl": 3600.0}, reaper={"interval": 3600.0}
+    )
+    await _batch(client, "early", 2)
+    await publish(client, "early-0", "complete", {})
+    await publish(client, "early-1", "progress", {"percent": 10})
+    await asyncio.sleep(0.8)
+    await client.app[REAPER].sweep()
+    assert (await _snapshot(client, "early-0"))["status"] == "completed"
+    await publish(client, "early-1", "complete", {})
+    parent = await _snapshot(client, "early")
+    assert (parent["status"], parent["group"]["counts"]["completed"]) == ("completed", 2)

@@ -111,6 +111,10 @@ class Broker(Protocol):
         """Set a job's group fields of its snapshot (``parent``, ``weight``, ``group``: the Hub
         decides them, core/groups.py); nothing for an unknown job."""
 
+    async def keep_children(self, parent_id: str, children: Sequence[str]) -> None:
+        """A group goes as one: the children live at least as long as their parent (a broker
+        whose keys expire on their own extends theirs to the parent's)."""
+
     async def request_cancel(self, job_id: str) -> tuple[Snapshot, Event | None]:
         """Mark a job's cancellation as requested; the event is None when it already was."""
 

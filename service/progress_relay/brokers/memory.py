@@ -315,6 +315,9 @@ class MemoryBroker:
             self._listener(job_id, events)
         return Published(events, ids, snapshot.cancel_requested, snapshot.parent)
 
+    async def keep_children(self, parent_id: str, children: Sequence[str]) -> None:
+        return None  # ``expired`` leaves a child alone while its parent exists
+
     async def write_group(self, job_id: str, fields: dict[str, Any]) -> None:
         job = self._jobs.get(job_id)
         if job is not None:

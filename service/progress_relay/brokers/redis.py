@@ -150,6 +150,7 @@ class RedisBroker:
         self._ensure_epoch = self._redis.register_script(_script("epoch"))
         self._read_script = self._redis.register_script(_script("read"))
         self._drop = self._redis.register_script(_script("delete"))
+        self._keep = self._redis.register_script(_script("keep"))
         self._epoch = ""
         self._listener: Listener = _no_listener
         self._resync: Resync = _no_resync
@@ -287,6 +288,18 @@ class RedisBroker:
                 await self._redis.hset(key, mapping=mapping)  # type: ignore[arg-type]
 
         await self._calls.run(write)
+
+    async def keep_children(self, parent_id: str, children: Sequence[str]) -> None:
+        if not children:
+            return
+        per = len(self._keys(parent_id))
+        keys = [self._keys(parent_id)[0], self._jobs_key]
+        for child in children:
+            keys += self._keys(child)
+        args: list[Any] = [per, *children]
+        kept = await self._calls.run(lambda: self._keep(keys=keys, args=args))
+        if kept == -2:
+            raise _refused("keep.lua", "the argument count")
 
     async def request_cancel(self, job_id: str) -> tuple[Snapshot, Event | None]:
         try:

@@ -263,9 +263,12 @@ class Hub:
                 return
             await self.broker.write_group(parent_id, {"group": new.group})
             if parent.finished or new.group.counts.pending == new.group.total:
+                await self.broker.keep_children(parent_id, children)
                 return  # ended by its publisher already, or nothing has started yet
             with contextlib.suppress(JobFinished):  # ended meanwhile
                 await self._publish(parent_id, groups.events(new), self.tracer)
+            # After the parent's event, which set its lifetime (finished_ttl after its end).
+            await self.broker.keep_children(parent_id, children)
             children = None
 
     async def _create(self, job_id: str, ttl: float | None, meta: Any) -> bool:
