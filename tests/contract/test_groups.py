@@ -364,3 +364,17 @@ async def test_a_child_finished_early_lives_as_long_as_its_parent(make_client: M
     await publish(client, "early-1", "complete", {})
     parent = await _snapshot(client, "early")
     assert (parent["status"], parent["group"]["counts"]["completed"]) == ("completed", 2)
+
+
+async def test_a_cross_job_batch_to_children_regroups_their_parent(client) -> None:
+    await _batch(client, "xb", 2)
+    body = {
+        "events": [
+            {"job": "xb-0", "event": "complete"},
+            {"job": "xb-1", "event": "progress", "data": {"percent": 50}},
+        ]
+    }
+    response = await client.post("/v1/events", json=body)
+    assert response.status == 200, await response.text()
+    parent = await _snapshot(client, "xb")
+    assert (parent["percent"], parent["group"]["counts"]["completed"]) == (75, 1)
