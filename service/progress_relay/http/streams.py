@@ -110,7 +110,7 @@ _CHILDREN: Parameter = {
     "The SSE stream of one job (with `children=true`, of its group)",
     "subscriber",
     parameters=(*_PARAMETERS, _CHILDREN),
-    responses=_responses("StreamEvent"),
+    responses=_responses("JobStreamEvent"),
     errors=(*_ERRORS, JobNotFound),
 )
 async def stream_job(request: web.Request) -> web.StreamResponse:
