@@ -161,6 +161,34 @@ class AdminSettings(Struct, forbid_unknown_fields=True, frozen=True):
     enabled: bool = False
 
 
+class WebhookSettings(Struct, forbid_unknown_fields=True, frozen=True):
+    # HMAC-SHA256 key of every delivery's `Webhook-Signature`; no delivery without it.
+    secret: str = ""
+    # A receiver for every job's events (a job's own `webhook` replaces it); "": none.
+    url: str = ""
+    # What a receiver gets unless the job asks otherwise: terminal events, also stage changes,
+    # or every event.
+    events: Literal["terminal", "stages", "all"] = "terminal"
+    # Destinations a webhook may name: "https://host[:port]" (that scheme, host and port) or a
+    # host pattern ("hooks.example.com", "*.example.com": any port, http or https). Empty: no
+    # webhook is accepted (a job naming one gets 422 webhook_not_allowed).
+    allowed: tuple[str, ...] = ()
+    # Each attempt's bound. A failed attempt is retried with exponential backoff and jitter
+    # (the first wait about `retry_delay`, none over `max_delay`) until `retry_for` after the
+    # event was published; then the delivery has failed (counted and logged).
+    timeout: Seconds = 10.0
+    retry_for: Seconds = 3600.0
+    retry_delay: Seconds = 1.0
+    max_delay: Seconds = 300.0
+    # Deliveries waiting at most; past it the oldest are dropped (and counted).
+    outbox_size: Positive = 10_000
+    # Deliveries in progress at once on this instance.
+    concurrency: Positive = 8
+    # With Redis: a delivery taken by an instance that has not finished it this long after (it
+    # died) is taken over by another. Each instance renews its own while it works on them.
+    claim_after: Seconds = 60.0
+
+
 class LogSettings(Struct, forbid_unknown_fields=True, frozen=True):
     format: Literal["text", "json"] = "text"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -178,8 +206,10 @@ class Settings(Struct, forbid_unknown_fields=True, frozen=True):
     log: LogSettings = LogSettings()
     demo: DemoSettings = DemoSettings()
     admin: AdminSettings = AdminSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     def __post_init__(self) -> None:
+        _check_webhooks(self.webhooks)
         auth = self.auth
         if auth.subscribe == "token" and len(auth.jwt_secret.encode()) < 32:
             raise ValueError(
@@ -204,6 +234,26 @@ class Settings(Struct, forbid_unknown_fields=True, frozen=True):
                 f"stream.queue_frames ({self.stream.queue_frames}) must be at least "
                 f"limits.max_batch_events ({self.limits.max_batch_events})"
             )
+
+
+def _check_webhooks(webhooks: WebhookSettings) -> None:
+    # Imported here: the wire package imports this module.
+    from progress_relay.wire.webhooks import destination_problem, pattern_problem, signing_key
+
+    for pattern in webhooks.allowed:
+        problem = pattern_problem(pattern)
+        if problem:
+            raise ValueError(f"webhooks.allowed: {pattern!r} {problem}")
+    try:
+        signing_key(webhooks.secret)
+    except ValueError:
+        raise ValueError("webhooks.secret: after `whsec_` it must be base64") from None
+    if (webhooks.url or webhooks.allowed) and not webhooks.secret:
+        raise ValueError("webhooks need webhooks.secret (the key their signatures are made with)")
+    if webhooks.url:
+        problem = destination_problem(webhooks.url, webhooks.allowed)
+        if problem:
+            raise ValueError(f"webhooks.url: {problem}")
 
 
 class ConfigError(Exception):

@@ -28,7 +28,7 @@ def broker_kind(settings: Settings) -> Literal["memory", "redis"]:
 
 def create_broker(settings: Settings) -> Broker:
     if broker_kind(settings) == "memory":
-        return MemoryBroker(settings.jobs, settings.limits.memory_bytes)
+        return MemoryBroker(settings.jobs, settings.limits.memory_bytes, settings.webhooks)
     # Imported here so that the memory broker runs without the Redis client loaded.
     from progress_relay.brokers.redis import RedisBroker
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from progress_relay.brokers.outbox import Outbox
 from progress_relay.config import JobSettings
 from progress_relay.wire.errors import RelayError, TooManyJobs
 from progress_relay.wire.events import Draft, Event
 from progress_relay.wire.snapshot import Snapshot
+from progress_relay.wire.webhooks import JobWebhook
 
 Listener = Callable[[str, Sequence[Event]], None]
 # Called after live delivery was interrupted (a lost connection to a shared broker), with the jobs
@@ -98,8 +100,17 @@ class Broker(Protocol):
     async def ping(self) -> None:
         """Returns when the broker answers; raises BrokerUnavailable otherwise."""
 
-    async def create(self, job_id: str, *, ttl: float | None, meta: Any) -> tuple[Snapshot, bool]:
-        """The job's snapshot, and whether this call created it (creating is idempotent)."""
+    async def create(
+        self, job_id: str, *, ttl: float | None, meta: Any, webhook: JobWebhook | None = None
+    ) -> tuple[Snapshot, bool]:
+        """The job's snapshot, and whether this call created it (creating is idempotent; an
+        existing job keeps the ``webhook`` it was created with)."""
+
+    @property
+    def outbox(self) -> Outbox | None:
+        """Webhook deliveries (None: webhooks are off). Publishing puts the events a job's
+        receiver asked for into it in the same atomic step as the rest of the publish."""
+        ...
 
     async def publish(self, job_id: str, drafts: Sequence[Draft]) -> Published:
         """Append events to a job (creating it if unknown). JobFinished after a terminal event,

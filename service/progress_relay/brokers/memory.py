@@ -41,7 +41,8 @@ from progress_relay.brokers.budget import (
     text_bytes,
 )
 from progress_relay.brokers.idempotency import SeenKeys
-from progress_relay.config import JobSettings, LimitSettings
+from progress_relay.brokers.outbox import MemoryOutbox
+from progress_relay.config import JobSettings, LimitSettings, WebhookSettings
 from progress_relay.core.ring import Ring
 from progress_relay.wire.content import ContentTail, trim_limit
 from progress_relay.wire.errors import JobFinished, RelayError, no_job
@@ -56,6 +57,7 @@ from progress_relay.wire.snapshot import (
     with_content,
     with_eta,
 )
+from progress_relay.wire.webhooks import Delivery, JobWebhook, selected
 
 _encode = msgspec.json.Encoder().encode
 
@@ -85,6 +87,7 @@ class _Job:
         "snapshot",
         "touched",
         "ttl",
+        "webhook",
     )
 
     def __init__(
@@ -103,6 +106,7 @@ class _Job:
         self.held = 0  # bytes this job has reported to the budget
         self.fixed_bytes = 0  # the job itself, its id and meta
         self.log_bytes = 0  # its log tail
+        self.webhook: JobWebhook | None = None
 
     def view(self) -> Snapshot:
         """The snapshot as a reader of this job gets it: with its streamed text (decoded on the
@@ -187,9 +191,17 @@ def _no_listener(job_id: str, events: Sequence[Event]) -> None:
 
 class MemoryBroker:
     def __init__(
-        self, settings: JobSettings, memory_bytes: int = LimitSettings().memory_bytes
+        self,
+        settings: JobSettings,
+        memory_bytes: int = LimitSettings().memory_bytes,
+        webhooks: WebhookSettings | None = None,
     ) -> None:
         self._settings = settings
+        # Webhook deliveries, queued as their events are published (None: webhooks are off).
+        self.outbox: MemoryOutbox | None = None
+        self._hooks = webhooks
+        if webhooks is not None and webhooks.secret:
+            self.outbox = MemoryOutbox(webhooks.outbox_size)
         self._epoch = new_epoch()
         self._seq = 0
         self._created = 0
@@ -243,7 +255,9 @@ class MemoryBroker:
     def _job_cost(job_id: str, meta: Any) -> int:
         return JOB_BYTES + sys.getsizeof(job_id) + _raw_bytes(meta)
 
-    async def create(self, job_id: str, *, ttl: float | None, meta: Any) -> tuple[Snapshot, bool]:
+    async def create(
+        self, job_id: str, *, ttl: float | None, meta: Any, webhook: JobWebhook | None = None
+    ) -> tuple[Snapshot, bool]:
         """``meta`` is kept as given: the Hub gives its JSON as ``Raw``, so it costs its bytes."""
         job = self._jobs.get(job_id)
         if job is not None:
@@ -252,7 +266,9 @@ class MemoryBroker:
             raise too_many_jobs(self._settings)
         if not self._make_room(self._job_cost(job_id, meta)):
             raise memory_full("this job")
-        return self._new_job(job_id, ttl, meta).snapshot, True
+        job = self._new_job(job_id, ttl, meta)
+        job.webhook = webhook
+        return job.snapshot, True
 
     async def publish(self, job_id: str, drafts: Sequence[Draft]) -> Published:
         job = self._jobs.get(job_id)
@@ -278,6 +294,8 @@ class MemoryBroker:
         ids: list[str] = []
         tail = self._settings.log_tail
         logs = False
+        hooked = self._hooked(job)
+        stage_changes: list[bool] = []
         for draft, known_id in zip(drafts, known, strict=True):
             if known_id is not None:
                 ids.append(known_id)
@@ -285,7 +303,10 @@ class MemoryBroker:
             logs = logs or isinstance(draft.payload, LogData)
             self._seq += 1
             event_id = str(Position(self._epoch, self._seq))
+            stage = snapshot.stage
             apply(snapshot, draft, event_id, job.eta, tail, job.content)
+            if hooked:
+                stage_changes.append(draft.name == "progress" and snapshot.stage != stage)
             eta = snapshot.eta_seconds
             data = with_eta(draft, None if eta is None else _encode(eta))
             event = Event(job_id, self._seq, event_id, draft.name, data)
@@ -312,6 +333,8 @@ class MemoryBroker:
         if self.budget.room() < 0:
             self._make_room(0)  # only a publish that ended its job gets here: its history goes
         if events:
+            if hooked:
+                self._enqueue(job, events, stage_changes)
             self._listener(job_id, events)
         return Published(events, ids, snapshot.cancel_requested, snapshot.parent)
 
@@ -505,3 +528,30 @@ class MemoryBroker:
 
     async def subscribers(self, job_ids: Sequence[str], local: Sequence[int]) -> list[int]:
         return list(local)  # one process: its own streams are all of them
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def _hooked(self, job: _Job) -> bool:
+        """Whether ``job``'s events go to a webhook: its own, or the relay's `webhooks.url`."""
+        hooks = self._hooks
+        if self.outbox is None or hooks is None:
+            return False
+        return job.webhook is not None or bool(hooks.url)
+
+    def _enqueue(self, job: _Job, events: list[Event], stage_changes: list[bool]) -> None:
+        """The published events the job's receiver asked for, into the outbox, in the same step
+        as the publish; each with the snapshot as the publish left it."""
+        hooks, outbox = self._hooks, self.outbox
+        if hooks is None or outbox is None:
+            return
+        hook = job.webhook
+        mode = hooks.events if hook is None or hook.events is None else hook.events
+        url = "" if hook is None else hook.url
+        snapshot: Raw | None = None
+        for event, stage_changed in zip(events, stage_changes, strict=True):
+            if not selected(mode, event.name, stage_changed):
+                continue
+            if snapshot is None:
+                snapshot = Raw(_encode(job.snapshot))
+            data = Raw(event.data)
+            outbox.put(Delivery(event.id, job.snapshot.id, event.name, data, snapshot, url))

@@ -52,6 +52,7 @@ from progress_relay.brokers.base import (
 )
 from progress_relay.brokers.redis_calls import RedisCalls, refused
 from progress_relay.brokers.redis_channel import Channel
+from progress_relay.brokers.redis_outbox import RedisOutbox
 from progress_relay.brokers.redis_pipeline import Pipeline
 from progress_relay.config import Settings
 from progress_relay.wire.content import newest, trim_limit
@@ -66,6 +67,7 @@ from progress_relay.wire.snapshot import (
     progress_percent,
     with_eta,
 )
+from progress_relay.wire.webhooks import JobWebhook
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +172,35 @@ class RedisBroker:
         self._channel = Channel(
             self._pubsub_pool, self._on_message, self._on_reconnect, confirm_timeout=self._timeout
         )
+        # With webhooks on, publish.lua puts the events a webhook asked for into the outbox.
+        self._outbox: RedisOutbox | None = None
+        self._outbox_keys: list[str] = []
+        self._outbox_args: list[Any] = []
+        hooks = settings.webhooks
+        if hooks.secret:
+            outbox, dropped = f"{prefix}webhooks", f"{prefix}webhooks:dropped"
+            self._outbox_keys = [outbox, dropped]
+            self._outbox_args = [hooks.outbox_size, hooks.events, "1" if hooks.url else ""]
+            self._outbox = RedisOutbox(
+                self._redis,
+                self._calls,
+                outbox,
+                dropped,
+                self._instance,
+                claim_after=hooks.claim_after,
+                block=self._timeout / 2,
+                snapshot_of=self._snapshot,
+            )
 
     # -- lifecycle ------------------------------------------------------------------------
 
     @property
     def epoch(self) -> str:
         return self._epoch
+
+    @property
+    def outbox(self) -> RedisOutbox | None:
+        return self._outbox
 
     def set_listener(self, listener: Listener) -> None:
         self._listener = listener
@@ -260,7 +285,9 @@ class RedisBroker:
 
     # -- writes ---------------------------------------------------------------------------
 
-    async def create(self, job_id: str, *, ttl: float | None, meta: Any) -> tuple[Snapshot, bool]:
+    async def create(
+        self, job_id: str, *, ttl: float | None, meta: Any, webhook: JobWebhook | None = None
+    ) -> tuple[Snapshot, bool]:
         lifetime = ttl or self._settings.pending_ttl
         keys = [self._keys(job_id)[0], self._jobs_key, self._created_key, self._created_count_key]
         args: list[Any] = [
@@ -270,6 +297,8 @@ class RedisBroker:
             self._settings.max_jobs,
             job_id,
         ]
+        if webhook is not None:
+            args += [webhook.url, webhook.events or ""]
         created = await self._calls.run(lambda: self._create(keys=keys, args=args))
         if created == -1:
             raise too_many_jobs(self._settings)
@@ -465,11 +494,13 @@ class RedisBroker:
             *owns,
             len(fields),
             *pairs,
+            *self._outbox_args,
         ]
         job, history, logs, eta, seen, seen_at, content = self._keys(job_id)
         keys = [
             *(self._epoch_key, self._seq_key, job, history, logs, eta, self._jobs_key),
             *(seen, seen_at, self._created_key, self._created_count_key, content),
+            *self._outbox_keys,
         ]
         repeatable = mode == "cancel" or all(draft.key is not None for draft in drafts)
         return keys, args, repeatable

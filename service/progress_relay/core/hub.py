@@ -49,6 +49,7 @@ from progress_relay.wire.errors import (
 from progress_relay.wire.events import Draft, Event, validate_order
 from progress_relay.wire.ids import Position
 from progress_relay.wire.snapshot import Snapshot, without_content
+from progress_relay.wire.webhooks import JobWebhook
 
 if TYPE_CHECKING:
     from progress_relay.ops.tracing import Attributes, Tracer
@@ -132,14 +133,16 @@ class Hub:
         *,
         ttl: float | None,
         meta: Any,
+        webhook: JobWebhook | None = None,
         parent: str | None = None,
         weight: float | None = None,
         children: Sequence[Child] = (),
     ) -> Coroutine[Any, Any, bool]:
-        """Create a job (idempotent); True when this call created it. With ``parent`` it is
-        that job's child (of ``weight``); with ``children`` they are created as its children,
-        each idempotent as well."""
-        call = self._create_in_group(job_id, ttl, meta, parent, weight, children)
+        """Create a job (idempotent); True when this call created it. ``webhook``: its own
+        receiver, already checked against ``webhooks.allowed``. With ``parent`` it is that
+        job's child (of ``weight``); with ``children`` they are created as its children, each
+        idempotent as well (without the webhook: the parent's end is the group's)."""
+        call = self._create_in_group(job_id, ttl, meta, webhook, parent, weight, children)
         tracer = self.tracer
         return call if tracer is None else tracer.around("create", {_JOB_ID: job_id}, call)
 
@@ -148,12 +151,13 @@ class Hub:
         job_id: str,
         ttl: float | None,
         meta: Any,
+        webhook: JobWebhook | None,
         parent: str | None,
         weight: float | None,
         children: Sequence[Child],
     ) -> bool:
         if parent is None and not children:
-            return await self._create(job_id, ttl, meta)
+            return await self._create(job_id, ttl, meta, webhook)
         parent_snapshot = None
         if parent is not None:
             parent_snapshot = await self._check_parent(parent, 1, 1 + bool(children))
@@ -169,7 +173,7 @@ class Hub:
             ids = [child.id for child in children]
             if len(set(ids)) != len(ids):
                 raise GroupConflict("`children` names a job twice - at `$.children`")
-        created = await self._create(job_id, ttl, meta)
+        created = await self._create(job_id, ttl, meta, webhook)
         if parent is not None and parent_snapshot is not None:
             await self._join(parent_snapshot, [Child(job_id, weight)], {job_id: created})
         if children:
@@ -178,7 +182,7 @@ class Hub:
                 raise no_job(job_id)
             made = {}
             for child in children:
-                made[child.id] = await self._create(child.id, ttl, child.meta)
+                made[child.id] = await self._create(child.id, ttl, child.meta, None)
             await self._join(snapshot, children, made)
         return created
 
@@ -274,7 +278,9 @@ class Hub:
             await self.broker.keep_children(parent_id, children)
             children = None
 
-    async def _create(self, job_id: str, ttl: float | None, meta: Any) -> bool:
+    async def _create(
+        self, job_id: str, ttl: float | None, meta: Any, webhook: JobWebhook | None
+    ) -> bool:
         limits = self.settings.limits
         raw = None
         if meta is not None:
@@ -285,7 +291,7 @@ class Hub:
                     f"`meta` is larger than {limits.max_event_bytes} bytes - at `$.meta`"
                 )
         try:
-            _, created = await self.broker.create(job_id, ttl=ttl, meta=raw)
+            _, created = await self.broker.create(job_id, ttl=ttl, meta=raw, webhook=webhook)
         except MemoryFull:
             self.counts.memory_refused += 1
             raise

@@ -34,12 +34,14 @@ from progress_relay.http.keys import (
     REAPER,
     SETTINGS,
     STALLS,
+    WEBHOOKS,
 )
 from progress_relay.http.observe import Observe
 from progress_relay.http.rate import RateLimiter
 from progress_relay.ops import connections, tracing
 from progress_relay.ops.metrics import Metrics
 from progress_relay.ops.tracing import Tracer
+from progress_relay.ops.webhooks import Webhooks
 
 
 def create_app(settings: Settings, *, tracer: Tracer | None = None) -> web.Application:
@@ -85,6 +87,9 @@ def create_app(settings: Settings, *, tracer: Tracer | None = None) -> web.Appli
     app[CREATE_RATE] = RateLimiter(limits.create_rate, limits.create_burst)
     app[CANCEL_RATE] = RateLimiter(limits.cancel_rate, limits.cancel_burst)
     app[REAPER] = Reaper(broker, hub, settings.reaper.interval)
+    if broker.outbox is not None:
+        app[WEBHOOKS] = webhooks = Webhooks(settings.webhooks, broker.outbox)
+        metrics.watch_webhooks(webhooks)
     app.add_routes(jobs.routes)
     app.add_routes(batch.routes)
     app.add_routes(streams.routes)
@@ -109,7 +114,12 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
     await broker.start()
     reaper.start()
     stalls.start()
+    webhooks = app.get(WEBHOOKS)
+    if webhooks is not None:
+        await webhooks.start()
     yield
+    if webhooks is not None:
+        await webhooks.close()  # before the broker: what is under way finishes or stays queued
     await stalls.close()
     await reaper.close()
     await broker.close()

@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Raw
 
+from progress_relay.config import WebhookSettings
 from progress_relay.core.hub import Child
 from progress_relay.http import params, rate
 from progress_relay.http.access import PUBLISHER
@@ -49,10 +50,12 @@ from progress_relay.wire.errors import (
     RateLimited,
     TooManyChildren,
     TooManyJobs,
+    WebhookNotAllowed,
 )
 from progress_relay.wire.events import parse_publish
 from progress_relay.wire.json_depth import check_nesting
 from progress_relay.wire.snapshot import STATUSES
+from progress_relay.wire.webhooks import JobWebhook, WebhookIn, destination_problem
 
 routes = web.RouteTableDef()
 _encode = msgspec.json.Encoder().encode
@@ -68,6 +71,17 @@ _FULL = (TooManyJobs, MemoryFull, BrokerUnavailable)
 _CURSOR_DIGITS = 19
 
 _CREATE_DECODER = msgspec.json.Decoder(CreateJobIn)
+
+
+def _webhook(spec: WebhookIn | str, settings: WebhookSettings) -> JobWebhook:
+    """A job's webhook, refused unless it goes where the operator allows and can be signed."""
+    url, events = (spec, None) if isinstance(spec, str) else (spec.url, spec.events)
+    if not settings.secret:
+        raise WebhookNotAllowed("this relay sends no webhooks (webhooks.secret is not set)")
+    problem = destination_problem(url, settings.allowed)
+    if problem:
+        raise WebhookNotAllowed(f"{problem} - at `$.webhook`")
+    return JobWebhook(url, events)
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -95,6 +109,7 @@ def json_response(body: Any, status: int = 200) -> web.Response:
         TooManyChildren,
         GroupTooDeep,
         GroupConflict,
+        WebhookNotAllowed,
         RateLimited,
         *_FULL,
     ),
@@ -117,6 +132,7 @@ async def create_job(request: web.Request) -> web.Response:
             f"got {spec.ttl:.15g} - at `$.ttl`"
         )
     job_id = params.check_job_id(spec.id, "`$.id`") if spec.id is not None else uuid.uuid4().hex
+    webhook = None if spec.webhook is None else _webhook(spec.webhook, settings.webhooks)
     parent = None if spec.parent is None else params.check_job_id(spec.parent, "`$.parent`")
     children = [
         Child(
@@ -132,6 +148,7 @@ async def create_job(request: web.Request) -> web.Response:
         job_id,
         ttl=spec.ttl,
         meta=spec.meta,
+        webhook=webhook,
         parent=parent,
         weight=spec.weight,
         children=children,

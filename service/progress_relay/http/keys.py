@@ -15,6 +15,7 @@ from progress_relay.http.inflight import InFlight
 from progress_relay.http.rate import RateLimiter
 from progress_relay.ops.connections import Connections
 from progress_relay.ops.metrics import Metrics
+from progress_relay.ops.webhooks import Webhooks
 
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", Broker)
@@ -29,5 +30,7 @@ CREATE_RATE = web.AppKey("create_rate", RateLimiter)
 CANCEL_RATE = web.AppKey("cancel_rate", RateLimiter)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 METRICS = web.AppKey("metrics", Metrics)
+# Webhook delivery, when the broker has an outbox (webhooks.secret is set).
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
 # The OpenAPI document, encoded once when the app is made.
 OPENAPI = web.AppKey("openapi", bytes)

@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from progress_relay import __version__
 from progress_relay.brokers import MemoryUse
 from progress_relay.core.hub import Hub
+from progress_relay.ops.webhooks import Webhooks
 from progress_relay.wire.errors import RelayError
 from progress_relay.wire.snapshot import STATUSES
 
@@ -80,6 +81,8 @@ class _RelayCollector(Collector):
         self._hub = hub
         self.jobs: dict[str, int] | None = None
         self.memory: MemoryUse | None = None
+        self.webhooks: Webhooks | None = None
+        self.webhooks_dropped: int | None = None
 
     def collect(self) -> Iterator[Metric]:
         hub = self._hub
@@ -113,11 +116,38 @@ class _RelayCollector(Collector):
             )
             dropped.add_metric([], memory.histories_dropped)
             yield dropped
+        yield from self._webhooks()
         counts = hub.counts
         for name, text, attribute in _COUNTERS:
             counter = CounterMetricFamily(f"progress_relay_{name}", text)
             counter.add_metric([], getattr(counts, attribute))
             yield counter
+
+    def _webhooks(self) -> Iterator[Metric]:
+        webhooks = self.webhooks
+        if webhooks is None:
+            return
+        counts = webhooks.counts
+        for name, text, value in (
+            ("webhooks_delivered", "Webhook deliveries a receiver took (2xx).", counts.delivered),
+            ("webhooks_retried", "Webhook attempts after a delivery's first.", counts.retried),
+            (
+                "webhooks_failed",
+                "Webhook deliveries given up after webhooks.retry_for.",
+                counts.failed,
+            ),
+        ):
+            counter = CounterMetricFamily(f"progress_relay_{name}", text)
+            counter.add_metric([], value)
+            yield counter
+        if self.webhooks_dropped is not None:
+            dropped = CounterMetricFamily(
+                "progress_relay_webhooks_dropped",
+                "Webhook deliveries dropped, the oldest first, past webhooks.outbox_size "
+                "(with Redis: by every instance).",
+            )
+            dropped.add_metric([], self.webhooks_dropped)
+            yield dropped
 
 
 class Metrics:
@@ -163,6 +193,16 @@ class Metrics:
         self._counted: dict[tuple[str, str, int], Callable[[], None]] = {}
         self._timed: dict[tuple[str, str, bool], Callable[[float], None]] = {}
 
+    def watch_webhooks(self, webhooks: Webhooks) -> None:
+        self._relay.webhooks = webhooks
+        latency = Histogram(
+            "progress_relay_webhook_latency_seconds",
+            "Time from an event's publish to its webhook delivery, retries included.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 900, 3600),
+            registry=self.registry,
+        )
+        webhooks.latency_timer = latency.observe
+
     def answered(
         self, method: str, route: str | None, status: int, seconds: float, *, stream: bool
     ) -> None:
@@ -199,6 +239,13 @@ class Metrics:
         except RelayError as exc:
             log.warning("/metrics without memory use: %s", exc)
             self._relay.memory = None
+        webhooks = self._relay.webhooks
+        if webhooks is not None:
+            try:
+                self._relay.webhooks_dropped = await webhooks.outbox.dropped()
+            except RelayError as exc:
+                log.warning("/metrics without dropped webhooks: %s", exc)
+                self._relay.webhooks_dropped = None
         if "application/openmetrics-text" in accept:
             encode, content_type = choose_encoder(accept)
             return encode(self.registry), content_type

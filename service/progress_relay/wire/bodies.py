@@ -11,6 +11,7 @@ from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 from progress_relay.config import MAX_LIFETIME
 from progress_relay.wire.ids import EVENT_ID_PATTERN, JOB_ID_PATTERN
 from progress_relay.wire.snapshot import Snapshot, Status
+from progress_relay.wire.webhooks import MAX_URL_LENGTH, WebhookIn
 
 # Ids as the document describes them. Only described: progress_relay.wire.ids checks them, with
 # the errors of its own (a decoder checking the pattern would answer invalid_body instead).
@@ -55,6 +56,13 @@ class CreateJobIn(Struct, forbid_unknown_fields=True):
         Annotated[
             list[ChildIn],
             Meta(description="children created with this job, at most limits.max_children"),
+        ]
+        | None
+    ) = None
+    webhook: (
+        Annotated[
+            WebhookIn | Annotated[str, Meta(max_length=MAX_URL_LENGTH)],
+            Meta(description="a receiver of this job's events (a URL, or the URL and events)"),
         ]
         | None
     ) = None

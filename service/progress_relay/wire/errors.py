@@ -59,6 +59,15 @@ class InvalidBody(RelayError):
     description = "the create body has a wrong field type, a value out of range or an unknown field"
 
 
+class WebhookNotAllowed(RelayError):
+    status = 422
+    code = "webhook_not_allowed"
+    description = (
+        "the job's webhook is not an http(s) URL without credentials to a destination in "
+        "webhooks.allowed, or the relay has no webhooks.secret"
+    )
+
+
 class PayloadTooLarge(RelayError):
     status = 413
     code = "payload_too_large"

@@ -1,7 +1,8 @@
 -- Create a job unless it exists: first forget expired jobs in the indexes, refuse past max jobs,
 -- then write the snapshot hash with its expiry and add the job to both indexes.
 -- KEYS: 1 job hash, 2 jobs by expiry (ms), 3 jobs by creation, 4 creation counter
--- ARGV: 1 meta (JSON), 2 the job's own ttl ms or "", 3 lifetime ms, 4 max jobs, 5 job id
+-- ARGV: 1 meta (JSON), 2 the job's own ttl ms or "", 3 lifetime ms, 4 max jobs, 5 job id,
+--       then optionally 6 the job's webhook URL and 7 its events ("" for the relay's default)
 -- Returns 1 (created), 0 (it existed), -1 (full) or -2 (arguments out of range: nothing was
 -- written; Redis keeps what a script wrote before an error, so they are checked first).
 local MAX_MS = 1e12
@@ -27,6 +28,9 @@ if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
 redis.call('HSET', KEYS[1], 'created_at', now_ms, 'updated_at', now_ms, 'status', '"pending"',
   'meta', ARGV[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'ttl', ARGV[2]) end
+if ARGV[6] and ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[1], 'webhook_url', ARGV[6], 'webhook_events', ARGV[7] or '')
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[3]), ARGV[5])
 redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[5])

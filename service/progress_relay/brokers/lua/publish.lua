@@ -26,9 +26,12 @@
 --       then n quadruples (name, data, log entry "[level,message]" or "", key or ""),
 --       then n eta percents ("" when none), then n ETA modes ("" not a progress, "-" the relay
 --       estimates, else the publisher's own eta_seconds as JSON), then m, then m pairs (field,
---       JSON value)
+--       JSON value), then, when webhooks are on, 3 more: the outbox's length, the relay's
+--       default events ("terminal", "stages", "all") and "1" if it has a default URL, else ""
+-- KEYS when webhooks are on: 13 the webhook outbox stream, 14 its count of dropped deliveries
 -- Returns {"ok", epoch, first seq, cancel_requested, the job's parent (its JSON, "" when none:
--- core/groups.py), then per event the eta_seconds added to its data or ""} or {"finished", status} or {"missing"}
+-- core/groups.py), then per event the eta_seconds added to its data or ""} or {"finished", status}
+-- or {"missing"}
 -- or {"already"} (a cancel that was already requested) or {"full"} (a new job past max jobs)
 -- or {"invalid", what} (arguments out of range: nothing was written)
 -- or {"seen", epoch, cancel_requested, seq or "0" for each event}: some keys were seen
@@ -50,7 +53,13 @@ local base = 18
 local eta_base = base + 4 * n
 local own_base = eta_base + n
 local m = whole(ARGV[own_base + n + 1], 0, 1e6)
-if not m or #ARGV ~= own_base + n + 1 + 2 * m then return {'invalid', 'the argument count'} end
+local hooks_at = own_base + n + 2 + 2 * (m or 0)
+if not m or (#ARGV ~= hooks_at - 1 and #ARGV ~= hooks_at + 2) then
+  return {'invalid', 'the argument count'}
+end
+if ARGV[hooks_at] and not (whole(ARGV[hooks_at], 1, 1e12) and KEYS[14]) then
+  return {'invalid', 'the webhook outbox'}
+end
 if not (whole(ARGV[3], 1, 1e12) and whole(ARGV[4], 1, 1e15) and whole(ARGV[5], 1, 1e12)
     and whole(ARGV[6], 1, MAX_MS) and whole(ARGV[7], 1, MAX_MS) and whole(ARGV[12], 1, 1e15)
     and whole(ARGV[14], 1, MAX_MS) and whole(ARGV[15], 1, 1e15) and whole(ARGV[16], 1, 1e15)
@@ -263,6 +272,7 @@ if ARGV[18] ~= '' then
   end
 end
 
+local stage_before = redis.call('HGET', KEYS[3], 'stage')
 local m_at = own_base + n + 1
 local m = tonumber(ARGV[m_at])
 local fields = {'updated_at', now_ms, 'last_seq', first + n - 1, 'bytes', bytes, 'dropped', dropped}
@@ -298,6 +308,49 @@ if table.concat(added) ~= '' then  -- the batch as [[name, data], ...] with the 
   body = '[' .. table.concat(items, ',') .. ']'
 end
 redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. first .. ' ' .. body)
+
+-- Webhooks: the events the job's receiver asked for go to the outbox in this same step, each
+-- with the snapshot as this publish left it (its hash and log tail); past the outbox's length
+-- the oldest deliveries are dropped, and counted.
+if ARGV[hooks_at] then
+  local url = redis.call('HGET', KEYS[3], 'webhook_url')
+  if url or ARGV[hooks_at + 2] == '1' then
+    local events = redis.call('HGET', KEYS[3], 'webhook_events') or ''
+    if events == '' then events = ARGV[hooks_at + 1] end
+    local stage = stage_before and cjson.decode(stage_before)
+    local snapshot = nil
+    local most = tonumber(ARGV[hooks_at])
+    for i = 1, n do
+      local name = ARGV[base + 4 * i - 3]
+      local take = events == 'all' or name == 'complete' or name == 'failed'
+        or name == 'cancelled'
+      if name == 'progress' then
+        local now_stage = cjson.decode(datas[i]).stage
+        if type(now_stage) == 'string' and now_stage ~= stage then
+          stage = now_stage
+          take = take or events == 'stages'
+        end
+      end
+      if take then
+        if not snapshot then
+          snapshot = cjson.encode({redis.call('HGETALL', KEYS[3]),
+            redis.call('LRANGE', KEYS[5], 0, -1)})
+        end
+        -- What MAXLEN trims is dropped unless an instance already works on it (pending in the
+        -- group "relay", brokers/redis_outbox.py): that one is still delivered.
+        if redis.call('XLEN', KEYS[13]) >= most then
+          local oldest = redis.call('XRANGE', KEYS[13], '-', '+', 'COUNT', 1)[1][1]
+          if #redis.call('XPENDING', KEYS[13], 'relay', oldest, oldest, 1) == 0 then
+            redis.call('INCR', KEYS[14])
+          end
+        end
+        redis.call('XADD', KEYS[13], 'MAXLEN', most, '*', 'j', ARGV[13],
+          'i', epoch .. '-' .. (first + i - 1), 'e', name, 'd', datas[i], 'u', url or '',
+          's', snapshot)
+      end
+    end
+  end
+end
 local cancel = redis.call('HGET', KEYS[3], 'cancel_requested') == 'true'
 local parent = redis.call('HGET', KEYS[3], 'parent') or ''
 return {'ok', epoch, first, cancel and 1 or 0, parent, unpack(added)}
