@@ -29,8 +29,9 @@
 --       JSON value), then, when webhooks are on, 3 more: the outbox's length, the relay's
 --       default events ("terminal", "stages", "all") and "1" if it has a default URL, else ""
 -- KEYS when webhooks are on: 13 the webhook outbox stream, 14 its count of dropped deliveries
--- Returns {"ok", epoch, first seq, cancel_requested, then per event the eta_seconds added to
--- its data or ""} or {"finished", status} or {"missing"}
+-- Returns {"ok", epoch, first seq, cancel_requested, the job's parent (its JSON, "" when none:
+-- core/groups.py), then per event the eta_seconds added to its data or ""} or {"finished", status}
+-- or {"missing"}
 -- or {"already"} (a cancel that was already requested) or {"full"} (a new job past max jobs)
 -- or {"invalid", what} (arguments out of range: nothing was written)
 -- or {"seen", epoch, cancel_requested, seq or "0" for each event}: some keys were seen
@@ -351,4 +352,5 @@ if ARGV[hooks_at] then
   end
 end
 local cancel = redis.call('HGET', KEYS[3], 'cancel_requested') == 'true'
-return {'ok', epoch, first, cancel and 1 or 0, unpack(added)}
+local parent = redis.call('HGET', KEYS[3], 'parent') or ''
+return {'ok', epoch, first, cancel and 1 or 0, parent, unpack(added)}
