@@ -481,7 +481,7 @@ export class GroupWatch extends Emitter {
     let frame;
     try { frame = JSON.parse(data); } catch (error) { return; }
     if (id) this._from = id;
-    if (name === "reset") this._reset(id, frame);
+    if (name === "reset" && (frame.job === this.id || frame.children)) this._reset(id, frame);
     else if (frame.job === this.id) this._onParent(id, name, frame.data);
     else if (frame.job) this._onChild(frame.job, id, name, frame.data);
     if (this.finished) this._end(controller);
