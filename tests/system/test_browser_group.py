@@ -277,10 +277,10 @@ def test_a_group_followed_across_a_relay_restart_on_redis_misses_nothing(
     try:
         children = create_group(first, "cut", 2)
         page = show(browser, first, "cut")
-        wait_for(page, "window.connections.at(-1) === 'open'")
+        wait_for(page, f"window.connections.at(-1) === 'open' && {STATE}.children.length === 2")
         page.evaluate(
-            f"""window.logs = []; {ELEMENT}.watch.child({children[0]!r})
-              .on("log", (data) => window.logs.push(data.message))"""
+            f"""() => {{ window.logs = []; {ELEMENT}.watch.child({children[0]!r})
+              .on("log", (data) => window.logs.push(data.message)); }}"""
         )
         publish_batch(first.base_url, children[0], [("log", {"message": "before"})])
         wait_for(page, "window.logs.length === 1")

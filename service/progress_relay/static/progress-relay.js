@@ -358,8 +358,8 @@ const GROUP_COUNTS = ["pending", "running", "completed", "failed", "cancelled"];
  * parent's events and every child's. `state` is the parent's state with `children`, each
  * child's state in the group's order; a new object after every change.
  *
- * A new watch opens the stream with `replay=snapshot`: its first frame is the group's `reset`
- * (the parent's snapshot and each child's), so a watch that starts late starts from the group
+ * A new watch opens the stream with `replay=snapshot`: it starts with the group's `reset` (the
+ * parent's snapshot and each child's: one frame with `children`, or a `reset` per job), so a watch that starts late starts from the group
  * as it stands, and every later event comes through the same stream. After an interruption it
  * resumes from its last id (the relay then sends exactly the missed events of every job of the
  * group, or a `reset`); each job applies an event once (JobWatch, by its seq). The stream is
