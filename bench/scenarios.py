@@ -7,12 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from bench import servers
 from bench.load import CONNECT_CONCURRENCY, Load, spread
@@ -305,6 +309,105 @@ async def many(
     }
 
 
+# -- many-sdk -----------------------------------------------------------------------------------
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+async def many_sdk(server: Server, options: Options) -> Metrics:
+    """``many`` published through the SDK: 10,000 subscribers over 1,000 jobs, 10 events/s per
+    job for 10 s, from one process (bench/sdk_publisher.py: a task per job on one AsyncRelay,
+    batching across jobs) whose CPU is measured on its own."""
+    job_count = _count(1000, options.scale)
+    per_job = 10
+    per_job_rate = 10.0
+    duration = _seconds(10.0, options.scale * 10)
+    events = max(1, round(per_job_rate * duration))
+    jobs = _job_ids("sdk", job_count)
+    load = Load(server, spread(server, jobs, per_job, events, options.sample_every))
+    connect_s = await load.connect_all()
+    next_seq = dict.fromkeys(jobs, 0)
+
+    async def phase(rate: float, seconds: float) -> tuple[dict[str, Any], bool]:
+        spec = {
+            "url": f"http://{HOST}:{server.ports[0]}",
+            "jobs": jobs,
+            "first": [next_seq[job] for job in jobs],
+            "per_job": max(1, round(rate / job_count * seconds)),
+            "rate": rate / job_count,
+            # A relay that cannot take the rate gets what it took in 1.5 times the duration.
+            "deadline_s": seconds * 1.5,
+            "batch_window": 0.005,
+        }
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.sdk_publisher",
+            cwd=_ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await child.communicate(json.dumps(spec).encode())
+        if child.returncode != 0:
+            raise RuntimeError(f"many-sdk: the SDK publisher exited with {child.returncode}")
+        report: dict[str, Any] = json.loads(out)
+        for job, sent in zip(jobs, report["sent"], strict=True):
+            next_seq[job] += sent
+        load.retarget(lambda job: next_seq[job])
+        complete = await load.wait_complete(within=15.0)
+        return report, complete
+
+    target_rate = per_job_rate * job_count
+    try:
+        with Window(server) as window:
+            started = time.perf_counter()
+            report, complete = await phase(target_rate, duration)
+            ended = load.tally.completed_at if complete else time.perf_counter()
+        published = sum(report["sent"])
+        publishing_s = max(float(report["publishing_s"]), 1e-9)
+        reached = published / publishing_s
+        latencies = load.tally.latencies_us
+        at_target = {
+            "latency_p50_ms": _percentile(latencies, 0.50),
+            "latency_p99_ms": _percentile(latencies, 0.99),
+        }
+        delivered = per_job * published - load.lost - load.undelivered
+        sustained = {"sustained_per_s": reached, **at_target}
+        if reached < 0.95 * target_rate and complete:
+            # As in `many`: the latency of a rate the relay sustains, 80 % of the one reached.
+            load.tally.latencies_us = []
+            second, complete = await phase(0.8 * reached, duration / 2)
+            latencies = load.tally.latencies_us
+            sustained = {
+                "sustained_per_s": sum(second["sent"]) / max(second["publishing_s"], 1e-9),
+                "latency_p50_ms": _percentile(latencies, 0.50),
+                "latency_p99_ms": _percentile(latencies, 0.99),
+            }
+        elif reached < 0.95 * target_rate:
+            nan = float("nan")
+            sustained = {"sustained_per_s": nan, "latency_p50_ms": nan, "latency_p99_ms": nan}
+    finally:
+        load.close_all()
+    return {
+        "publish_target_per_s": target_rate,
+        "publish_per_s": reached,
+        "delivered_per_s": delivered / (ended - started),
+        "latency_p50_at_target_ms": at_target["latency_p50_ms"],
+        "latency_p99_at_target_ms": at_target["latency_p99_ms"],
+        **sustained,
+        "publisher_cpu_pct": 100.0 * float(report["cpu_s"]) / publishing_s,
+        "publisher_requests_per_s": int(report["requests"]) / publishing_s,
+        "events_per_request": published / max(1, int(report["requests"])),
+        "generator_capacity_per_s": window.generator_capacity(delivered),
+        "connect_s": connect_s,
+        **window.metrics(),
+        **_delivery(load),
+        "publish_errors": int(report["errors"]),
+        "publish_error_kinds": str(report["error_kinds"]),
+        "complete": "yes" if complete else "no (timeout)",
+    }
+
+
 # -- idle ---------------------------------------------------------------------------------------
 
 
@@ -439,12 +542,39 @@ async def publish(server: Server, options: Options) -> Metrics:
     return metrics
 
 
+async def publish_redis(server: Server, options: Options) -> Metrics:
+    """``publish`` against one relay on Redis, then against one on the memory broker in the same
+    run: what Redis costs a publish, as a ratio (``redis_vs_memory``)."""
+    on_redis = await publish(server, options)
+    with servers.progress_relay() as memory:
+        on_memory = await publish(memory, options)
+    metrics: Metrics = {
+        **on_redis,
+        "memory_publish_per_s": on_memory["publish_per_s"],
+        "redis_vs_memory": float(on_redis["publish_per_s"]) / float(on_memory["publish_per_s"]),
+        "memory_server_cpu_pct": on_memory["server_cpu_pct"],
+        "publish_errors": int(on_redis["publish_errors"]) + int(on_memory["publish_errors"]),
+    }
+    if "batch_events_per_s" in on_redis and "batch_events_per_s" in on_memory:
+        metrics["memory_batch_events_per_s"] = on_memory["batch_events_per_s"]
+        metrics["batch_redis_vs_memory"] = float(on_redis["batch_events_per_s"]) / float(
+            on_memory["batch_events_per_s"]
+        )
+    return metrics
+
+
 # -- the table of scenarios ---------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def _relay_on_redis() -> Iterator[Server]:
     with servers.redis_server() as url, servers.progress_relay(instances=2, redis_url=url) as relay:
+        yield relay
+
+
+@contextlib.contextmanager
+def _one_relay_on_redis() -> Iterator[Server]:
+    with servers.redis_server() as url, servers.progress_relay(redis_url=url) as relay:
         yield relay
 
 
@@ -548,6 +678,44 @@ SCENARIOS: dict[str, Scenario] = {
                 Metric("server_cpu_pct", "server CPU %", "lower"),
                 Metric("generator_cpu_pct", "generator CPU %", "lower"),
                 Metric("publish_errors", "failed publishes", "zero"),
+            ),
+        ),
+        Scenario(
+            "publish-redis",
+            publish_redis,
+            {"progress-relay": _one_relay_on_redis},
+            (
+                Metric("publish_per_s", "publishes/s (1 event), on Redis", "higher"),
+                Metric("memory_publish_per_s", "publishes/s (1 event), memory broker", "higher"),
+                Metric("redis_vs_memory", "Redis ÷ memory, same run (target ≥ 0.70)", "higher", 2),
+                Metric("batch_events_per_s", "events/s (batches of 50), on Redis", "higher"),
+                Metric("memory_batch_events_per_s", "events/s (batches of 50), memory", "higher"),
+                Metric("batch_redis_vs_memory", "batches: Redis ÷ memory, same run", "higher", 2),
+                Metric("server_cpu_pct", "relay CPU % on Redis (Redis's own not counted)", "lower"),
+                Metric("memory_server_cpu_pct", "relay CPU % on memory", "lower"),
+                Metric("publish_errors", "failed publishes", "zero"),
+            ),
+        ),
+        Scenario(
+            "many-sdk",
+            many_sdk,
+            {"progress-relay": servers.progress_relay},  # Nchan and the naive relay have no SDK
+            (
+                Metric("publish_target_per_s", "publishes/s asked (10 per job)", "higher"),
+                Metric("publish_per_s", "publishes/s reached (through the SDK)", "higher"),
+                Metric("delivered_per_s", "delivered events/s", "higher"),
+                Metric("latency_p50_at_target_ms", "latency p50 ms at the target rate", "lower", 1),
+                Metric("latency_p99_at_target_ms", "latency p99 ms at the target rate", "lower", 1),
+                Metric("sustained_per_s", "sustained publishes/s (80 % of reached)", "higher"),
+                Metric("latency_p50_ms", "latency p50 ms, sustained rate", "lower", 1),
+                Metric("latency_p99_ms", "latency p99 ms, sustained rate", "lower", 1),
+                Metric("publisher_cpu_pct", "publisher process CPU % (the SDK)", "lower"),
+                Metric("publisher_requests_per_s", "HTTP requests/s the SDK sent", "lower"),
+                Metric("events_per_request", "events per request", "higher", 1),
+                Metric("publish_errors", "failed publishes", "zero"),
+                Metric("connect_s", "connect 10k s", "lower", 2),
+                *_RESOURCES,
+                *_CORRECTNESS,
             ),
         ),
         Scenario(

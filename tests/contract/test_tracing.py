@@ -376,3 +376,19 @@ def test_the_environments_tracer_names_the_service(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
     assert service({"OTEL_TRACES_EXPORTER": "console"}) == "progress-relay"
     assert service({"OTEL_SERVICE_NAME": "uploads-relay"}) == "uploads-relay"
+
+
+async def test_a_cross_job_publish_is_a_span_with_the_broker_call_as_its_child(
+    traced: Client, exporter: InMemorySpanExporter, broker: dict[str, Any]
+) -> None:
+    events = [
+        {"job": "x1", "event": "log", "data": {"message": "a"}},
+        {"job": "x2", "event": "log", "data": {"message": "b"}},
+        {"job": "x1", "event": "log", "data": {"message": "c"}},
+    ]
+    assert (await traced.post("/v1/events", json={"events": events})).status == 200
+    span = only(exporter, "publish_many")
+    assert span.attributes is not None
+    assert dict(span.attributes) == {"progress_relay.jobs": 2, "progress_relay.events": 3}
+    inner = child_of(exporter, span, "broker.publish_many")
+    assert inner.attributes == {"progress_relay.broker": kind_of(broker)}

@@ -208,7 +208,7 @@ async def test_lost_responses_and_503_are_retried_without_duplicates(
     relay: AsyncRelay, proxy: Proxy, shared_relay: RunningRelay
 ) -> None:
     job = job_id()
-    async with AsyncRelay(proxy.url) as through_proxy:
+    async with AsyncRelay(proxy.url, batch_window=0) as through_proxy:  # the single-job route
         proxy.lose_next_response(b"first")
         one = await through_proxy.log(job, "first")
         proxy.answer_next(unavailable_response("0.1"), f"/v1/jobs/{job}/events".encode())

@@ -172,12 +172,14 @@ def test_publisher_token(own_relay: Callable[..., RunningRelay]) -> None:
     ("status", "code"),
     [("503 Service Unavailable", "broker_unavailable"), ("429 Too Many Requests", "rate_limited")],
 )
+@pytest.mark.parametrize("window", [0, 0.005], ids=["single-job", "cross-job"])
 def test_503_and_429_are_retried_after_retry_after(
-    relay: Relay, proxy: Proxy, status: str, code: str
+    relay: Relay, proxy: Proxy, status: str, code: str, window: float
 ) -> None:
     job = job_id()
-    proxy.answer_next(unavailable_response("0.3", status, code), f"/v1/jobs/{job}/events".encode())
-    with Relay(proxy.url) as through_proxy:
+    route = f"/v1/jobs/{job}/events" if window == 0 else "/v1/events"
+    proxy.answer_next(unavailable_response("0.3", status, code), route.encode())
+    with Relay(proxy.url, batch_window=window) as through_proxy:
         started = time.monotonic()
         published = through_proxy.log(job, "after a 503")
         waited = time.monotonic() - started

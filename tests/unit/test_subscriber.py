@@ -513,3 +513,17 @@ def test_the_watch_leaves_streams_that_are_not_live_alone() -> None:
     socket.unsent = 10**9
     assert not sub.watch(100.0, timeout=1)
     assert socket.asked == 0
+
+
+def test_a_stream_skipped_while_clean_waits_for_acks_from_the_watchs_last_look() -> None:
+    sub = subscriber()
+    socket = live(sub)
+    assert not sub.watch(0.0, timeout=5)  # clean; the watch skips it from now on
+    socket.write(b": ping\n\n")  # written at about 14.5, looked at next at 15
+    socket.unsent = 8
+    # Not "waiting since 0": since the watch's look at 14, when it would have found it clean.
+    assert not sub.watch(15.0, timeout=5, clean_since=14.0)
+    assert sub.unacknowledged
+    assert not sub.watch(18.9, timeout=5, clean_since=18.0)
+    assert sub.watch(19.0, timeout=5, clean_since=18.9)
+    assert sub.dropped

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from progress_relay.config import JobSettings
-from progress_relay.wire.errors import TooManyJobs
+from progress_relay.wire.errors import RelayError, TooManyJobs
 from progress_relay.wire.events import Draft, Event
 from progress_relay.wire.snapshot import Snapshot
 
@@ -105,6 +105,14 @@ class Broker(Protocol):
         unless every draft's idempotency key was seen: a retry gets its original ids even then.
         Checking the keys and appending is one atomic step, so two concurrent retries of the
         same key publish it once."""
+
+    async def publish_many(
+        self, batches: Sequence[tuple[str, Sequence[Draft]]]
+    ) -> list[Published | RelayError]:
+        """``publish`` of several jobs in one call (one round trip to a networked broker), in
+        order: each job's drafts are atomic and in order as ``publish`` makes them; a job
+        refused (finished, no room, ...) has its error in its place and does not stop the
+        others. An error raised (the broker unreachable) is the whole call's."""
 
     async def request_cancel(self, job_id: str) -> tuple[Snapshot, Event | None]:
         """Mark a job's cancellation as requested; the event is None when it already was."""

@@ -44,7 +44,7 @@ from progress_relay.brokers.idempotency import SeenKeys
 from progress_relay.config import JobSettings, LimitSettings
 from progress_relay.core.ring import Ring
 from progress_relay.wire.content import ContentTail, trim_limit
-from progress_relay.wire.errors import JobFinished, no_job
+from progress_relay.wire.errors import JobFinished, RelayError, no_job
 from progress_relay.wire.events import CANCEL_REQUESTED, ContentData, Draft, Event, LogData
 from progress_relay.wire.ids import Position, new_epoch
 from progress_relay.wire.snapshot import (
@@ -314,6 +314,17 @@ class MemoryBroker:
         if events:
             self._listener(job_id, events)
         return Published(events, ids, snapshot.cancel_requested)
+
+    async def publish_many(
+        self, batches: Sequence[tuple[str, Sequence[Draft]]]
+    ) -> list[Published | RelayError]:
+        outcomes: list[Published | RelayError] = []
+        for job_id, drafts in batches:
+            try:
+                outcomes.append(await self.publish(job_id, drafts))
+            except RelayError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     # -- the memory bound ------------------------------------------------------------------
 

@@ -38,6 +38,8 @@ from typing import Any, Literal, cast
 import msgspec
 from msgspec import Raw, UnsetType
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from progress_relay.brokers.base import (
     JobPage,
@@ -48,8 +50,9 @@ from progress_relay.brokers.base import (
     Resync,
     too_many_jobs,
 )
-from progress_relay.brokers.redis_calls import RedisCalls
+from progress_relay.brokers.redis_calls import RedisCalls, refused
 from progress_relay.brokers.redis_channel import Channel
+from progress_relay.brokers.redis_pipeline import Pipeline
 from progress_relay.config import Settings
 from progress_relay.wire.content import newest, trim_limit
 from progress_relay.wire.errors import BrokerUnavailable, JobFinished, RelayError, no_job
@@ -145,6 +148,7 @@ class RedisBroker:
         )
         self._redis = Redis(connection_pool=self._pool)
         self._calls = RedisCalls(self._pool, self._timeout)
+        self._pipeline = Pipeline(self._pool)
         self._publish = self._redis.register_script(_script("publish"))
         self._create = self._redis.register_script(_script("create"))
         self._ensure_epoch = self._redis.register_script(_script("epoch"))
@@ -209,6 +213,7 @@ class RedisBroker:
             with contextlib.suppress(RelayError):
                 await self._calls.run(lambda: self._redis.delete(instance))
         await self._channel.close()
+        await self._pipeline.close()
         await self._redis.aclose()
         await self._pool.aclose()
         await self._pubsub_pool.aclose()
@@ -303,6 +308,18 @@ class RedisBroker:
                     ids[index] = str(Position(epoch, int(seq)))
             if None not in ids:
                 return Published([], [i for i in ids if i is not None], bool(reply[2]))
+        return self._outcome(job_id, drafts, pending, ids, reply)
+
+    def _outcome(
+        self,
+        job_id: str,
+        drafts: Sequence[Draft],
+        pending: list[int],
+        ids: list[str | None],
+        reply: list[Any],
+    ) -> Published:
+        """What a run of publish.lua that was not "seen" means: the events it published (the
+        drafts at ``pending``), or the error it stands for."""
         outcome = reply[0]
         if outcome == b"full":
             raise too_many_jobs(self._settings)
@@ -325,7 +342,53 @@ class RedisBroker:
             ids[index] = event.id
         return Published(events, [i for i in ids if i is not None], bool(reply[3]))
 
+    async def publish_many(
+        self, batches: Sequence[tuple[str, Sequence[Draft]]]
+    ) -> list[Published | RelayError]:
+        """One pipeline of publish.lua runs, one per job (each atomic on its own), in one round
+        trip. A job whose keys the script found seen (a retry) is finished as ``publish`` does;
+        so is one whose run found the script not loaded (after a Redis restart)."""
+        calls = [self._script_call(job_id, drafts, "publish") for job_id, drafts in batches]
+        sha = self._publish.sha
+
+        async def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for keys, args, _ in calls:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            return await pipe.execute(raise_on_error=False)
+
+        repeatable = all(call[2] for call in calls)
+        replies = await self._calls.run(run, repeatable=repeatable)
+        outcomes: list[Published | RelayError] = []
+        for (job_id, drafts), reply in zip(batches, replies, strict=True):
+            try:
+                if isinstance(reply, NoScriptError) or (
+                    isinstance(reply, list) and reply[0] == b"seen"
+                ):
+                    outcomes.append(await self._run_publish(job_id, drafts, "publish"))
+                elif isinstance(reply, Exception):
+                    outcomes.append(refused(reply))
+                else:
+                    fresh: list[str | None] = [None] * len(drafts)
+                    pending = list(range(len(drafts)))
+                    outcomes.append(self._outcome(job_id, drafts, pending, fresh, reply))
+            except RelayError as exc:
+                outcomes.append(exc)
+        return outcomes
+
     async def _run_script(self, job_id: str, drafts: Sequence[Draft], mode: str) -> list[Any]:
+        keys, args, repeatable = self._script_call(job_id, drafts, mode)
+        # Run again after a lost connection only when a second run cannot publish twice.
+        reply = await self._calls.run(
+            lambda: self._pipelined(self._publish, keys, args), repeatable=repeatable
+        )
+        return cast(list[Any], reply)
+
+    def _script_call(
+        self, job_id: str, drafts: Sequence[Draft], mode: str
+    ) -> tuple[list[str], list[Any], bool]:
+        """publish.lua's keys and arguments for ``drafts``, and whether running it twice cannot
+        publish twice."""
         settings = self._settings
         names_data: list[Any] = []
         percents: list[str] = []
@@ -383,12 +446,15 @@ class RedisBroker:
             *(self._epoch_key, self._seq_key, job, history, logs, eta, self._jobs_key),
             *(seen, seen_at, self._created_key, self._created_count_key, content),
         ]
-        # Run again after a lost connection only when a second run cannot publish twice.
         repeatable = mode == "cancel" or all(draft.key is not None for draft in drafts)
-        reply = await self._calls.run(
-            lambda: self._publish(keys=keys, args=args), repeatable=repeatable
-        )
-        return cast(list[Any], reply)
+        return keys, args, repeatable
+
+    async def _pipelined(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        """``script`` run with the other calls of this turn (brokers/redis_pipeline.py)."""
+        try:
+            return await self._pipeline.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # Redis lost its scripts (a restart, SCRIPT FLUSH): load, run
+            return await script(keys=keys, args=args)
 
     def _event(self, job_id: str, seq: int, name: str, data: bytes) -> Event:
         return Event(job_id, seq, str(Position(self._epoch, seq)), name, data)

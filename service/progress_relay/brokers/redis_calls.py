@@ -31,7 +31,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from progress_relay.brokers.budget import memory_full
-from progress_relay.wire.errors import BrokerUnavailable
+from progress_relay.wire.errors import BrokerUnavailable, RelayError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,15 @@ class RedisCalls:
             raise
         except (RedisError, OSError, TimeoutError) as exc:
             raise _unavailable(exc) from None
+
+
+def refused(exc: Exception) -> RelayError:
+    """What one command's error within a pipeline means for the client, as ``run`` maps the
+    error of a whole call."""
+    if isinstance(exc, OutOfMemoryError):
+        log.warning("Redis refused a write: it is past its maxmemory (%s)", exc)
+        return memory_full("this request")
+    return _unavailable(exc)
 
 
 def _unavailable(exc: BaseException) -> BrokerUnavailable:

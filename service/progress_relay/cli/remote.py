@@ -139,7 +139,10 @@ _PUBLISH = (
 
 
 def relay_for(args: argparse.Namespace) -> Relay:
-    return Relay(args.url, args.token, progress_rate=0, retry_budget=args.retry_budget)
+    # One command, one job: nothing to batch across jobs, so no window to wait for.
+    return Relay(
+        args.url, args.token, progress_rate=0, retry_budget=args.retry_budget, batch_window=0
+    )
 
 
 def guarded(command: Command) -> Command:

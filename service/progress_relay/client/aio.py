@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from progress_relay.client import events
+from progress_relay.client.batching import CrossJob, Pending
 from progress_relay.client.constants import DEFAULT_URL
 from progress_relay.client.errors import RelayError
 from progress_relay.client.events import Event, Outgoing
@@ -46,8 +47,11 @@ class AsyncRelay:
         timeout: float = 10.0,
         stream_read_timeout: float = 45.0,
         retry: RetryPolicy | None = None,
+        batch_window: float = 0.005,
     ) -> None:
         self.url = url.rstrip("/")
+        self._batch_window = batch_window
+        self.cross_job = CrossJob(supported=False if batch_window <= 0 else None)
         self.token = token
         self._calls = Calls(self.url)
         self._policy = retry or RetryPolicy(budget=retry_budget)
@@ -60,6 +64,8 @@ class AsyncRelay:
         self._job_locks: dict[str, asyncio.Lock] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._flushes: set[asyncio.Task[None]] = set()
+        self._batch_done: dict[int, asyncio.Future[None]] = {}
+        self._window: asyncio.TimerHandle | None = None  # open while publishes are collected
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -84,6 +90,9 @@ class AsyncRelay:
             for timer in self._timers.values():
                 timer.cancel()
             self._timers.clear()
+            if self._window is not None:  # publishes are waiting: send them now
+                self._window.cancel()
+                self._start_round()
             if self._flushes:
                 await asyncio.gather(*self._flushes, return_exceptions=True)
             await self.flush()
@@ -199,11 +208,15 @@ class AsyncRelay:
         if job_id is not None:
             self._state.raise_deferred(job_id)
         jobs = [job_id] if job_id is not None else self._state.coalescer.held_jobs()
-        for job in jobs:
+
+        async def flush_one(job: str) -> None:
             async with self._job_lock(job):
                 batch = self._state.flush(job, time.monotonic(), force=True)
                 if batch:
                     await self._send(job, batch)
+
+        # All at once: with batching across jobs, they go in the same request.
+        await asyncio.gather(*(flush_one(job) for job in jobs))
 
     def cancel_requested(self, job_id: str) -> bool:
         return self._state.cancel_requested(job_id)
@@ -291,7 +304,10 @@ class AsyncRelay:
             await asyncio.sleep(step.delay)
 
     async def _send(self, job_id: str, batch: Sequence[Outgoing]) -> Published:
-        published = await self._run(self._calls.publish(job_id, batch))
+        if self.cross_job.enabled:
+            published = await self._send_batched(job_id, batch)
+        else:
+            published = await self._run(self._calls.publish(job_id, batch))
         self._state.record(job_id, batch, published)
         if any(event.terminal for event in batch):
             self._job_locks.pop(job_id, None)
@@ -299,6 +315,47 @@ class AsyncRelay:
             if timer is not None:
                 timer.cancel()
         return published
+
+    async def _send_batched(self, job_id: str, batch: Sequence[Outgoing]) -> Published:
+        """Wait for the window's request (the first publish of a window starts its timer)."""
+        pending = Pending(job_id, batch)
+        done = asyncio.get_running_loop().create_future()
+        self._batch_done[id(pending)] = done
+        if self.cross_job.add(pending):
+            self._window = asyncio.get_running_loop().call_later(
+                self._batch_window, self._start_round
+            )
+        await asyncio.shield(done)
+        outcome = pending.outcome
+        if pending.alone or outcome is None:
+            return await self._run(self._calls.publish(job_id, batch))
+        if isinstance(outcome, RelayError):
+            raise outcome
+        return outcome
+
+    def _start_round(self) -> None:
+        self._window = None
+        for round_ in self.cross_job.take():
+            task = asyncio.get_running_loop().create_task(self._send_round(round_))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _send_round(self, round_: list[Pending]) -> None:
+        try:
+            if self.cross_job.supported is False:
+                answer = None  # learnt by a round sent meanwhile
+            else:
+                self.cross_job.requests += 1
+                call = self._calls.publish_many([(p.job_id, p.events) for p in round_])
+                answer = await self._run(call)
+            self.cross_job.settle(round_, answer)
+        except RelayError as error:
+            self.cross_job.failed(round_, error)
+        finally:
+            for pending in round_:
+                done = self._batch_done.pop(id(pending))
+                if not done.done():
+                    done.set_result(None)
 
     def _job_lock(self, job_id: str) -> asyncio.Lock:
         return self._job_locks.setdefault(job_id, asyncio.Lock())

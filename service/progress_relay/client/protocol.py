@@ -149,6 +149,10 @@ def _encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _names(events: Sequence[Outgoing]) -> str:
+    return ", ".join(event.event for event in events[:3]) + (", ..." if len(events) > 3 else "")
+
+
 def job_path(job_id: str, suffix: str = "") -> str:
     return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
 
@@ -206,13 +210,51 @@ class Calls:
             answer = _json(raw)
             return Published(list(answer["ids"]), bool(answer.get("cancel_requested")))
 
-        names = ", ".join(event.event for event in events[:3]) + (
-            ", ..." if len(events) > 3 else ""
-        )
         return self._call(
             Request("POST", job_path(job_id, "/events"), _encode(body)),
             parse,
-            what=f"publish {names} to job {job_id}",
+            what=f"publish {_names(events)} to job {job_id}",
+        )
+
+    def publish_many(
+        self, batches: Sequence[tuple[str, Sequence[Outgoing]]]
+    ) -> Call[dict[str, Published | RelayError] | None]:
+        """One ``POST /v1/events`` for several jobs' events: each job's outcome, its ids or the
+        error the single-job route would have raised; None when the relay has no such route
+        (404 or 405: older than it)."""
+        body = {
+            "events": [
+                {"job": job_id, **event.wire()} for job_id, events in batches for event in events
+            ]
+        }
+
+        def parse(status: int, raw: bytes) -> dict[str, Published | RelayError] | None:
+            if status in (404, 405):
+                return None
+            outcomes: dict[str, Published | RelayError] = {}
+            for job in _json(raw)["jobs"]:
+                error = job.get("error")
+                if error is None:
+                    outcomes[job["job"]] = Published(
+                        list(job["ids"]), bool(job["cancel_requested"])
+                    )
+                else:
+                    status = int(job["status"])
+                    outcomes[job["job"]] = error_for(
+                        status, str(error["code"]), str(error["message"])
+                    )
+            return outcomes
+
+        if len(batches) == 1:
+            job_id, events = batches[0]
+            what = f"publish {_names(events)} to job {job_id}"
+        else:
+            what = f"publish to {len(batches)} jobs"
+        return self._call(
+            Request("POST", "/v1/events", _encode(body)),
+            parse,
+            ok=(200, 207, 404, 405),
+            what=what,
         )
 
     def snapshot(self, job_id: str) -> Call[dict[str, Any]]:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from progress_relay.client import events
+from progress_relay.client.batching import CrossJob, Pending
 from progress_relay.client.constants import DEFAULT_URL as DEFAULT_URL
 from progress_relay.client.errors import RelayError
 from progress_relay.client.events import Event, Outgoing
@@ -53,8 +54,13 @@ class Relay:
         timeout: float = 10.0,
         stream_read_timeout: float = 45.0,
         retry: RetryPolicy | None = None,
+        batch_window: float = 0.005,
     ) -> None:
         self.url = url.rstrip("/")
+        self._batch_window = batch_window
+        self.cross_job = CrossJob(supported=False if batch_window <= 0 else None)
+        self._batch_done: dict[int, threading.Event] = {}
+        self._batcher: threading.Thread | None = None
         self.token = token
         self._calls = Calls(self.url)
         self._policy = retry or RetryPolicy(budget=retry_budget)
@@ -63,6 +69,7 @@ class Relay:
         self._state = PublishState(progress_rate)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
+        self._batch_wake = threading.Condition(self._lock)
         self._job_locks: dict[str, threading.Lock] = {}
         self._flusher: threading.Thread | None = None
         self._closed = False
@@ -94,8 +101,10 @@ class Relay:
                 self._closed = True
                 log_deferred(self._state.take_deferred())
                 self._wake.notify_all()
-            if self._flusher is not None and self._flusher is not threading.current_thread():
-                self._flusher.join(timeout=self._policy.budget + self._timeout)
+                self._batch_wake.notify_all()
+            for thread in (self._flusher, self._batcher):
+                if thread is not None and thread is not threading.current_thread():
+                    thread.join(timeout=self._policy.budget + self._timeout)
             self._http.close()
 
     # -- jobs -----------------------------------------------------------------------------
@@ -212,12 +221,9 @@ class Relay:
             if job_id is not None:
                 self._state.raise_deferred(job_id)
             jobs = [job_id] if job_id is not None else self._state.coalescer.held_jobs()
-        for job in jobs:
-            with self._job_lock(job):
-                with self._lock:
-                    batch = self._state.flush(job, time.monotonic(), force=True)
-                if batch:
-                    self._send(job, batch)
+        errors = self._send_jobs(jobs, force=True)
+        if errors:
+            raise errors[0][1]
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether a publish response for this job said ``cancel_requested: true``."""
@@ -313,12 +319,121 @@ class Relay:
 
     def _send(self, job_id: str, batch: Sequence[Outgoing]) -> Published:
         """Send under the job's lock, so that the job's events leave in order."""
-        published = self._run(self._calls.publish(job_id, batch))
+        if self.cross_job.enabled:
+            published = self._send_batched(job_id, batch)
+        else:
+            published = self._run(self._calls.publish(job_id, batch))
+        self._record(job_id, batch, published)
+        return published
+
+    def _record(self, job_id: str, batch: Sequence[Outgoing], published: Published) -> None:
         with self._lock:
             self._state.record(job_id, batch, published)
             if any(event.terminal for event in batch):
                 self._job_locks.pop(job_id, None)
-        return published
+
+    def _send_batched(self, job_id: str, batch: Sequence[Outgoing]) -> Published:
+        """Wait for the window's request, which the batcher thread sends."""
+        pending, done = self._submit(job_id, batch)
+        return self._outcome(pending, done)
+
+    def _submit(self, job_id: str, batch: Sequence[Outgoing]) -> tuple[Pending, threading.Event]:
+        self._check_fork()
+        pending = Pending(job_id, batch)
+        done = threading.Event()
+        with self._lock:
+            if self._closed:
+                pending.alone = True
+                done.set()
+            else:
+                self._batch_done[id(pending)] = done
+                if self.cross_job.add(pending):
+                    self._start_batcher()
+                    self._batch_wake.notify_all()
+        return pending, done
+
+    def _outcome(self, pending: Pending, done: threading.Event) -> Published:
+        done.wait()
+        outcome = pending.outcome
+        if pending.alone or outcome is None:
+            return self._run(self._calls.publish(pending.job_id, pending.events))
+        if isinstance(outcome, RelayError):
+            raise outcome
+        return outcome
+
+    def _send_jobs(self, jobs: Sequence[str], *, force: bool) -> list[tuple[str, RelayError]]:
+        """Send the held progress of several jobs (each under its lock) in the same window, not
+        one window after another; the errors met, by job."""
+        held: list[threading.Lock] = []
+        errors: list[tuple[str, RelayError]] = []
+        submitted: list[tuple[str, list[Outgoing], Pending, threading.Event]] = []
+        try:
+            # Always in the same order: the flusher thread and a flush() may run at once.
+            for job in sorted(jobs):
+                lock = self._job_lock(job)
+                lock.acquire()
+                held.append(lock)
+                with self._lock:
+                    batch = self._state.flush(job, time.monotonic(), force=force)
+                if not batch:
+                    continue
+                if not self.cross_job.enabled:
+                    try:
+                        self._send(job, batch)
+                    except RelayError as error:
+                        errors.append((job, error))
+                    continue
+                submitted.append((job, batch, *self._submit(job, batch)))
+            for job, batch, pending, done in submitted:
+                try:
+                    published = self._outcome(pending, done)
+                except RelayError as error:
+                    errors.append((job, error))
+                    continue
+                self._record(job, batch, published)
+        finally:
+            for lock in held:
+                lock.release()
+        return errors
+
+    def _start_batcher(self) -> None:
+        """Called holding ``_lock``."""
+        if self._batcher is None or not self._batcher.is_alive():
+            self._batcher = threading.Thread(
+                target=self._batch_loop, name="progress-relay-batcher", daemon=True
+            )
+            self._batcher.start()
+
+    def _batch_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._batch_done and not self._closed:
+                    self._batch_wake.wait()
+                if not self._batch_done and self._closed:
+                    return
+                closing = self._closed
+            if not closing:
+                time.sleep(self._batch_window)
+            with self._lock:
+                rounds = self.cross_job.take()
+            for round_ in rounds:
+                self._send_round(round_)
+
+    def _send_round(self, round_: list[Pending]) -> None:
+        try:
+            if self.cross_job.supported is False:
+                answer = None
+            else:
+                self.cross_job.requests += 1
+                answer = self._run(self._calls.publish_many([(p.job_id, p.events) for p in round_]))
+            self.cross_job.settle(round_, answer)
+        except RelayError as error:
+            self.cross_job.failed(round_, error)
+        finally:
+            with self._lock:
+                events = [self._batch_done.pop(id(pending)) for pending in round_]
+            for event in events:
+                event.set()
 
     def _job_lock(self, job_id: str) -> threading.Lock:
         with self._lock:
@@ -336,8 +451,12 @@ class Relay:
             self._pid = os.getpid()
             self._http = self._new_http()
             self._flusher = None
+            self._batcher = None
+            self.cross_job = CrossJob(supported=self.cross_job.supported)
+            self._batch_done = {}
             self._lock = threading.Lock()
             self._wake = threading.Condition(self._lock)
+            self._batch_wake = threading.Condition(self._lock)
             self._job_locks = {}
 
     def _start_flusher(self) -> None:
@@ -363,20 +482,9 @@ class Relay:
                     for job in self._state.coalescer.held_jobs()
                     if (self._state.coalescer.due(job) or 0.0) <= now
                 ]
-            for job in jobs:
-                self._flush_due(job)
-
-    def _flush_due(self, job_id: str) -> None:
-        with self._job_lock(job_id):
-            with self._lock:
-                batch = self._state.flush(job_id, time.monotonic(), force=False)
-            if not batch:
-                return
-            try:
-                self._send(job_id, batch)
-            except RelayError as error:
+            for job, error in self._send_jobs(jobs, force=False):
                 with self._lock:
-                    self._state.defer(job_id, error)
+                    self._state.defer(job, error)
 
 
 def _describe(error: Exception) -> str:

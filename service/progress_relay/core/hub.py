@@ -26,9 +26,11 @@ from progress_relay.core import catchup
 from progress_relay.core.catchup import JobCatchUp, ReplayMode, Resume
 from progress_relay.core.counts import RelayCounts
 from progress_relay.core.flusher import Flusher
+from progress_relay.core.heartbeat import Heartbeat
 from progress_relay.core.subscriber import Subscriber
 from progress_relay.core.topic import Topic
 from progress_relay.wire import sse
+from progress_relay.wire.batch import JobBatch
 from progress_relay.wire.errors import (
     GONE_REASONS,
     MemoryFull,
@@ -93,10 +95,11 @@ class Hub:
         self._retry = sse.retry_frame(settings.stream.retry_ms)
         self.streams = 0
         self._by_client: dict[str, int] = {}  # open streams by client (http/clients.py)
-        self._live: set[Subscriber] = set()  # every open stream
         self.draining = False
         self.counts = RelayCounts()
         self.flusher = Flusher()
+        # Every live stream's `: ping`, on one timer (streams join it once live: http/streams.py).
+        self.heartbeat = Heartbeat(settings.stream.heartbeat)
         # Seconds each publish took, broker included (set by ops.metrics to its histogram).
         self.publish_timer: Callable[[float], None] = _no_timer
         # Spans of what the Hub does (set by ops.tracing when tracing is on; None: off).
@@ -168,6 +171,44 @@ class Hub:
                 attributes["progress_relay.last_id"] = published.ids[-1]
             tracer.annotate(attributes)
         return published
+
+    def publish_many(
+        self, batches: Sequence[JobBatch]
+    ) -> Coroutine[Any, Any, list[Published | RelayError]]:
+        """Publish several jobs' drafts (a cross-job request), each job's atomically and in
+        order as ``publish`` does, in one call to the broker. The order rule is checked for every
+        job before anything is published; past it, a job the broker refuses gets its error in
+        its place and the others are published."""
+        tracer = self.tracer
+        if tracer is None:
+            return self._publish_many(batches, None)
+        attributes: Attributes = {
+            "progress_relay.jobs": len(batches),
+            "progress_relay.events": sum(len(batch.drafts) for batch in batches),
+        }
+        return tracer.around("publish_many", attributes, self._publish_many(batches, tracer))
+
+    async def _publish_many(
+        self, batches: Sequence[JobBatch], tracer: Tracer | None
+    ) -> list[Published | RelayError]:
+        for batch in batches:
+            validate_order(batch.drafts, batch.indices)
+        started = time.perf_counter()
+        call = self.broker.publish_many([(b.job_id, b.drafts) for b in batches])
+        if tracer is None:
+            outcomes = await call
+        else:
+            outcomes = await tracer.around("broker.publish_many", self._broker_kind, call)
+        self.publish_timer(time.perf_counter() - started)
+        counts = self.counts
+        for batch, outcome in zip(batches, outcomes, strict=True):
+            if isinstance(outcome, MemoryFull):
+                counts.memory_refused += 1
+            elif isinstance(outcome, Published):
+                new = len(outcome.events)
+                counts.published += new
+                counts.duplicates += len(batch.drafts) - new
+        return outcomes
 
     def cancel(self, job_id: str) -> Coroutine[Any, Any, Snapshot]:
         """A viewer asks for cancellation: the job is marked and a `cancel_requested` event
@@ -248,10 +289,6 @@ class Hub:
         counts = await self.broker.subscribers(job_ids, [self.subscriber_count(i) for i in job_ids])
         return [self.snapshot_view(s, n) for s, n in zip(snapshots, counts, strict=True)]
 
-    def open_streams(self) -> list[Subscriber]:
-        """Every open stream of this process (a copy: looking at one may drop it)."""
-        return list(self._live)
-
     def subscriber_count(self, job_id: str) -> int:
         topic = self._topics.get(job_id)
         return 0 if topic is None else len(topic.subscribers)
@@ -308,7 +345,6 @@ class Hub:
         )
         self.streams += 1
         self._by_client[client] = self._by_client.get(client, 0) + 1
-        self._live.add(subscriber)
         try:
             # Attach first, so events published while the replay is read are held, not missed.
             for job_id in job_ids:
@@ -402,7 +438,7 @@ class Hub:
     def close(self, subscriber: Subscriber) -> None:
         """Detach a subscriber whose stream is over (or whose open failed)."""
         self.streams -= 1
-        self._live.discard(subscriber)
+        self.heartbeat.discard(subscriber)
         client = subscriber.client
         left = self._by_client[client] - 1
         if left:

@@ -7,6 +7,10 @@ as the job runs. Every fraction of ``stream.write_timeout`` this looks at each o
 (``Subscriber.watch``): past ``stream.queue_bytes`` waiting, the kernel's queue included, or
 bytes waiting without any acknowledged for the write timeout, the stream is dropped and its
 client resumes by its last id when it reads again.
+
+Only streams that may have something waiting are looked at: those written to since the last
+look (their socket reports each write: ``written``) and those whose last look found bytes not
+acknowledged yet. An idle stream, between two heartbeats, costs the watch nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import contextlib
 import logging
 
 from progress_relay.core.hub import Hub
+from progress_relay.core.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,9 @@ class StallWatch:
         self._timeout = write_timeout
         self.interval = interval(write_timeout)
         self._task: asyncio.Task[None] | None = None
+        # Streams to look at next: written to since the last look, or waiting for acks then.
+        self._suspects: set[Subscriber] = set()
+        self._looked = -1.0  # loop time of the last look (-1: none yet)
 
     def start(self) -> None:
         if self._task is not None:
@@ -66,12 +74,25 @@ class StallWatch:
             except Exception:
                 log.exception("the stall watch failed; looking again at the next interval")
 
+    def written(self, subscriber: Subscriber) -> None:
+        """``subscriber``'s socket was written to (or it went live): look at it next time."""
+        self._suspects.add(subscriber)
+
+    @property
+    def suspects(self) -> int:
+        return len(self._suspects)
+
     def look(self, now: float) -> int:
-        """Look at every open stream once; how many were dropped."""
+        """Look once at every stream that may have something waiting; how many were dropped."""
         dropped = 0
-        for subscriber in self._hub.open_streams():
-            if subscriber.watch(now, self._timeout):
+        suspects, self._suspects = self._suspects, set()
+        clean_since = self._looked if self._looked >= 0 else None
+        self._looked = now
+        for subscriber in suspects:
+            if subscriber.watch(now, self._timeout, clean_since):
                 dropped += 1
+            elif subscriber.live and subscriber.unacknowledged:
+                self._suspects.add(subscriber)
         if dropped:
             log.info(
                 "dropped %d streams whose clients read nothing for %ss or fell %d bytes behind",

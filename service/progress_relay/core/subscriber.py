@@ -155,6 +155,18 @@ class Subscriber:
         """The head and the first chunk are out: from now on idle writes go to the socket."""
         self.live = self.socket is not None
 
+    def beat(self, frame: bytes) -> None:
+        """The heartbeat's turn (core/heartbeat.py): write ``frame``, a comment, straight to the
+        socket of a live stream whose handler sleeps; a handler that is writing is left to it
+        (its socket pushes back: what waits there is the stall watch's to judge)."""
+        socket = self.socket
+        waiter = self._waiter
+        if not self.live or socket is None or self.dropped or waiter is None or waiter.done():
+            return
+        socket.write(frame)
+        if socket.pushing_back():
+            waiter.set_result(None)  # the handler waits for the socket, under the write timeout
+
     def disconnect(self) -> None:
         """The stream is over: nothing writes to its socket any more."""
         self.live = False
@@ -211,13 +223,15 @@ class Subscriber:
         buffered = 0 if socket is None else socket.buffered()
         return self._bytes + buffered > self.max_bytes
 
-    def watch(self, now: float, timeout: float) -> bool:
+    def watch(self, now: float, timeout: float, clean_since: float | None = None) -> bool:
         """The stall watch's look at a live stream, at loop time ``now``: drop it when what
         waits for its client is past ``max_bytes``, or when bytes have waited for ``timeout``
         seconds without the client acknowledging any. True when it was dropped.
 
         A socket written nothing since a look that found nothing waiting still has nothing
-        waiting: it costs no system call."""
+        waiting: it costs no system call. ``clean_since``: the watch skipped such a stream
+        since its last look and was last looking at that time; the stream counts as seen
+        clean then (the wait for acknowledgements starts there, as if it had been looked at)."""
         socket = self.socket
         if socket is None or not self.live or self.dropped:
             return False
@@ -227,6 +241,8 @@ class Subscriber:
         elif written == self._seen and not self._unsent:
             self._since = now
             return False
+        elif clean_since is not None and not self._unsent:
+            self._since = max(self._since, clean_since)
         unsent = socket.buffered()
         self._seen, self._unsent = written, unsent
         if unsent + self._bytes > self.max_bytes:
@@ -242,6 +258,11 @@ class Subscriber:
         self.counts.write_timeouts += 1
         self.drop()
         return True
+
+    @property
+    def unacknowledged(self) -> bool:
+        """The last look found bytes its client had not acknowledged yet."""
+        return self._unsent > 0
 
     def take(self, events: Sequence[Event], wire: bytes) -> bool:
         """A turn's events of one job from its topic, with ``wire``, their frames as one HTTP

@@ -55,6 +55,10 @@ class Access:
                 "send the body as Content-Type: application/json"
                 + (f", not {given!r}" if given else " (no Content-Type was given)")
             )
+        if request.content.is_eof():
+            # All of it came with the head (a small body, the common publish): no timer.
+            await request.read()
+            return
         timeout = self._body_timeout
         try:
             async with asyncio.timeout(timeout):

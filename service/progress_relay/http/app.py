@@ -12,7 +12,7 @@ from progress_relay.config import Settings
 from progress_relay.core.hub import Hub
 from progress_relay.core.reaper import Reaper
 from progress_relay.core.stalls import StallWatch
-from progress_relay.http import admin, health, jobs, openapi, static, streams
+from progress_relay.http import admin, batch, health, jobs, openapi, static, streams
 from progress_relay.http.access import Access
 from progress_relay.http.auth import Credentials
 from progress_relay.http.clients import Clients
@@ -86,6 +86,7 @@ def create_app(settings: Settings, *, tracer: Tracer | None = None) -> web.Appli
     app[CANCEL_RATE] = RateLimiter(limits.cancel_rate, limits.cancel_burst)
     app[REAPER] = Reaper(broker, hub, settings.reaper.interval)
     app.add_routes(jobs.routes)
+    app.add_routes(batch.routes)
     app.add_routes(streams.routes)
     app.add_routes(health.routes)
     app.add_routes(static.routes)

@@ -71,8 +71,32 @@ def _payload_rules(data: str) -> list[Schema]:
     ]
 
 
+def _event_in(settings: Settings) -> Schema:
+    return {
+        "type": "object",
+        "properties": {
+            "event": ref("EventName"),
+            "data": {
+                "description": f"any JSON, at most {settings.limits.max_event_bytes} bytes "
+                "encoded; an object of the name's schema for the known names",
+                "default": {},
+            },
+            "key": {
+                **msgspec.json.schema(IdempotencyKey),
+                "description": "idempotency key: a publish whose key this job has seen in "
+                f"the last {settings.jobs.idempotency_window:g} s is not published again, "
+                "and its original id is returned. Unique within a batch",
+            },
+        },
+        "required": ["event"],
+        "additionalProperties": False,
+        "allOf": _payload_rules("data"),
+    }
+
+
 def _wire_schemas(settings: Settings) -> dict[str, Schema]:
     reserved = sorted(RESERVED)
+    event_in = _event_in(settings)
     return {
         "JobId": {"type": "string", "pattern": JOB_ID_PATTERN},
         "EventId": {
@@ -88,26 +112,7 @@ def _wire_schemas(settings: Settings) -> dict[str, Schema]:
             "description": f"not one of the reserved names {', '.join(reserved)}",
         },
         # progress_relay.wire.events.EventIn (msgspec cannot write a Raw default).
-        "EventIn": {
-            "type": "object",
-            "properties": {
-                "event": ref("EventName"),
-                "data": {
-                    "description": f"any JSON, at most {settings.limits.max_event_bytes} bytes "
-                    "encoded; an object of the name's schema for the known names",
-                    "default": {},
-                },
-                "key": {
-                    **msgspec.json.schema(IdempotencyKey),
-                    "description": "idempotency key: a publish whose key this job has seen in "
-                    f"the last {settings.jobs.idempotency_window:g} s is not published again, "
-                    "and its original id is returned. Unique within a batch",
-                },
-            },
-            "required": ["event"],
-            "additionalProperties": False,
-            "allOf": _payload_rules("data"),
-        },
+        "EventIn": event_in,
         # progress_relay.wire.events.PublishIn with `events`: its batch form.
         "EventBatchIn": {
             "type": "object",
@@ -119,6 +124,30 @@ def _wire_schemas(settings: Settings) -> dict[str, Schema]:
                     "maxItems": settings.limits.max_batch_events,
                     "description": "published in order, atomically; a terminal event "
                     "(complete, failed, cancelled) only as the last",
+                }
+            },
+            "required": ["events"],
+            "additionalProperties": False,
+        },
+        # progress_relay.wire.batch.JobEventIn: an EventIn that names its job.
+        "JobEventIn": {
+            "type": "object",
+            "properties": {"job": ref("JobId"), **event_in["properties"]},
+            "required": ["job", "event"],
+            "additionalProperties": False,
+            "allOf": _payload_rules("data"),
+        },
+        # progress_relay.wire.batch.CrossJobIn (POST /v1/events).
+        "CrossJobBatchIn": {
+            "type": "object",
+            "properties": {
+                "events": {
+                    "type": "array",
+                    "items": ref("JobEventIn"),
+                    "minItems": 1,
+                    "maxItems": settings.limits.max_batch_events,
+                    "description": "each job's events are published in order, atomically; a "
+                    "terminal event (complete, failed, cancelled) only as the last of its job's",
                 }
             },
             "required": ["events"],

@@ -9,6 +9,7 @@ import logging
 import socket
 import struct
 import termios
+from types import TracebackType
 from typing import cast
 
 from aiohttp import web
@@ -20,8 +21,10 @@ from progress_relay.config import Settings
 from progress_relay.core import stalls
 from progress_relay.core.catchup import REPLAY_MODES, ReplayMode
 from progress_relay.core.flusher import chunked
+from progress_relay.core.stalls import StallWatch
+from progress_relay.core.subscriber import Subscriber
 from progress_relay.http import params
-from progress_relay.http.keys import CLIENTS, HUB, SETTINGS
+from progress_relay.http.keys import CLIENTS, HUB, SETTINGS, STALLS
 from progress_relay.http.openapi_operation import Body, Operation, Parameter, Schema, ref
 from progress_relay.wire import sse
 from progress_relay.wire.errors import (
@@ -140,12 +143,11 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
         # Nothing will ever come (finished and seen, or gone): 204 stops EventSource reconnecting.
         hub.counts.no_content += 1
         return web.Response(status=204)
-    # send_timeout: the heartbeat's write timeout, and the socket's TCP_USER_TIMEOUT, so the
+    # send_timeout: the socket's TCP_USER_TIMEOUT, so the
     # kernel gives up on a peer that stopped acknowledging (gone without a FIN); a little past
     # the write timeout, so the stall watch drops a stopped client first (core/stalls.py).
-    response = EventSourceResponse(
+    response = _EventStream(
         sep=sse.SEPARATOR,
-        ping_interval=settings.heartbeat,
         send_timeout=stalls.kernel_timeout(settings.write_timeout),
     )
     response.headers["Cache-Control"] = "no-cache, no-transform"
@@ -153,7 +155,9 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
     protocol = request.protocol
     body = None
     if transport is not None:
+        stall_watch = request.app[STALLS]
         body = _Body(transport, protocol, framed=request.version >= (1, 1))
+        body.watched_by(stall_watch, subscriber)
         body.limit_kernel_buffer(settings.queue_bytes // SEND_BUFFER_SHARE)
         subscriber.connect(body)
     counts = hub.counts
@@ -170,6 +174,8 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
             counts.delivered += subscriber.taken
             body.writer = writer
             subscriber.go_live()
+            hub.heartbeat.add(subscriber)
+            stall_watch.written(subscriber)  # its first look measures what is waiting
             while (chunk := await subscriber.next_chunk()) is not None:
                 if chunk:
                     body.write(chunk)
@@ -196,13 +202,36 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
         hub.close(subscriber)
 
 
+class _EventStream(EventSourceResponse):
+    """aiohttp-sse's response (its headers, chunked body and TCP_USER_TIMEOUT) without its ping
+    task per stream: the Hub's one heartbeat timer writes every live stream's comment
+    (core/heartbeat.py). ``prepare`` is aiohttp-sse's without starting the task, and leaving
+    the ``async with`` has no task to stop."""
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared or (not self._allow_all_methods and request.method != "GET"):
+            return await super().prepare(request)  # aiohttp-sse's: 405 to all but a GET
+        self._set_tcp_user_timeout(request)
+        writer = await web.StreamResponse.prepare(self, request)
+        self.enable_chunked_encoding()
+        return writer
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        return None
+
+
 class _Body:
     """The stream's ``Socket`` (core/subscriber.py): writes to the response's body straight to
     the transport once the head is out, the same bytes aiohttp would write, without a coroutine
     per write. (A class, not closures: a stream holds it as long as it is open, and this is the
     smaller.) It relies on aiohttp 3's transport and protocol, hence aiohttp < 4."""
 
-    __slots__ = ("_fd", "_protocol", "_transport", "framed", "writer")
+    __slots__ = ("_fd", "_owner", "_protocol", "_stalls", "_transport", "framed", "writer")
 
     def __init__(
         self, transport: asyncio.Transport, protocol: BaseProtocol, *, framed: bool
@@ -214,6 +243,13 @@ class _Body:
         self.framed = framed  # HTTP-chunked; HTTP/1.0 bodies are not
         # aiohttp's writer, for its count of bytes written (set once the head is out)
         self.writer: AbstractStreamWriter | None = None
+        # Told of every write: the stall watch looks only at streams written to (core/stalls.py).
+        self._stalls: StallWatch | None = None
+        self._owner: Subscriber | None = None
+
+    def watched_by(self, stalls: StallWatch, owner: Subscriber) -> None:
+        self._stalls = stalls
+        self._owner = owner
 
     def write(self, piece: bytes) -> None:
         self.write_framed(chunked(piece) if self.framed else piece)
@@ -224,6 +260,8 @@ class _Body:
         if self.writer is not None:
             self.writer.output_size += len(data)
         self._transport.write(data)
+        if self._stalls is not None and self._owner is not None:
+            self._stalls.written(self._owner)
 
     def pushing_back(self) -> bool:
         return self._protocol.writing_paused

@@ -251,11 +251,13 @@ def _at_path(message: str, path: str) -> str:
     return f"{message} - at `{path}`"
 
 
-def validate_order(drafts: Sequence[Draft]) -> None:
-    """A terminal event may only be the last one of a batch."""
+def validate_order(drafts: Sequence[Draft], indices: Sequence[int] | None = None) -> None:
+    """A terminal event may only be the last one of a batch (of its job's events, in a
+    cross-job request, whose places in the request are ``indices``)."""
     for index, draft in enumerate(drafts[:-1]):
         if draft.terminal:
+            place = index if indices is None else indices[index]
             raise InvalidEvent(
                 f"`{draft.name}` ends the job, so no event may follow it in the batch"
-                f" - at `$.events[{index}]`"
+                f" - at `$.events[{place}]`"
             )

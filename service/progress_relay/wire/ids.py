@@ -8,7 +8,7 @@ that lost its data) is recognised as such, and the client gets ``reset`` instead
 
 from __future__ import annotations
 
-import os
+import random
 import re
 import time
 from typing import NamedTuple
@@ -24,8 +24,10 @@ def is_valid_job_id(job_id: str) -> bool:
 
 
 def new_epoch() -> str:
-    """A short id unlikely to repeat across restarts: time in ms and 16 random bits, base 36."""
-    value = (int(time.time() * 1000) << 16) | int.from_bytes(os.urandom(2), "big")
+    """A short id unlikely to repeat across restarts: time in ms and 16 random bits, base 36.
+    (Made for every Redis publish, as the epoch to start if Redis lost it: the bits come from
+    the process's generator, seeded from the OS, not from a system call each time.)"""
+    value = (int(time.time() * 1000) << 16) | random.getrandbits(16)
     return _base36(value)
 
 

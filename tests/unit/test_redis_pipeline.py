@@ -1,0 +1,115 @@
+"""The Redis broker's pipeline (brokers/redis_pipeline.py), against a real redis-server: the calls
+of one turn go out as one batch on one connection, each gets its own reply, and an error reply
+fails its own call only."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from progress_relay.brokers.redis_pipeline import Pipeline, pack
+from progress_relay.http.app import create_app
+from tests.support.app import make_settings
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture
+async def pool(redis_server: RedisServer) -> Any:
+    pool = BlockingConnectionPool.from_url(redis_server.url, protocol=2, max_connections=4)
+    yield pool
+    await pool.aclose()
+
+
+async def test_the_calls_of_one_turn_go_out_as_one_batch_each_with_its_reply(pool: Any) -> None:
+    pipeline = Pipeline(pool)
+    key = f"pipe:{uuid.uuid4().hex}"
+    replies = await asyncio.gather(*(pipeline.call("INCRBY", key, n) for n in range(1, 101)))
+    assert pipeline.sent == 1
+    # Redis ran them in the order they were called: each reply is the running sum.
+    assert replies == [n * (n + 1) // 2 for n in range(1, 101)]
+    await pipeline.close()
+
+
+async def test_calls_of_later_turns_are_later_batches(pool: Any) -> None:
+    pipeline = Pipeline(pool)
+    key = f"pipe:{uuid.uuid4().hex}"
+    assert await pipeline.call("SET", key, "a") == b"OK"
+    assert await pipeline.call("GET", key) == b"a"
+    assert pipeline.sent == 2
+
+
+async def test_an_error_reply_fails_its_own_call_only(pool: Any) -> None:
+    pipeline = Pipeline(pool)
+    key = f"pipe:{uuid.uuid4().hex}"
+    calls = [
+        pipeline.call("SET", key, "text"),
+        pipeline.call("INCR", key),  # not an integer: an error reply
+        pipeline.call("GET", key),
+    ]
+    done = await asyncio.gather(*calls, return_exceptions=True)
+    assert done[0] == b"OK"
+    assert isinstance(done[1], ResponseError)
+    assert done[2] == b"text"
+    assert pipeline.sent == 1
+    # The connection is still in step: the next batch reads its own replies.
+    assert await pipeline.call("GET", key) == b"text"
+
+
+async def test_a_caller_that_stops_waiting_leaves_the_batch_going(pool: Any) -> None:
+    pipeline = Pipeline(pool)
+    key = f"pipe:{uuid.uuid4().hex}"
+    given_up = pipeline.call("SET", key, "kept")
+    given_up.cancel()
+    await asyncio.sleep(0)
+    assert await pipeline.call("GET", key) == b"kept"
+
+
+async def test_an_unreachable_redis_fails_every_call_of_the_batch() -> None:
+    pool = BlockingConnectionPool.from_url(
+        "redis://127.0.0.1:1/0", protocol=2, socket_connect_timeout=1
+    )
+    pipeline = Pipeline(pool)
+    calls = (pipeline.call("PING"), pipeline.call("PING"))
+    done = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(result, RedisConnectionError) for result in done), done
+    await pool.aclose()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("EVALSHA", "0123abcd", 2, "job:a", "job:b", b"", b"\x00\xff", 40, 2.5, -7),
+        ("SET", "é", "ü" * 300),
+        ("PING",),
+    ],
+)
+def test_pack_makes_the_bytes_redis_py_makes(command: tuple[Any, ...]) -> None:
+    assert pack(command) == b"".join(Connection().pack_command(*command))
+
+
+def test_pack_refuses_a_bool() -> None:
+    with pytest.raises(TypeError, match="bool"):
+        pack(("SET", "k", True))
+
+
+async def test_a_publish_after_redis_lost_its_scripts_loads_them_again(
+    aiohttp_client: Any, redis_server: RedisServer
+) -> None:
+    broker = {"url": redis_server.url, "key_prefix": f"t{uuid.uuid4().hex[:12]}:"}
+    client = await aiohttp_client(create_app(make_settings(broker=broker)))
+    body = {"event": "progress", "data": {"percent": 1}}
+    first = await client.post("/v1/jobs/lost/events", json=body)
+    assert first.status == 200
+    redis = Redis.from_url(redis_server.url)
+    await redis.script_flush()
+    await redis.aclose()
+    again = await client.post("/v1/jobs/lost/events", json=body)
+    assert again.status == 200, await again.text()
+    assert (await again.json())["ids"] != (await first.json())["ids"]
