@@ -96,6 +96,10 @@ class LimitSettings(Struct, forbid_unknown_fields=True, frozen=True):
     max_batch_events: Positive = 1000
     max_request_bytes: Positive = 4 * 1024 * 1024
     max_stream_jobs: Positive = 100
+    # Groups: children of one parent, and levels of a group counting the parent (2: a parent's
+    # children may not have children of their own).
+    max_children: Positive = 1000
+    max_group_depth: Positive = 2
     # Open streams on this instance, of one job, and of one client address (an IPv6 client's
     # /64); past any of them a new stream gets 503.
     max_streams: Positive = 10_000

@@ -270,3 +270,33 @@ def test_history_reads_after_an_id_of_this_epoch_and_flags_a_foreign_one_truncat
     assert catchup.history_after(None, EPOCH).truncated(partial)
     with pytest.raises(InvalidParameter, match="`after` is not an event id of this relay"):
         catchup.history_after("nope", EPOCH)
+
+
+@pytest.mark.parametrize(
+    ("seqs", "expected_id"),
+    [((4, 2, 7), str(Position(EPOCH, 7))), ((0, 0, 0), None), ((3, 0, 1), str(Position(EPOCH, 3)))],
+)
+def test_rule_4_a_group_is_reset_as_one_frame(
+    seqs: tuple[int, int, int], expected_id: str | None
+) -> None:
+    """The parent's snapshot with every child's (their text left out), the id the newest
+    position among them; a child the broker does not have yet is a fresh pending one."""
+    parent = with_content(
+        msgspec.structs.replace(new_snapshot("p"), status="running"), "parent text", False
+    )
+    child = with_content(new_snapshot("c1"), "child text", False)
+    parts = [
+        JobCatchUp("p", Replay(parent, [], False, seqs[0]), reset=True),
+        JobCatchUp("c1", Replay(child, [], False, seqs[1]), reset=True),
+        JobCatchUp("c2", None if seqs[2] == 0 else Replay(child, [], False, seqs[2]), reset=True),
+    ]
+    counts = {"p": 2, "c1": 1}
+    frame = catchup.group_reset_frame(parts, EPOCH, lambda job: counts.get(job, 0))
+    lines = frame.decode().split("\n")
+    assert (f"id: {expected_id}" in lines) is (expected_id is not None)
+    assert "event: reset" in lines
+    data = msgspec.json.decode(next(line[6:] for line in lines if line.startswith("data: ")))
+    assert data["job"] == "p"
+    assert (data["data"]["content"], data["data"]["subscribers"]) == ("parent text", 2)
+    assert [c["id"] for c in data["children"]] == ["c1", "c1" if seqs[2] else "c2"]
+    assert all("content" not in c for c in data["children"])

@@ -49,6 +49,35 @@ export interface JobState {
   updated_at?: string;
   subscribers?: number;
   meta?: unknown;
+  /** The group's parent, for a child; null for a job that is not one. */
+  parent?: string | null;
+  /** A parent's aggregate of its children (absent on a job that has none). */
+  group?: GroupSummary;
+}
+
+/** How many children of a group are in each status. */
+export interface GroupCounts {
+  pending: number;
+  running: number;
+  completed: number;
+  failed: number;
+  cancelled: number;
+}
+
+/** A parent's `group`: its children's ids in creation order, their counts by status, how
+ * many there are and which failed. */
+export interface GroupSummary {
+  children: string[];
+  counts: GroupCounts;
+  total: number;
+  failed: string[];
+}
+
+/** A group as the client keeps it: the parent's state (its `percent` and `eta_seconds` the
+ * relay's aggregate) with each child's state, in the group's order. */
+export interface GroupState extends JobState {
+  group: GroupSummary;
+  children: readonly JobState[];
 }
 
 /** The relay's snapshot of a job (`GET /v1/jobs/{id}`, the data of `reset`). */
@@ -111,6 +140,18 @@ export interface JobEvents {
   state: JobState;
 }
 
+/** What a GroupWatch's listeners get, by name: the parent's events, and */
+export interface GroupEvents extends Omit<JobEvents, "state"> {
+  /** After every change, with the group's new state. */
+  state: GroupState;
+  /** After a child's event, with that child's state. */
+  child: JobState;
+  /** The group's own stream. */
+  connection: ConnectionState;
+  /** The relay refused the group's stream for good (401, 403, 404). */
+  error: { code: string; message?: string };
+}
+
 /** What a ProgressRelay's listeners get, by name. */
 export interface RelayEvents {
   connection: ConnectionState;
@@ -135,6 +176,30 @@ export class JobWatch {
   /** Ask the worker to cancel the job; it ends as `cancelled` when the worker says so. */
   cancel(): Promise<void>;
   /** Stop watching this job. */
+  close(): void;
+}
+
+/** One watched group (a parent job and its children), followed through the parent's stream
+ * with its children's events; `relay.watchGroup(id)` makes it (the same handle for the same id). */
+export class GroupWatch {
+  private constructor();
+  readonly relay: ProgressRelay;
+  readonly id: string;
+  /** The parent job's own watch (its events, its state without `children`). */
+  readonly parent: JobWatch;
+  /** A new object after every change. */
+  readonly state: GroupState;
+  readonly finished: boolean;
+  /** The group's stream: it is this tab's own. */
+  readonly connection: ConnectionState;
+  /** The watch of one child; null for an id not seen in the group. */
+  child(id: string): JobWatch | null;
+  on<K extends keyof GroupEvents>(name: K, listener: (data: GroupEvents[K], group: GroupWatch) => void): () => void;
+  /** An event name of the parent's publisher's own (forwarded as is). */
+  on(name: string, listener: (data: unknown, group: GroupWatch) => void): () => void;
+  /** Cancel the group: the parent and every unfinished child. */
+  cancel(): Promise<void>;
+  /** Stop following the group (closes its stream). */
   close(): void;
 }
 
@@ -168,6 +233,8 @@ export class ProgressRelay {
   readonly logTail: number;
   readonly contentBytes: number;
   watch(jobId: string): JobWatch;
+  /** Follow a group: the parent `parentId` and its children, on one stream of its own. */
+  watchGroup(parentId: string): GroupWatch;
   on<K extends keyof RelayEvents>(name: K, listener: (value: RelayEvents[K]) => void): () => void;
   /** Close the stream, forget every job, hand the stream to another tab. */
   close(): void;
@@ -177,10 +244,11 @@ export class ProgressRelay {
  * that uses them. */
 export function sharedRelay(baseUrl?: string, token?: string | null): ProgressRelay;
 
-/** `<job-progress job="…" base-url="…" token="…" label="…">`. */
+/** `<job-progress job="…" base-url="…" token="…" label="…" group>`. */
 export class JobProgressElement extends HTMLElement {
-  /** The JobWatch it shows; null before it has a `job`. */
-  readonly watch: JobWatch | null;
+  /** The JobWatch it shows (a GroupWatch with the `group` attribute); null before it has a
+   * `job`. */
+  readonly watch: JobWatch | GroupWatch | null;
 }
 
 declare global {

@@ -5,15 +5,21 @@ import { JobWatch, ProgressRelay, sharedRelay } from "./progress-relay.js";
 
 const CLOSED = "closed";
 
-/** A job's state before anything is known of it: what the client starts a watch with. */
-function initialState(id) {
-  return new JobWatch(null, id).state;
+/** A job's state before anything is known of it: what the client starts a watch with; a
+ * group's, the same with no children yet. */
+function initialState(id, group) {
+  const state = new JobWatch(null, id).state;
+  if (!group) return state;
+  const counts = { pending: 0, running: 0, completed: 0, failed: 0, cancelled: 0 };
+  return { ...state, group: { counts, total: 0, failed: [], children: [] }, children: [] };
 }
 
 function freeze(state) {
-  // The client changes its state object in place; a copy per change (its log list included)
-  // is what React and Svelte can compare by reference.
-  return Object.freeze({ ...state, logs: Object.freeze(state.logs.slice()) });
+  // The client changes its state object in place; a copy per change (its log list and a
+  // group's children included) is what React and Svelte can compare by reference.
+  const copy = { ...state, logs: Object.freeze(state.logs.slice()) };
+  if (state.children) copy.children = Object.freeze(state.children.map(freeze));
+  return Object.freeze(copy);
 }
 
 /** Relays made for `shared: false` (a stream of this tab's own), one per base URL and token. */
@@ -30,29 +36,35 @@ function relayOf({ relay, baseUrl = "", token = null, shared = true }) {
 /** How many JobSources use each relay's watch of a job: the watch is closed when none does.
  * (A `<job-progress>` element of the same relay and job does not count here: close nothing
  * under it, by giving the hook or store a relay of its own with the `relay` option.) */
-const users = new WeakMap(); // relay -> (job id -> count)
+const users = new WeakMap(); // relay -> (job id, or "group " and the parent's id -> count)
 
-function retain(relay, id) {
+const keyOf = (id, group) => (group ? `group ${id}` : id);
+
+function retain(relay, id, group) {
   if (!users.has(relay)) users.set(relay, new Map());
   const counts = users.get(relay);
-  counts.set(id, (counts.get(id) || 0) + 1);
-  return relay.watch(id);
+  const key = keyOf(id, group);
+  counts.set(key, (counts.get(key) || 0) + 1);
+  return group ? relay.watchGroup(id) : relay.watch(id);
 }
 
-function release(relay, watch) {
+function release(relay, watch, group) {
   const counts = users.get(relay);
-  const left = counts.get(watch.id) - 1;
+  const key = keyOf(watch.id, group);
+  const left = counts.get(key) - 1;
   if (left > 0) {
-    counts.set(watch.id, left);
+    counts.set(key, left);
     return;
   }
-  counts.delete(watch.id);
+  counts.delete(key);
   watch.close();
 }
 
 export class JobSource {
-  constructor(options, id, forget) {
+  /** `group`: the job is a group's parent, followed with its children (relay.watchGroup). */
+  constructor(options, id, forget, group = false) {
     this.id = id;
+    this.group = group;
     this._options = options;
     this._forget = forget;
     this._listeners = new Set();
@@ -62,7 +74,7 @@ export class JobSource {
     this._version = 0;
     this._built = -1;
     this._stopTimer = null;
-    this.initial = Object.freeze({ state: freeze(initialState(id)), connection: CLOSED,
+    this.initial = Object.freeze({ state: freeze(initialState(id, group)), connection: CLOSED,
       cancel: () => this.cancel() });
     this._snapshot = this.initial;
     // Bound once: React compares subscribe and getSnapshot by identity.
@@ -92,7 +104,8 @@ export class JobSource {
     if (this._watch && this._built !== this._version) {
       this._built = this._version;
       this._snapshot = Object.freeze({ state: freeze(this._watch.state),
-        connection: this._relay.connection, cancel: this._snapshot.cancel });
+        connection: (this.group ? this._watch : this._relay).connection,
+        cancel: this._snapshot.cancel });
     }
     return this._snapshot;
   }
@@ -105,12 +118,14 @@ export class JobSource {
 
   _start() {
     this._relay = relayOf(this._options);
-    this._watch = retain(this._relay, this.id);
+    this._watch = retain(this._relay, this.id, this.group);
     const changed = () => {
       this._version += 1;
       for (const listener of [...this._listeners]) listener();
     };
-    this._off = [this._watch.on("state", changed), this._relay.on("connection", changed)];
+    // A group has a stream of its own, and so its own connection.
+    const connection = this.group ? this._watch : this._relay;
+    this._off = [this._watch.on("state", changed), connection.on("connection", changed)];
     changed(); // the watch may already hold a state (another component, another tab's stream)
   }
 
@@ -119,7 +134,7 @@ export class JobSource {
     if (this._listeners.size) return;
     for (const off of this._off) off();
     this._off = [];
-    release(this._relay, this._watch);
+    release(this._relay, this._watch, this.group);
     this._watch = null;
     this._snapshot = this.initial;
     this._forget(this);
@@ -130,8 +145,9 @@ const byRelay = new WeakMap(); // a relay given in the options -> (job id -> Job
 const byKey = new Map(); // "shared base-url token" -> (job id -> JobSource)
 
 /** The JobSource of this job under these options: the same one for every caller, so that a
- * job shown by several components is watched once. */
-export function jobSource(id, options = {}) {
+ * job shown by several components is watched once. `group`: the job as a group's parent, with
+ * its children. */
+export function jobSource(id, options = {}, group = false) {
   let sources;
   if (options.relay) {
     sources = byRelay.get(options.relay);
@@ -141,12 +157,13 @@ export function jobSource(id, options = {}) {
     sources = byKey.get(key);
     if (!sources) byKey.set(key, (sources = new Map()));
   }
-  let source = sources.get(id);
+  const key = keyOf(id, group);
+  let source = sources.get(key);
   if (!source) {
     source = new JobSource(options, id, (gone) => {
-      if (sources.get(id) === gone) sources.delete(id);
-    });
-    sources.set(id, source);
+      if (sources.get(key) === gone) sources.delete(key);
+    }, group);
+    sources.set(key, source);
   }
   return source;
 }

@@ -1,4 +1,4 @@
-import type { JobOptions, JobState, JobView } from "./index.js";
+import type { GroupState, JobOptions, JobState, JobView } from "./index.js";
 
 export type { JobOptions, JobView } from "./index.js";
 
@@ -9,3 +9,11 @@ export function useJob(
   id: string | null | undefined,
   options?: JobOptions,
 ): JobView<Readonly<JobState> | null>;
+
+/** A group's state (the parent's with `children`, each child's state in the group's order) and
+ * its stream's connection, current while the component is mounted. */
+export function useJobGroup(id: string, options?: JobOptions): JobView<Readonly<GroupState>>;
+export function useJobGroup(
+  id: string | null | undefined,
+  options?: JobOptions,
+): JobView<Readonly<GroupState> | null>;

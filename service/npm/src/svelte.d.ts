@@ -1,4 +1,4 @@
-import type { JobOptions, JobView } from "./index.js";
+import type { GroupState, JobOptions, JobView } from "./index.js";
 
 export type { JobOptions, JobView } from "./index.js";
 
@@ -11,3 +11,18 @@ export interface JobStore {
 
 /** A store of one job; the job is watched while the store has subscribers. */
 export function jobStore(id: string, options?: JobOptions): JobStore;
+
+/** A readable store of a group: `$group.state` is the parent's state with `children`. */
+export interface JobGroupStore {
+  subscribe(
+    this: void,
+    run: (value: JobView<Readonly<GroupState>>) => void,
+    invalidate?: () => void,
+  ): () => void;
+  /** Cancel the group (rejects while nothing subscribes). */
+  cancel(): Promise<void>;
+}
+
+/** A store of a group; the group is followed, on its own stream, while the store has
+ * subscribers. */
+export function jobGroupStore(id: string, options?: JobOptions): JobGroupStore;

@@ -3,6 +3,8 @@
 // what is checked. Each `@ts-expect-error` is a misuse the types must reject.
 import {
   type ConnectionState,
+  type GroupState,
+  GroupWatch,
   type JobState,
   type JobView,
   JobProgressElement,
@@ -11,8 +13,13 @@ import {
   sharedRelay,
 } from "@progress-relay/client";
 import { JobProgressElement as Element } from "@progress-relay/client/element";
-import { useJob } from "@progress-relay/client/react";
-import { type JobStore, jobStore } from "@progress-relay/client/svelte";
+import { useJob, useJobGroup } from "@progress-relay/client/react";
+import {
+  type JobGroupStore,
+  type JobStore,
+  jobGroupStore,
+  jobStore,
+} from "@progress-relay/client/svelte";
 import type { Readable } from "svelte/store";
 
 const relay = new ProgressRelay({
@@ -90,4 +97,29 @@ const stop = readable.subscribe((view) => console.log(view.state.status, view.co
 stop();
 void store.cancel();
 
-export { Bar, Frozen, Maybe };
+const group: GroupWatch = relay.watchGroup("batch-7");
+group.on("state", (state: GroupState) => {
+  const done: number = state.group.counts.completed;
+  for (const child of state.children) console.log(child.id, child.status, child.percent, done);
+  // @ts-expect-error a child's state is a job's, not a group's
+  state.children[0]?.children;
+});
+group.on("child", (child) => child.status.toUpperCase());
+group.on("connection", (state: ConnectionState) => state);
+group.child("part-1")?.on("progress", (data) => data.percent);
+void group.cancel().then(() => group.close());
+// @ts-expect-error group watches are made by relay.watchGroup
+new GroupWatch(relay, "x");
+
+function Batch(props: { id: string }): string {
+  const { state, connection } = useJobGroup(props.id, { baseUrl: "https://relay.example.com" });
+  // @ts-expect-error the state a hook hands out is read-only
+  state.children = [];
+  return `${state.group.total} parts, ${state.children.length} shown (${connection})`;
+}
+const groupStore: JobGroupStore = jobGroupStore("batch-7", { shared: false });
+const groups: Readable<JobView<Readonly<GroupState>>> = groupStore;
+groups.subscribe((view) => console.log(view.state.children.map((child) => child.percent)))();
+void groupStore.cancel();
+
+export { Bar, Batch, Frozen, Maybe };

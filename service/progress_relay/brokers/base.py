@@ -27,6 +27,7 @@ class Published(NamedTuple):
     events: list[Event]
     ids: list[str]
     cancel_requested: bool
+    parent: str | None = None  # the job's parent (core/groups.py), when it has one
 
 
 class Replay(NamedTuple):
@@ -116,6 +117,14 @@ class Broker(Protocol):
         unless every draft's idempotency key was seen: a retry gets its original ids even then.
         Checking the keys and appending is one atomic step, so two concurrent retries of the
         same key publish it once."""
+
+    async def write_group(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Set a job's group fields of its snapshot (``parent``, ``weight``, ``group``: the Hub
+        decides them, core/groups.py); nothing for an unknown job."""
+
+    async def keep_children(self, parent_id: str, children: Sequence[str]) -> None:
+        """A group goes as one: the children live at least as long as their parent (a broker
+        whose keys expire on their own extends theirs to the parent's)."""
 
     async def publish_many(
         self, batches: Sequence[tuple[str, Sequence[Draft]]]

@@ -336,7 +336,16 @@ class MemoryBroker:
             if hooked:
                 self._enqueue(job, events, stage_changes)
             self._listener(job_id, events)
-        return Published(events, ids, snapshot.cancel_requested)
+        return Published(events, ids, snapshot.cancel_requested, snapshot.parent)
+
+    async def keep_children(self, parent_id: str, children: Sequence[str]) -> None:
+        return None  # ``expired`` leaves a child alone while its parent exists
+
+    async def write_group(self, job_id: str, fields: dict[str, Any]) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None:
+            for name, value in fields.items():
+                setattr(job.snapshot, name, value)
 
     async def publish_many(
         self, batches: Sequence[tuple[str, Sequence[Draft]]]
@@ -490,6 +499,9 @@ class MemoryBroker:
         settings = self._settings
         found = []
         for job_id, job in self._jobs.items():
+            parent = job.snapshot.parent
+            if parent is not None and parent in self._jobs:
+                continue  # a child lives as long as its parent: the group goes as one
             status = job.snapshot.status
             if job.finished_at is not None:
                 deadline = job.finished_at + settings.finished_ttl

@@ -156,6 +156,7 @@ class RedisBroker:
         self._ensure_epoch = self._redis.register_script(_script("epoch"))
         self._read_script = self._redis.register_script(_script("read"))
         self._drop = self._redis.register_script(_script("delete"))
+        self._keep = self._redis.register_script(_script("keep"))
         self._epoch = ""
         self._listener: Listener = _no_listener
         self._resync: Resync = _no_resync
@@ -311,6 +312,29 @@ class RedisBroker:
     async def publish(self, job_id: str, drafts: Sequence[Draft]) -> Published:
         return await self._run_publish(job_id, drafts, "publish")
 
+    async def write_group(self, job_id: str, fields: dict[str, Any]) -> None:
+        key = self._keys(job_id)[0]
+        mapping = {name: _encode(value) for name, value in fields.items()}
+
+        async def write() -> None:
+            # Only a job that exists: HSET on a gone key would make a hash without expiry.
+            if await self._redis.exists(key):
+                await self._redis.hset(key, mapping=mapping)  # type: ignore[arg-type]
+
+        await self._calls.run(write)
+
+    async def keep_children(self, parent_id: str, children: Sequence[str]) -> None:
+        if not children:
+            return
+        per = len(self._keys(parent_id))
+        keys = [self._keys(parent_id)[0], self._jobs_key]
+        for child in children:
+            keys += self._keys(child)
+        args: list[Any] = [per, *children]
+        kept = await self._calls.run(lambda: self._keep(keys=keys, args=args))
+        if kept == -2:
+            raise _refused("keep.lua", "the argument count")
+
     async def request_cancel(self, job_id: str) -> tuple[Snapshot, Event | None]:
         try:
             published = await self._run_publish(job_id, [CANCEL_REQUESTED], "cancel")
@@ -362,14 +386,15 @@ class RedisBroker:
             raise _refused("publish.lua", reply[1].decode())
         self._set_epoch(reply[1].decode())
         first = int(reply[2])
-        # The script added the ETA to progress events (as with_eta does): reply[4:], per event.
+        # The script added the ETA to progress events (as with_eta does): reply[5:], per event.
         events = [
             self._event(job_id, first + offset, drafts[index].name, with_eta(drafts[index], eta))
-            for offset, (index, eta) in enumerate(zip(pending, _etas(reply[4:]), strict=True))
+            for offset, (index, eta) in enumerate(zip(pending, _etas(reply[5:]), strict=True))
         ]
         for event, index in zip(events, pending, strict=True):
             ids[index] = event.id
-        return Published(events, [i for i in ids if i is not None], bool(reply[3]))
+        parent = msgspec.json.decode(reply[4]) if reply[4] else None
+        return Published(events, [i for i in ids if i is not None], bool(reply[3]), parent)
 
     async def publish_many(
         self, batches: Sequence[tuple[str, Sequence[Draft]]]

@@ -14,7 +14,7 @@ import sys
 from typing import Any, TextIO
 
 from progress_relay.cli.remote import EXIT_NOT_FOUND, fail, guarded, relay_for
-from progress_relay.client import Event, JobState
+from progress_relay.client import Event, JobNotFound, JobState
 
 EXIT_BY_STATUS = {"completed": 0, "failed": 1, "cancelled": 2}
 BAR_WIDTH = 24
@@ -25,6 +25,8 @@ the relay's ETA, message) redrawn in place, with log lines scrolling above it; p
 change is a plain line.
 
 A job that has no event yet is waited for, as its stream waits (up to jobs.pending_ttl).
+A group (a parent with children) is drawn as one bar, the parent's, with a line for each part
+as it starts and ends.
 
 Exit status: 0 completed, 1 failed, 2 cancelled, 3 the relay is unreachable, 4 no such job
 (never published within the wait, or deleted or expired)."""
@@ -49,7 +51,9 @@ def run_watch(args: argparse.Namespace) -> int:
         with relay_for(args) as relay:
             # A job without an event yet is waited for by its stream, which says `failed` with
             # code job_not_found when the job was never published within jobs.pending_ttl.
-            for event in relay.subscribe(args.job):
+            parts = _parts(relay, args.job)
+            view.state.children = {part: JobState(part) for part in parts}
+            for event in relay.subscribe(args.job, children=bool(parts)):
                 if _never_published(event):
                     missing = event.data.get("message") or f"no job {args.job}"
                     break
@@ -68,6 +72,16 @@ def run_watch(args: argparse.Namespace) -> int:
     if view.status not in EXIT_BY_STATUS:
         return fail(f"job {args.job} ended without a terminal event", EXIT_NOT_FOUND)
     return EXIT_BY_STATUS[view.status]
+
+
+def _parts(relay: Any, job_id: str) -> list[str]:
+    """A group's children (none for another job, or one not created yet)."""
+    try:
+        snapshot = relay.snapshot(job_id)
+    except JobNotFound:
+        return []
+    group = snapshot.get("group")
+    return [str(child) for child in group.get("children", ())] if isinstance(group, dict) else []
 
 
 def _never_published(event: Event) -> bool:
@@ -99,6 +113,7 @@ class WatchView:
         """Take the snapshot's state; ``logs``: print its log tail and the text not shown yet."""
         before = self.state
         state = self.state = JobState(before.job or str(snapshot.get("id", "")))
+        state.children = before.children  # a group's parts as drawn so far
         state.load(snapshot)
         if logs:
             shown = {line.id for line in before.logs}
@@ -113,6 +128,9 @@ class WatchView:
             self._ended(snapshot)
 
     def apply(self, event: Event) -> None:
+        if event.job != self.state.job and event.job in self.state.children:
+            self._part(event)
+            return
         if event.event == "reset":
             self.show_snapshot(event.data if isinstance(event.data, dict) else {}, logs=True)
             return
@@ -138,6 +156,18 @@ class WatchView:
             )
         else:
             self._line(f"{event.event:>7}  {json.dumps(event.data)}")
+
+    def _part(self, event: Event) -> None:
+        """A child's event on a group's stream: a line when the part starts or ends."""
+        part = self.state.children[event.job]
+        before = part.status
+        self.state.apply(event)
+        if part.status != before:
+            percent = f"{float(part.percent or 0):3.0f}%"
+            line = f"   part  {event.job}  {part.status}  {percent}"
+            if part.status == "failed" and part.error is not None:
+                line += f"  {part.error.get('message') or ''}"
+            self._line(line)
 
     def _continue_text(self, before: str, text: str, truncated: bool) -> None:
         """After a `reset`: print what its text adds to the text shown before; text that does

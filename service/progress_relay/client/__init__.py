@@ -35,6 +35,7 @@ from progress_relay.client.errors import (
     Unauthorized,
 )
 from progress_relay.client.events import Event
+from progress_relay.client.groups import Group, GroupTracker
 from progress_relay.client.protocol import Job, Published
 from progress_relay.client.retry import RetryPolicy
 from progress_relay.client.stages import StageTable
@@ -53,6 +54,8 @@ __all__ = [
     "Cancelled",
     "Event",
     "Forbidden",
+    "Group",
+    "GroupTracker",
     "Job",
     "JobFinished",
     "JobNotFound",

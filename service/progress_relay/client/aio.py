@@ -20,6 +20,7 @@ from progress_relay.client.batching import CrossJob, Pending
 from progress_relay.client.constants import DEFAULT_URL
 from progress_relay.client.errors import RelayError
 from progress_relay.client.events import Event, Outgoing
+from progress_relay.client.groups import Children, Group, GroupTracker, child_specs
 from progress_relay.client.protocol import Call, Calls, Done, Job, Published, Wait, headers
 from progress_relay.client.publishing import PublishState
 from progress_relay.client.retry import RetryPolicy
@@ -105,9 +106,45 @@ class AsyncRelay:
     # -- jobs -----------------------------------------------------------------------------
 
     async def create_job(
-        self, job_id: str | None = None, *, ttl: float | None = None, meta: Any = None
+        self,
+        job_id: str | None = None,
+        *,
+        ttl: float | None = None,
+        meta: Any = None,
+        parent: str | None = None,
+        weight: float | None = None,
     ) -> Job:
-        return await self._run(self._calls.create_job(job_id, ttl, meta))
+        return await self._run(
+            self._calls.create_job(job_id, ttl, meta, parent=parent, weight=weight)
+        )
+
+    async def group(
+        self,
+        children: Children,
+        *,
+        weights: Sequence[float] | None = None,
+        job_id: str | None = None,
+        ttl: float | None = None,
+        meta: Any = None,
+    ) -> Group:
+        """The asyncio twin of ``Relay.group``."""
+        specs = child_specs(children, weights)
+        job = await self._run(self._calls.create_job(job_id, ttl, meta, children=specs))
+        return Group(job, job.children)
+
+    async def track_group(
+        self,
+        children: Children,
+        *,
+        weights: Sequence[float] | None = None,
+        stages: Stages = None,
+        job_id: str | None = None,
+        ttl: float | None = None,
+        meta: Any = None,
+    ) -> GroupTracker[AsyncTracker]:
+        """``await relay.group(...)`` with an :class:`AsyncTracker` per child."""
+        group = await self.group(children, weights=weights, job_id=job_id, ttl=ttl, meta=meta)
+        return GroupTracker(group, tuple(self.track(child.id, stages) for child in group.children))
 
     async def snapshot(self, job_id: str) -> dict[str, Any]:
         return await self._run(self._calls.snapshot(job_id))
@@ -228,13 +265,20 @@ class AsyncRelay:
     # -- reading the stream ---------------------------------------------------------------
 
     async def subscribe(
-        self, job_id: str, last_event_id: str | None = None, *, replay: str = "history"
+        self,
+        job_id: str,
+        last_event_id: str | None = None,
+        *,
+        replay: str = "history",
+        children: bool = False,
     ) -> AsyncIterator[Event]:
         """``async for event in relay.subscribe(job_id)``: the job's events (its retained
         history first, or those after ``last_event_id``), live, resuming by the last id after
         any disconnect, until the terminal event (or 204: nothing more will come). ``replay``
         as for ``Relay.subscribe``."""
-        session = StreamSession(job_id, last_event_id, self._policy, time.monotonic(), replay)
+        session = StreamSession(
+            job_id, last_event_id, self._policy, time.monotonic(), replay, children
+        )
         request_headers = headers(self.token, body=False)
         while not session.done:
             step: Open | End | Wait

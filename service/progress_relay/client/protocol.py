@@ -50,6 +50,7 @@ class Job:
     stream_url: str
     status_url: str
     subscribe_token: str | None = None
+    children: tuple[Job, ...] = ()  # a parent created with its children (``relay.group``)
 
 
 @dataclass(frozen=True)
@@ -176,22 +177,41 @@ class Calls:
     ) -> Call[T]:
         return Call(request, parse, ok=ok, what=f"{what} (relay {self.base_url})")
 
-    def create_job(self, job_id: str | None, ttl: float | None, meta: Any) -> Call[Job]:
+    def create_job(
+        self,
+        job_id: str | None,
+        ttl: float | None,
+        meta: Any,
+        *,
+        parent: str | None = None,
+        weight: float | None = None,
+        children: Sequence[dict[str, Any]] | None = None,
+    ) -> Call[Job]:
         # The id is chosen here, not by the relay, so that a retried create cannot make two jobs.
+        # (The children's ids too: client/groups.py child_specs.)
         body: dict[str, Any] = {"id": job_id or uuid.uuid4().hex}
         if ttl is not None:
             body["ttl"] = ttl
         if meta is not None:
             body["meta"] = meta
+        if parent is not None:
+            body["parent"] = parent
+        if weight is not None:
+            body["weight"] = weight
+        if children is not None:
+            body["children"] = list(children)
 
-        def parse(status: int, raw: bytes) -> Job:
-            answer = _json(raw)
+        def job(answer: dict[str, Any]) -> Job:
             return Job(
                 id=answer["id"],
                 stream_url=self.url(answer["stream_url"]),
                 status_url=self.url(answer["status_url"]),
                 subscribe_token=answer.get("subscribe_token"),
+                children=tuple(job(child) for child in answer.get("children", ())),
             )
+
+        def parse(status: int, raw: bytes) -> Job:
+            return job(_json(raw))
 
         return self._call(
             Request("POST", "/v1/jobs", _encode(body)),

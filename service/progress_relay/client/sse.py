@@ -112,11 +112,14 @@ class StreamSession:
         policy: RetryPolicy,
         now: float,
         replay: str = "history",
+        children: bool = False,
     ) -> None:
         if replay not in REPLAY_MODES:
             raise ValueError(f"replay must be one of {', '.join(REPLAY_MODES)}, got {replay!r}")
         self.job_id = job_id
         self.replay = replay
+        # A group's stream (`?children=true`): frames are `{"job", "data"}`, unwrapped here.
+        self.children = children
         self.last_event_id = last_event_id
         self.done = False
         self._decoder = SSEDecoder()
@@ -126,8 +129,10 @@ class StreamSession:
     @property
     def path(self) -> str:
         # `replay` only counts without a last id; a reconnect resumes from the id whatever it is.
-        query = "" if self.replay == "history" else f"?replay={self.replay}"
-        return job_path(self.job_id, "/stream") + query
+        query = [] if self.replay == "history" else [f"replay={self.replay}"]
+        if self.children:
+            query.append("children=true")
+        return job_path(self.job_id, "/stream") + ("?" + "&".join(query) if query else "")
 
     def headers(self) -> dict[str, str]:
         result = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
@@ -159,8 +164,12 @@ class StreamSession:
             if message.id is not None:
                 self.last_event_id = message.id
             event = Event(message.id, message.event, _decode(message.data), self.job_id)
+            if self.children:
+                event = _unwrap(event)
             received.append(event)
             self._attempts.reset(now)
+            if event.job != self.job_id:
+                continue  # a child's end is not the group's
             if event.terminal or (
                 event.event == "reset"
                 and isinstance(event.data, dict)
@@ -194,6 +203,18 @@ class StreamSession:
                 f"{self._attempts.elapsed(now):.1f} s; last: {self._problem}",
             )
         return Wait(delay)
+
+
+def _unwrap(event: Event) -> Event:
+    """A group stream's frame as the event of its job. A group's `reset` becomes the parent's,
+    its data the parent's snapshot with the children's snapshots under ``children``."""
+    wrapped = event.data
+    if not isinstance(wrapped, dict) or "job" not in wrapped:
+        return event
+    data = wrapped.get("data")
+    if event.event == "reset" and isinstance(data, dict) and "children" in wrapped:
+        data = {**data, "children": wrapped["children"]}
+    return Event(event.id, event.event, data, str(wrapped["job"]))
 
 
 def _decode(data: str) -> Any:

@@ -72,7 +72,10 @@ class JobState:
     ``total_steps``, ``eta_seconds``, ``result``, ``redirect_url``, ``error`` (``{"message",
     "code", "details"}`` or None), ``cancel_requested``, ``last_event_id``, ``logs`` (the last
     ``log_tail`` :class:`LogLine` s), ``content`` (the streamed text: the newest
-    ``content_bytes`` bytes) and ``content_truncated``.
+    ``content_bytes`` bytes) and ``content_truncated``. A parent's state has ``group`` (its
+    snapshot's: ``children``, ``counts``, ``total``, ``failed``; None for other jobs) and
+    ``children``: each child's JobState, fed by the events of a group's stream
+    (``subscribe(..., children=True)``) and by its `reset`.
 
     ``apply(event)`` folds each event of :meth:`Relay.subscribe <progress_relay.client.Relay.
     subscribe>` in; a ``reset`` replaces the whole state with its snapshot, text included.
@@ -84,9 +87,11 @@ class JobState:
     __slots__ = (
         "_text",
         "cancel_requested",
+        "children",
         "content_bytes",
         "error",
         "eta_seconds",
+        "group",
         "job",
         "last_event_id",
         "log_tail",
@@ -125,6 +130,8 @@ class JobState:
         self.last_event_id: str | None = None
         self.logs: list[LogLine] = []
         self._text = _Text(content_bytes)
+        self.group: dict[str, Any] | None = None
+        self.children: dict[str, JobState] = {}
 
     @classmethod
     def from_snapshot(
@@ -173,6 +180,7 @@ class JobState:
             "logs": [vars(line) for line in self.logs],
             "content": self.content,
             "content_truncated": self.content_truncated,
+            "group": self.group,
         }
 
     def __eq__(self, other: object) -> bool:
@@ -213,9 +221,28 @@ class JobState:
             str(snapshot.get("content", "")),
             bool(snapshot.get("content_truncated", False)),
         )
+        group = snapshot.get("group")
+        self.group = dict(group) if isinstance(group, Mapping) else None
+        if self.group is not None:
+            ids = [str(child) for child in self.group.get("children", ())]
+            self.children = {child: self.children.get(child) or self._child(child) for child in ids}
+        for child in snapshot.get("children") or ():  # a group stream's reset
+            if isinstance(child, Mapping) and "id" in child:
+                self._child(str(child["id"])).load(child)
+
+    def _child(self, job: str) -> JobState:
+        state = self.children.get(job)
+        if state is None:
+            state = JobState(job, log_tail=self.log_tail, content_bytes=self.content_bytes)
+            self.children[job] = state
+        return state
 
     def apply(self, event: Event) -> None:
-        """Fold one event of this job in, as the relay does into the snapshot."""
+        """Fold one event of this job (or, on a group's stream, of one of its children) in, as
+        the relay does into the snapshot."""
+        if event.job != self.job and event.job in self.children:
+            self.children[event.job].apply(event)
+            return
         if event.job != self.job:
             raise ValueError(f"an event of job {event.job} applied to the state of {self.job}")
         name = event.event
@@ -238,6 +265,9 @@ class JobState:
             # The relay puts the snapshot's ETA into every progress event it delivers; absent,
             # the snapshot has none.
             self.eta_seconds = fields.get("eta_seconds")
+            group = fields.get("group")
+            if isinstance(group, Mapping):  # a parent's progress: the group but its ids
+                self.group = {**(self.group or {}), **group}
         elif name == "log":
             self.logs.append(
                 LogLine(event.id, fields.get("level", "info"), str(fields.get("message", "")))

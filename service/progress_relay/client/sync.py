@@ -21,6 +21,7 @@ from progress_relay.client.batching import CrossJob, Pending
 from progress_relay.client.constants import DEFAULT_URL as DEFAULT_URL
 from progress_relay.client.errors import RelayError
 from progress_relay.client.events import Event, Outgoing
+from progress_relay.client.groups import Children, Group, GroupTracker, child_specs
 from progress_relay.client.protocol import Call, Calls, Done, Job, Published, Wait, headers
 from progress_relay.client.publishing import PublishState
 from progress_relay.client.retry import RetryPolicy
@@ -110,10 +111,47 @@ class Relay:
     # -- jobs -----------------------------------------------------------------------------
 
     def create_job(
-        self, job_id: str | None = None, *, ttl: float | None = None, meta: Any = None
+        self,
+        job_id: str | None = None,
+        *,
+        ttl: float | None = None,
+        meta: Any = None,
+        parent: str | None = None,
+        weight: float | None = None,
     ) -> Job:
-        """Create a job (idempotent for a given id; the id is random when None)."""
-        return self._run(self._calls.create_job(job_id, ttl, meta))
+        """Create a job (idempotent for a given id; the id is random when None); with
+        ``parent``, a child of that job of ``weight`` (default 1)."""
+        return self._run(self._calls.create_job(job_id, ttl, meta, parent=parent, weight=weight))
+
+    def group(
+        self,
+        children: Children,
+        *,
+        weights: Sequence[float] | None = None,
+        job_id: str | None = None,
+        ttl: float | None = None,
+        meta: Any = None,
+    ) -> Group:
+        """Create a parent with its ``children`` (a count, or their ids) in one call; the relay
+        aggregates them into the parent. See client/groups.py."""
+        specs = child_specs(children, weights)
+        job = self._run(self._calls.create_job(job_id, ttl, meta, children=specs))
+        return Group(job, job.children)
+
+    def track_group(
+        self,
+        children: Children,
+        *,
+        weights: Sequence[float] | None = None,
+        stages: Stages = None,
+        job_id: str | None = None,
+        ttl: float | None = None,
+        meta: Any = None,
+    ) -> GroupTracker[Tracker]:
+        """``relay.group(...)`` with a :class:`Tracker` per child (``for part in tracked:
+        with part: ...``)."""
+        group = self.group(children, weights=weights, job_id=job_id, ttl=ttl, meta=meta)
+        return GroupTracker(group, tuple(self.track(child.id, stages) for child in group.children))
 
     def snapshot(self, job_id: str) -> dict[str, Any]:
         """The job's snapshot; JobNotFound when it does not exist."""
@@ -237,14 +275,23 @@ class Relay:
     # -- reading the stream ---------------------------------------------------------------
 
     def subscribe(
-        self, job_id: str, last_event_id: str | None = None, *, replay: str = "history"
+        self,
+        job_id: str,
+        last_event_id: str | None = None,
+        *,
+        replay: str = "history",
+        children: bool = False,
     ) -> Iterator[Event]:
         """The job's events as they come (from its retained history first, or after
         ``last_event_id``), resuming after disconnects, until its terminal event. Without
         ``last_event_id``, ``replay="snapshot"`` starts with a ``reset`` (the job's snapshot,
         its text included) and ``"none"`` with live events. Fold them into a
-        :class:`~progress_relay.client.JobState` for the job's state."""
-        session = StreamSession(job_id, last_event_id, self._policy, time.monotonic(), replay)
+        :class:`~progress_relay.client.JobState` for the job's state. ``children=True``: a
+        group's stream, its children's events too (each ``Event.job`` says whose), until the
+        parent's end."""
+        session = StreamSession(
+            job_id, last_event_id, self._policy, time.monotonic(), replay, children
+        )
         request_headers = headers(self.token, body=False)
         while not session.done:
             step: Open | End | Wait

@@ -19,6 +19,10 @@ the table "Resume" in docs/api.md; tests/unit/test_catchup.py checks every row.
    as an id would promise the other jobs up to that seq too. So every job with a replayed event
    at or below it is reset as well, and only the last ``reset`` carries an id (``frames``). A
    client cut off among the resets keeps its old id and gets them again.
+4. A group's stream (``/v1/jobs/{parent}/stream?children=true``): when rule 3 resets any job of
+   the group, the whole group is reset in one frame (``group_reset_frame``): the parent's
+   snapshot with every child's, all read at one instant, so no replayed event follows it and
+   its id, the newest seq among them, promises exactly what it carries.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from progress_relay.wire import sse
 from progress_relay.wire.errors import InvalidParameter
 from progress_relay.wire.events import Event
 from progress_relay.wire.ids import Position, parse_event_id
-from progress_relay.wire.snapshot import Snapshot, new_snapshot, with_content
+from progress_relay.wire.snapshot import Snapshot, new_snapshot, with_content, without_content
 
 ReplayMode = Literal["history", "snapshot", "none"]
 REPLAY_MODES: tuple[ReplayMode, ...] = ("history", "snapshot", "none")
@@ -144,6 +148,33 @@ def arrange(jobs: Iterable[JobCatchUp]) -> tuple[list[JobCatchUp], list[Event]]:
         resets.sort(key=lambda job: job.seq)
     events = sorted((event for job in jobs for event in job.events), key=lambda e: e.seq)
     return resets, events
+
+
+def group_reset_frame(
+    parts: list[JobCatchUp], epoch: str, subscribers: Callable[[str], int]
+) -> bytes:
+    """Rule 4: one ``reset`` for a whole group, ``parts`` being the parent then its children:
+    data ``{"job": parent, "data": its snapshot, "children": [each child's snapshot, without
+    its text]}``, id the newest position among them."""
+    parent, *children = parts
+    (snapshot,) = _snapshots([parent], subscribers)
+    kids = [without_content(child) for child in _snapshots(children, subscribers)]
+    data = _encode({"job": parent.job_id, "data": snapshot, "children": kids})
+    seq = max(part.seq for part in parts)
+    return sse.event_frame(str(Position(epoch, seq)) if seq else None, "reset", data)
+
+
+def _snapshots(parts: list[JobCatchUp], subscribers: Callable[[str], int]) -> list[Snapshot]:
+    found = []
+    for part in parts:
+        replay = part.replay
+        snapshot = (
+            with_content(new_snapshot(part.job_id), "", False)
+            if replay is None
+            else replay.snapshot
+        )
+        found.append(msgspec.structs.replace(snapshot, subscribers=subscribers(part.job_id)))
+    return found
 
 
 def reset_frame(

@@ -11,6 +11,7 @@ the untraced coroutines themselves, without a wrapper."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -22,7 +23,7 @@ from msgspec import Raw
 
 from progress_relay.brokers import Broker, JobPage, MemoryUse, Published, Replay, broker_kind
 from progress_relay.config import Settings
-from progress_relay.core import catchup
+from progress_relay.core import catchup, groups
 from progress_relay.core.catchup import JobCatchUp, ReplayMode, Resume
 from progress_relay.core.counts import RelayCounts
 from progress_relay.core.flusher import Flusher
@@ -33,10 +34,15 @@ from progress_relay.wire import sse
 from progress_relay.wire.batch import JobBatch
 from progress_relay.wire.errors import (
     GONE_REASONS,
+    GroupConflict,
+    GroupTooDeep,
+    JobFinished,
+    JobNotFound,
     MemoryFull,
     PayloadTooLarge,
     RelayError,
     ShuttingDown,
+    TooManyChildren,
     TooManyStreams,
     no_job,
 )
@@ -58,6 +64,8 @@ def _no_timer(seconds: float) -> None:
 
 
 _JOB_ID = "progress_relay.job_id"
+# Reads of a parent's group after a child event (Hub.regroup): the last one confirms the state.
+_REGROUP_ROUNDS = 4
 # The ids a stream.open span names (a multi-job stream may follow up to limits.max_stream_jobs).
 _TRACED_JOB_IDS = 16
 
@@ -77,6 +85,14 @@ def _annotate_open(
             "progress_relay.resets": resets,
         }
     )
+
+
+class Child(NamedTuple):
+    """A child declared with its parent's creation (``POST /v1/jobs`` with ``children``)."""
+
+    id: str
+    weight: float | None = None
+    meta: Any = None
 
 
 class History(NamedTuple):
@@ -112,13 +128,155 @@ class Hub:
     # -- changing a job -----------------------------------------------------------------------
 
     def create(
-        self, job_id: str, *, ttl: float | None, meta: Any, webhook: JobWebhook | None = None
+        self,
+        job_id: str,
+        *,
+        ttl: float | None,
+        meta: Any,
+        webhook: JobWebhook | None = None,
+        parent: str | None = None,
+        weight: float | None = None,
+        children: Sequence[Child] = (),
     ) -> Coroutine[Any, Any, bool]:
         """Create a job (idempotent); True when this call created it. ``webhook``: its own
-        receiver, already checked against ``webhooks.allowed``."""
-        call = self._create(job_id, ttl, meta, webhook)
+        receiver, already checked against ``webhooks.allowed``. With ``parent`` it is that
+        job's child (of ``weight``); with ``children`` they are created as its children, each
+        idempotent as well (without the webhook: the parent's end is the group's)."""
+        call = self._create_in_group(job_id, ttl, meta, webhook, parent, weight, children)
         tracer = self.tracer
         return call if tracer is None else tracer.around("create", {_JOB_ID: job_id}, call)
+
+    async def _create_in_group(
+        self,
+        job_id: str,
+        ttl: float | None,
+        meta: Any,
+        webhook: JobWebhook | None,
+        parent: str | None,
+        weight: float | None,
+        children: Sequence[Child],
+    ) -> bool:
+        if parent is None and not children:
+            return await self._create(job_id, ttl, meta, webhook)
+        parent_snapshot = None
+        if parent is not None:
+            parent_snapshot = await self._check_parent(parent, 1, 1 + bool(children))
+            if job_id in {child.id for child in children} or job_id == parent:
+                raise GroupConflict(f"job {job_id} cannot be its own parent")
+        if children:
+            limit = self.settings.limits.max_children
+            if len(children) > limit:
+                raise TooManyChildren(
+                    f"`children` has {len(children)} jobs; a parent has at most {limit} "
+                    "(limits.max_children) - at `$.children`"
+                )
+            ids = [child.id for child in children]
+            if len(set(ids)) != len(ids):
+                raise GroupConflict("`children` names a job twice - at `$.children`")
+        created = await self._create(job_id, ttl, meta, webhook)
+        if parent is not None and parent_snapshot is not None:
+            await self._join(parent_snapshot, [Child(job_id, weight)], {job_id: created})
+        if children:
+            snapshot = await self.broker.snapshot(job_id)
+            if snapshot is None:
+                raise no_job(job_id)
+            made = {}
+            for child in children:
+                made[child.id] = await self._create(child.id, ttl, child.meta, None)
+            await self._join(snapshot, children, made)
+        return created
+
+    async def _check_parent(self, parent: str, joining: int, levels: int) -> Snapshot:
+        """The parent's snapshot, if ``joining`` more children with ``levels`` of their own (1:
+        none) may join it."""
+        snapshot = await self.broker.snapshot(parent)
+        if snapshot is None:
+            raise no_job(parent)
+        if snapshot.finished:
+            raise JobFinished(f"job {parent} has already {snapshot.status}")
+        limits = self.settings.limits
+        group = snapshot.group
+        have = 0 if isinstance(group, msgspec.UnsetType) else len(group.children)
+        if have + joining > limits.max_children:
+            raise TooManyChildren(
+                f"job {parent} has {have} children; a parent has at most "
+                f"{limits.max_children} (limits.max_children)"
+            )
+        depth = levels + 1
+        above = snapshot.parent
+        while above is not None and depth <= limits.max_group_depth:
+            depth += 1
+            ancestor = await self.broker.snapshot(above)
+            above = None if ancestor is None else ancestor.parent
+        if depth > limits.max_group_depth:
+            raise GroupTooDeep(
+                f"a group has at most {limits.max_group_depth} levels "
+                f"(limits.max_group_depth), the parent included; job {parent} is too deep"
+            )
+        return snapshot
+
+    async def _join(
+        self, parent: Snapshot, children: Sequence[Child], created: dict[str, bool]
+    ) -> None:
+        """Make ``children`` (created or found by this call: ``created``) children of
+        ``parent``; a child that existed must already be one of it."""
+        group = parent.group
+        known = [] if isinstance(group, msgspec.UnsetType) else list(group.children)
+        joining = len({child.id for child in children}.difference(known))
+        limit = self.settings.limits.max_children
+        if len(known) + joining > limit:
+            raise TooManyChildren(
+                f"job {parent.id} has {len(known)} children; a parent has at most {limit} "
+                "(limits.max_children)"
+            )
+        for child in children:
+            if child.id in known:
+                continue
+            if not created[child.id]:
+                existing = await self.broker.snapshot(child.id)
+                if existing is None or existing.parent != parent.id:
+                    raise GroupConflict(
+                        f"job {child.id} exists and is not a child of {parent.id}: a job's "
+                        "parent is set when it is created"
+                    )
+                continue
+            fields: dict[str, Any] = {"parent": parent.id}
+            if child.weight is not None:
+                fields["weight"] = child.weight
+            await self.broker.write_group(child.id, fields)
+            known.append(child.id)
+        await self.regroup(parent.id, known)
+
+    async def regroup(self, parent_id: str, children: Sequence[str] | None = None) -> None:
+        """Bring a parent's aggregate up to date with its children (``children``: its new
+        list), and publish the parent's event when it changed (core/groups.py).
+
+        Read again after each write: with Redis, instances regroup one parent at once, and one
+        that read before another's child event may write after it; whoever writes last sees
+        the children as they are and writes again, so every instance ends on the same state."""
+        for _ in range(_REGROUP_ROUNDS):
+            reads = await self.broker.replays([(parent_id, None)])
+            if reads[0] is None:
+                return
+            parent = reads[0].snapshot
+            if children is None:
+                if isinstance(parent.group, msgspec.UnsetType):
+                    return
+                children = parent.group.children
+            replays = await self.broker.replays([(child, None) for child in children])
+            snapshots = [None if replay is None else replay.snapshot for replay in replays]
+            new = groups.aggregate(children, snapshots)
+            if not groups.changed(parent, new):
+                return
+            await self.broker.write_group(parent_id, {"group": new.group})
+            if parent.finished or new.group.counts.pending == new.group.total:
+                await self.broker.keep_children(parent_id, children)
+                return  # ended by its publisher already, or nothing has started yet
+            with contextlib.suppress(JobFinished):  # ended meanwhile
+                await self._publish(parent_id, groups.events(new), self.tracer)
+            # After the parent's event, which set its lifetime (finished_ttl after its end).
+            await self.broker.keep_children(parent_id, children)
+            children = None
 
     async def _create(
         self, job_id: str, ttl: float | None, meta: Any, webhook: JobWebhook | None
@@ -163,6 +321,8 @@ class Hub:
             self.counts.memory_refused += 1
             raise
         self.publish_timer(time.perf_counter() - started)
+        if published.parent is not None and published.events:
+            await self.regroup(published.parent)
         counts = self.counts
         new = len(published.events)
         counts.published += new
@@ -214,6 +374,10 @@ class Hub:
                 new = len(outcome.events)
                 counts.published += new
                 counts.duplicates += len(batch.drafts) - new
+        parents = {o.parent for o in outcomes if isinstance(o, Published) and o.events}
+        for parent in parents:
+            if parent is not None:
+                await self.regroup(parent)  # once per parent for all its children's events
         return outcomes
 
     def cancel(self, job_id: str) -> Coroutine[Any, Any, Snapshot]:
@@ -231,6 +395,11 @@ class Hub:
             raise
         if event is not None:
             self.counts.published += 1
+        group = snapshot.group
+        if not isinstance(group, msgspec.UnsetType):
+            for child in group.children:
+                with contextlib.suppress(JobFinished, JobNotFound):
+                    await self._cancel(child)  # each unfinished child, as if asked itself
         return snapshot
 
     def delete(self, job_id: str) -> Coroutine[Any, Any, None]:
@@ -240,9 +409,31 @@ class Hub:
         return call if tracer is None else tracer.around("delete", {_JOB_ID: job_id}, call)
 
     async def _delete(self, job_id: str) -> None:
-        if await self.broker.delete(job_id) is None:
+        snapshot = await self.broker.delete(job_id)
+        if snapshot is None:
             raise no_job(job_id)
         await self.end_job(job_id, None)
+        await self.drop_children(snapshot, None)
+
+    async def drop_children(self, snapshot: Snapshot, reason: str | None) -> None:
+        """A parent has gone (deleted or evicted): its children go with it, and their streams
+        end (``reason`` as for ``end_job``)."""
+        group = snapshot.group
+        if isinstance(group, msgspec.UnsetType):
+            return
+        for child_id in group.children:
+            child = await self.broker.delete(child_id)
+            await self.end_job(child_id, reason)
+            if child is not None:
+                await self.drop_children(child, reason)
+
+    async def children(self, job_id: str) -> list[str]:
+        """A job's children (none when it has none); JobNotFound for an unknown job."""
+        snapshot = await self.broker.snapshot(job_id)
+        if snapshot is None:
+            raise no_job(job_id)
+        group = snapshot.group
+        return [] if isinstance(group, msgspec.UnsetType) else list(group.children)
 
     # -- reading a job ------------------------------------------------------------------------
 
@@ -315,11 +506,13 @@ class Hub:
         *,
         multi: bool,
         client: str = "",
+        group: bool = False,
     ) -> Coroutine[Any, Any, Subscriber | None]:
         """A subscriber with its replay queued, or None when there is nothing to stream (204).
-        ``client``: who opens it (http/clients.py), for ``limits.max_streams_per_client``."""
+        ``client``: who opens it (http/clients.py), for ``limits.max_streams_per_client``.
+        ``group``: ``job_ids`` are a parent and its children, reset as one (catchup rule 4)."""
         tracer = self.tracer
-        call = self._open(job_ids, last_event_id, mode, multi, client, tracer)
+        call = self._open(job_ids, last_event_id, mode, multi, client, tracer, group)
         if tracer is None:
             return call
         attributes: Attributes = {
@@ -337,6 +530,7 @@ class Hub:
         multi: bool,
         client: str,
         tracer: Tracer | None,
+        group: bool = False,
     ) -> Subscriber | None:
         self._admit(job_ids, client)
         stream = self.settings.stream
@@ -378,6 +572,15 @@ class Hub:
         reset_frames, event_frames = catchup.frames(
             resets, events, self.broker.epoch, self.subscriber_count, multi=multi
         )
+        if group and resets:
+            # The whole group as one reset, read at one instant: nothing replayed follows it.
+            group_parts = [
+                catchup.JobCatchUp(job_id, replay, reset=True)
+                for job_id, replay in zip(job_ids, replays, strict=True)
+                if replay is not None or job_id == job_ids[0]
+            ]
+            frame = catchup.group_reset_frame(group_parts, self.broker.epoch, self.subscriber_count)
+            reset_frames, event_frames = [frame], []
         high = {part.job_id: part.seq for part in parts}
         ended.extend(part.job_id for part in parts if part.finished)
         subscriber.start([self._retry, *reset_frames, *event_frames], high, ended)

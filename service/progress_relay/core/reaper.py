@@ -62,5 +62,9 @@ class Reaper:
         return count
 
     async def evict(self, job_id: str, status: str) -> None:
-        await self._broker.delete(job_id)
-        await self._hub.end_job(job_id, _REASONS.get(status))
+        """Evict a job, and a parent's children with it: a group goes as one."""
+        snapshot = await self._broker.delete(job_id)
+        reason = _REASONS.get(status)
+        await self._hub.end_job(job_id, reason)
+        if snapshot is not None:
+            await self._hub.drop_children(snapshot, reason)

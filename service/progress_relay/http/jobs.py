@@ -10,8 +10,10 @@ from aiohttp import web
 from msgspec import Raw
 
 from progress_relay.config import WebhookSettings
+from progress_relay.core.hub import Child
 from progress_relay.http import params, rate
 from progress_relay.http.access import PUBLISHER
+from progress_relay.http.auth import Credentials
 from progress_relay.http.keys import (
     CANCEL_RATE,
     CLIENTS,
@@ -33,6 +35,8 @@ from progress_relay.wire.bodies import (
 )
 from progress_relay.wire.errors import (
     BrokerUnavailable,
+    GroupConflict,
+    GroupTooDeep,
     InvalidBody,
     InvalidEvent,
     InvalidJobId,
@@ -44,6 +48,7 @@ from progress_relay.wire.errors import (
     MemoryFull,
     PayloadTooLarge,
     RateLimited,
+    TooManyChildren,
     TooManyJobs,
     WebhookNotAllowed,
 )
@@ -99,6 +104,11 @@ def json_response(body: Any, status: int = 200) -> web.Response:
         InvalidJobId,
         PayloadTooLarge,
         InvalidBody,
+        JobNotFound,
+        JobFinished,
+        TooManyChildren,
+        GroupTooDeep,
+        GroupConflict,
         WebhookNotAllowed,
         RateLimited,
         *_FULL,
@@ -123,11 +133,39 @@ async def create_job(request: web.Request) -> web.Response:
         )
     job_id = params.check_job_id(spec.id, "`$.id`") if spec.id is not None else uuid.uuid4().hex
     webhook = None if spec.webhook is None else _webhook(spec.webhook, settings.webhooks)
-    created = await request.app[HUB].create(job_id, ttl=spec.ttl, meta=spec.meta, webhook=webhook)
+    parent = None if spec.parent is None else params.check_job_id(spec.parent, "`$.parent`")
+    children = [
+        Child(
+            params.check_job_id(child.id, f"`$.children[{index}].id`")
+            if child.id is not None
+            else uuid.uuid4().hex,
+            child.weight,
+            child.meta,
+        )
+        for index, child in enumerate(spec.children or ())
+    ]
+    created = await request.app[HUB].create(
+        job_id,
+        ttl=spec.ttl,
+        meta=spec.meta,
+        webhook=webhook,
+        parent=parent,
+        weight=spec.weight,
+        children=children,
+    )
     body_out = CreatedJob.links(job_id)
     if credentials.can_mint:
         body_out.subscribe_token = credentials.mint([job_id])
+    if spec.children is not None:
+        body_out.children = [_links(child.id, credentials) for child in children]
     return json_response(body_out, status=201 if created else 200)
+
+
+def _links(job_id: str, credentials: Credentials) -> CreatedJob:
+    links = CreatedJob.links(job_id)
+    if credentials.can_mint:
+        links.subscribe_token = credentials.mint([job_id])
+    return links
 
 
 @routes.post("/v1/jobs/{job_id}/events")

@@ -163,12 +163,16 @@ def _wire_schemas(settings: Settings) -> dict[str, Schema]:
         },
         "StreamEvent": _sse_event_schema(wrapped=False),
         "MultiStreamEvent": _sse_event_schema(wrapped=True),
+        "GroupStreamEvent": _sse_event_schema(wrapped=True, group=True),
+        # GET /v1/jobs/{id}/stream: one job's, or with `children=true` a group's.
+        "JobStreamEvent": {"anyOf": [ref("StreamEvent"), ref("GroupStreamEvent")]},
     }
 
 
-def _sse_event_schema(*, wrapped: bool) -> Schema:
+def _sse_event_schema(*, wrapped: bool, group: bool = False) -> Schema:
     """One event of a stream as OpenAPI 3.1 describes ``text/event-stream``: its fields, with
-    ``data`` a line of JSON. On a multi-job stream the JSON is ``{"job": ID, "data": PAYLOAD}``."""
+    ``data`` a line of JSON. On a multi-job stream the JSON is ``{"job": ID, "data": PAYLOAD}``;
+    on a group's stream (``group``) a `reset` also has ``children``, their snapshots."""
     rules = [
         *_payload_rules("payload"),
         {
@@ -189,6 +193,10 @@ def _sse_event_schema(*, wrapped: bool) -> Schema:
                 "properties": {"job": ref("JobId"), "data": payload},
                 "required": ["job", "data"],
             }
+            if group and rule["if"]["properties"]["event"] == {"const": "reset"}:
+                children = {"type": "array", "items": ref("Snapshot")}
+                payload["properties"]["children"] = children
+                payload["required"] = ["job", "data", "children"]
         rule["then"]["properties"]["data"] = {
             "contentMediaType": "application/json",
             "contentSchema": payload,

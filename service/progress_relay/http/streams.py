@@ -31,6 +31,7 @@ from progress_relay.wire.errors import (
     BrokerUnavailable,
     InvalidJobId,
     InvalidParameter,
+    JobNotFound,
     PayloadTooLarge,
     ShuttingDown,
     TooManyStreams,
@@ -94,17 +95,30 @@ def _jobs_parameter(settings: Settings) -> Schema:
 # No HEAD: a stream has no headers-only form, and answering one would open a subscriber.
 
 
+_CHILDREN: Parameter = {
+    "name": "children",
+    "in": "query",
+    "description": "a group's stream: the parent's and every child's events, each frame's data "
+    'wrapped `{"job": ID, "data": PAYLOAD}` as on /v1/stream',
+    "schema": {"type": "boolean", "default": False},
+}
+
+
 @routes.get("/v1/jobs/{job_id}/stream", allow_head=False)
 @Operation(
     "streamJob",
-    "The SSE stream of one job",
+    "The SSE stream of one job (with `children=true`, of its group)",
     "subscriber",
-    parameters=_PARAMETERS,
-    responses=_responses("StreamEvent"),
-    errors=_ERRORS,
+    parameters=(*_PARAMETERS, _CHILDREN),
+    responses=_responses("JobStreamEvent"),
+    errors=(*_ERRORS, JobNotFound),
 )
 async def stream_job(request: web.Request) -> web.StreamResponse:
-    return await _stream(request, [params.job_id(request)], multi=False)
+    job_id = params.job_id(request)
+    if params.choice_param(request, "children", ("false", "true")) == "true":
+        children = await request.app[HUB].children(job_id)
+        return await _stream(request, [job_id, *children], multi=True, group=True)
+    return await _stream(request, [job_id], multi=False)
 
 
 @routes.get("/v1/stream", allow_head=False)
@@ -130,7 +144,9 @@ async def stream_jobs(request: web.Request) -> web.StreamResponse:
     return await _stream(request, job_ids, multi=True)
 
 
-async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, job_ids: list[str], *, multi: bool, group: bool = False
+) -> web.StreamResponse:
     # The header wins: a browser reconnecting on its own sends it, while the URL still carries
     # the `last_event_id` the page started with.
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
@@ -138,7 +154,9 @@ async def _stream(request: web.Request, job_ids: list[str], *, multi: bool) -> w
     hub = request.app[HUB]
     settings = request.app[SETTINGS].stream
     client = request.app[CLIENTS].of(request)
-    subscriber = await hub.open(job_ids, last_event_id, mode, multi=multi, client=client)
+    subscriber = await hub.open(
+        job_ids, last_event_id, mode, multi=multi, client=client, group=group
+    )
     if subscriber is None:
         # Nothing will ever come (finished and seen, or gone): 204 stops EventSource reconnecting.
         hub.counts.no_content += 1

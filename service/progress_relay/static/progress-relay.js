@@ -79,6 +79,38 @@ function boundText(text, bytes, bound) {
   return [start ? text.slice(start) : text, bytes, start > 0];
 }
 
+/** One SSE frame's fields: `data` null when it has none (a heartbeat), `retry` null unless set. */
+function parseFrame(text) {
+  let id = null, name = "message", retry = null;
+  const data = [];
+  for (const line of text.split(/\r\n|\n|\r/)) {
+    const colon = line.indexOf(":");
+    if (colon === 0) continue; // a comment: the heartbeat
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+    if (field === "id") id = value;
+    else if (field === "event") name = value;
+    else if (field === "data") data.push(value);
+    else if (field === "retry" && /^\d+$/.test(value)) retry = Number(value);
+  }
+  return { id, name, data: data.length ? data.join("\n") : null, retry };
+}
+
+/** Read an SSE body frame by frame while `current()` holds; `alive()` on every chunk. */
+async function readFrames(body, current, alive, onFrame) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done || !current()) return;
+    alive();
+    buffer += value;
+    const frames = buffer.split(/\r\n\r\n|\n\n|\r\r/);
+    buffer = frames.pop();
+    for (const frame of frames) onFrame(parseFrame(frame));
+  }
+}
+
 /** Named listeners; a listener that throws is logged and does not stop the others. */
 class Emitter {
   constructor() {
@@ -312,6 +344,237 @@ export class JobWatch extends Emitter {
   }
 }
 
+/** A JobWatch that a group's stream feeds (one of its jobs): events are applied as they come. */
+function groupPart(relay, id) {
+  const watch = new JobWatch(relay, id);
+  watch._phase = "live";
+  return watch;
+}
+
+const GROUP_COUNTS = ["pending", "running", "completed", "failed", "cancelled"];
+
+/** A watched group: a parent job and its children (docs/api.md, "Groups"), followed through
+ * the parent's own stream, `GET /v1/jobs/{parent}/stream?children=true`, which carries the
+ * parent's events and every child's. `state` is the parent's state with `children`, each
+ * child's state in the group's order; a new object after every change.
+ *
+ * A new watch opens the stream with `replay=snapshot`: it starts with the group's `reset` (the
+ * parent's snapshot and each child's: one frame with `children`, or a `reset` per job), so a watch that starts late starts from the group
+ * as it stands, and every later event comes through the same stream. After an interruption it
+ * resumes from its last id (the relay then sends exactly the missed events of every job of the
+ * group, or a `reset`); each job applies an event once (JobWatch, by its seq). The stream is
+ * this tab's own (a group is not shared with the origin's other tabs), and it ends with the
+ * parent's terminal event. */
+export class GroupWatch extends Emitter {
+  constructor(relay, id) {
+    super();
+    this.relay = relay;
+    this.id = id;
+    this.parent = groupPart(relay, id);
+    this.connection = "closed";
+    this._children = new Map(); // child id -> JobWatch
+    this._order = []; // child ids, in the group's order
+    this._from = null; // the stream's last id: where a reopened stream resumes
+    this._attempt = 0;
+    this._serverRetry = 0;
+    this._source = null;
+    this._retryTimer = null;
+    this._looking = false;
+    this._closed = false;
+    this._compose();
+    this._open();
+  }
+
+  // `group.on(name, fn)`: fn(data, group) for the parent's events (progress, complete, failed,
+  // cancelled, reset, …); `state`: fn(state, group) after every change; `child`: fn(childState,
+  // group) after a child's event; `connection`: fn(connectionState, group); `error`: fn({code,
+  // message}, group) when the relay refused the stream for good.
+
+  get finished() {
+    return this.parent.finished;
+  }
+
+  /** The JobWatch of one child of the group (null for an id not seen in it). */
+  child(id) {
+    return this._children.get(id) || null;
+  }
+
+  /** Ask every unfinished child's worker to cancel (a cancel on the parent). */
+  cancel() {
+    return this.parent.cancel();
+  }
+
+  /** Stop following the group. */
+  close() {
+    this._closed = true;
+    this._stop();
+    if (this.relay._groups.get(this.id) === this) this.relay._groups.delete(this.id);
+    this._setConnection("closed");
+  }
+
+  _emit(name, data) {
+    super._emit(name, data, this);
+  }
+
+  _setConnection(state) {
+    if (this.connection === state) return;
+    this.connection = state;
+    this._emit("connection", state);
+  }
+
+  async _open() {
+    if (this._closed) return;
+    const controller = new AbortController();
+    this._source = controller;
+    const params = new URLSearchParams({ children: "true" });
+    const headers = { Accept: "text/event-stream" };
+    if (this._from) headers["Last-Event-ID"] = this._from;
+    else params.set("replay", "snapshot");
+    this._setConnection(this._attempt ? "reconnecting" : "connecting");
+    let retryAfter = null;
+    try {
+      const response = await this.relay._fetch(
+        `/v1/jobs/${encodeURIComponent(this.id)}/stream?${params}`,
+        { headers, signal: controller.signal, cache: "no-store" });
+      if (response.status === 204) { this._end(controller); return; }
+      if (response.status === 401 || response.status === 403 || response.status === 404) {
+        const body = await response.json().catch(() => ({}));
+        this._emit("error", body.error || { code: String(response.status) });
+        this._end(controller);
+        return;
+      }
+      if (!response.ok) {
+        retryAfter = Number(response.headers.get("Retry-After")) * 1000 || null;
+        throw new Error(`group stream answered ${response.status}`);
+      }
+      this._attempt = 0;
+      this._setConnection("open");
+      await readFrames(response.body, () => this._source === controller, () => {},
+        (frame) => this._onFrame(frame, controller));
+    } catch (error) {
+      if (controller.signal.aborted) return;
+    }
+    if (this._source !== controller) return;
+    this._source = null;
+    if (this.finished) { this._setConnection("closed"); return; }
+    const base = Math.max(this._serverRetry, 500 * 2 ** this._attempt);
+    const delay = retryAfter || Math.min(this.relay.maxBackoff, base) * (0.5 + Math.random() / 2);
+    this._attempt += 1;
+    this._setConnection("reconnecting");
+    this._retryTimer = setTimeout(() => { this._retryTimer = null; this._open(); }, delay);
+  }
+
+  _end(controller) {
+    if (this._source === controller) this._stop();
+    this._setConnection("closed");
+  }
+
+  _stop() {
+    if (this._source) { this._source.abort(); this._source = null; }
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+  }
+
+  _onFrame({ id, name, data, retry }, controller) {
+    if (retry !== null) this._serverRetry = retry;
+    if (data === null) return;
+    let frame;
+    try { frame = JSON.parse(data); } catch (error) { return; }
+    if (id) this._from = id;
+    if (name === "reset" && (frame.job === this.id || frame.children)) this._reset(id, frame);
+    else if (frame.job === this.id) this._onParent(id, name, frame.data);
+    else if (frame.job) this._onChild(frame.job, id, name, frame.data);
+    if (this.finished) this._end(controller);
+  }
+
+  /** The group as the relay has it: the parent's snapshot and each child's (without its
+   * streamed text: a child keeps what it had of it). */
+  _reset(id, frame) {
+    const applied = this.parent._apply(id, "reset", frame.data || {});
+    this._learn(this.parent.state.group?.children || []);
+    for (const snapshot of frame.children || []) {
+      if (snapshot?.id) this._part(snapshot.id)._apply(null, "reset", snapshot);
+    }
+    this._changed();
+    if (applied) this._emit("reset", frame.data);
+  }
+
+  _onParent(id, name, data) {
+    if (!this.parent._apply(id, name, data)) return;
+    // The relay's aggregate, carried by the parent's progress: counts, total, failed ids.
+    if (name === "progress" && data?.group) {
+      this.parent.state.group = { ...this.parent.state.group, ...data.group };
+      if (data.group.total > this._order.length) this._lookUp();
+    }
+    this._changed();
+    this._emit(name, data);
+  }
+
+  _onChild(childId, id, name, data) {
+    const child = this._part(childId);
+    if (!child._apply(id, name, data)) return;
+    this._changed();
+    this._emit("child", child.state);
+  }
+
+  _part(id) {
+    let child = this._children.get(id);
+    if (!child) {
+      child = groupPart(this.relay, id);
+      this._children.set(id, child);
+      this._order.push(id);
+    }
+    return child;
+  }
+
+  /** The group's children in its order (the parent's `group.children`); any other seen child
+   * after them. */
+  _learn(ids) {
+    for (const id of ids) this._part(id);
+    const listed = new Set(ids);
+    this._order = [...ids, ...this._order.filter((id) => !listed.has(id))];
+  }
+
+  /** Children were added that have sent nothing yet: their ids from the parent's snapshot. */
+  async _lookUp() {
+    if (this._looking) return;
+    this._looking = true;
+    try {
+      const response = await this.relay._fetch(`/v1/jobs/${encodeURIComponent(this.id)}`,
+        { cache: "no-store" });
+      const snapshot = response.ok ? await response.json() : null;
+      if (snapshot?.group?.children && !this._closed) {
+        this._learn(snapshot.group.children);
+        this._changed();
+      }
+    } catch (error) {
+      // The next progress with more children than known looks again.
+    } finally {
+      this._looking = false;
+    }
+  }
+
+  _changed() {
+    this._compose();
+    this._emit("state", this.state);
+  }
+
+  _compose() {
+    const parent = this.parent.state;
+    const children = this._order.map((id) => this._children.get(id).state);
+    const counts = Object.fromEntries(GROUP_COUNTS.map((status) => [status, 0]));
+    for (const child of children) counts[child.status] += 1;
+    // The relay's counts (from the parent's snapshot and progress) where it sent them, else
+    // the children's as this tab has them.
+    const group = {
+      counts, total: children.length,
+      failed: children.filter((child) => child.status === "failed").map((child) => child.id),
+      ...parent.group, children: [...this._order],
+    };
+    this.state = { ...parent, group, children };
+  }
+}
+
 /** A connection to one relay, shared by every job this page watches and, where the browser has
  * Web Locks and BroadcastChannel, by every tab of the origin: the tab holding the lock (the
  * leader) keeps one stream for the jobs any tab watches and passes each event to the others.
@@ -341,6 +604,7 @@ export class ProgressRelay extends Emitter {
     this.lastEventId = null;
     this.leader = false;
     this._jobs = new Map();
+    this._groups = new Map(); // parent id -> GroupWatch
     this._source = null;
     this._streamed = new Set(); // job ids in the open stream
     this._streamFrom = null; // the id the stream resumes from: where it started, then its last
@@ -368,6 +632,17 @@ export class ProgressRelay extends Emitter {
     return job;
   }
 
+  /** Follow a group (a parent job and its children) through its own stream (the same handle
+   * for the same id). */
+  watchGroup(parentId) {
+    let group = this._groups.get(parentId);
+    if (!group) {
+      group = new GroupWatch(this, parentId);
+      this._groups.set(parentId, group);
+    }
+    return group;
+  }
+
   // `relay.on("connection", fn)`: fn(state) on connecting/open/reconnecting/closed;
   // `relay.on("stall", fn)`: fn(true|false) when nothing (not even a heartbeat) arrived for
   // `stallAfter` ms, and when something did again; `relay.on("error", fn)`: fn({code, message})
@@ -377,6 +652,7 @@ export class ProgressRelay extends Emitter {
   close() {
     for (const job of this._jobs.values()) job._phase = "closed";
     this._jobs.clear();
+    for (const group of [...this._groups.values()]) group.close();
     this._stop();
     this._setConnection("closed");
     if (this._shared) {
@@ -586,36 +862,17 @@ export class ProgressRelay extends Emitter {
   }
 
   async _read(body, controller) {
-    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done || this._source !== controller) return;
-      this._alive();
-      buffer += value;
-      const frames = buffer.split(/\r\n\r\n|\n\n|\r\r/);
-      buffer = frames.pop();
-      for (const frame of frames) this._onFrame(frame, controller);
-    }
+    await readFrames(body, () => this._source === controller, () => this._alive(),
+      (frame) => this._onFrame(frame, controller));
   }
 
-  _onFrame(text, controller) {
-    let id = null, name = "message", data = [];
-    for (const line of text.split(/\r\n|\n|\r/)) {
-      const colon = line.indexOf(":");
-      if (colon === 0) continue; // a comment: the heartbeat
-      const field = colon < 0 ? line : line.slice(0, colon);
-      const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
-      if (field === "id") id = value;
-      else if (field === "event") name = value;
-      else if (field === "data") data.push(value);
-      else if (field === "retry" && /^\d+$/.test(value)) this._serverRetry = Number(value);
-    }
-    if (!data.length) return;
+  _onFrame({ id, name, data, retry }, controller) {
+    if (retry !== null) this._serverRetry = retry;
+    if (data === null) return;
     this._whole = false;
     if (id) this._streamFrom = id;
     let frame;
-    try { frame = JSON.parse(data.join("\n")); } catch (error) { return; }
+    try { frame = JSON.parse(data); } catch (error) { return; }
     this._dispatch(frame.job, id, name, frame.data);
     if (!this._wanted().length) this._finish(controller);
   }
@@ -693,9 +950,17 @@ ol { margin: 4px 0 0; padding-left: 20px; max-height: 12em; overflow: auto; font
 li[data-level="warning"] { color: #a60; } li[data-level="error"] { color: #b22; }
 li[data-level="success"] { color: #272; } li[data-level="debug"] { color: #889; }
 /* The level as a word too, not by colour alone (it is not part of the entry's text). */
-li::before { content: attr(data-level); display: inline-block; min-width: 5.2em;
+.log li::before { content: attr(data-level); display: inline-block; min-width: 5.2em;
   margin-right: 4px; font-size: 10px; font-weight: 600; text-transform: uppercase; }
 button { margin-left: 8px; }
+.parts ol { list-style: none; padding-left: 0; max-height: 24em; }
+.part { display: grid; grid-template-columns: minmax(6em, 1fr) 5em 6em 2fr; gap: 6px;
+  align-items: center; padding: 2px 0; }
+.part .name { overflow-wrap: anywhere; }
+.part .bar { height: 6px; margin: 0; }
+.part[data-status="failed"] .fill { background: #c44; }
+.part[data-status="cancelled"] .fill { background: #999; }
+.part .message { color: #445; overflow-wrap: anywhere; }
 `;
 
 function eta(seconds) {
@@ -704,10 +969,35 @@ function eta(seconds) {
   return `about ${Math.round(seconds / 60)} min left`;
 }
 
+/** The elements that show each group: its stream is closed when the last of them stops
+ * showing it (a JobWatch stays, as it always has). */
+const groupHolders = new WeakMap(); // GroupWatch -> Set of elements
+
+function holdGroup(group, element) {
+  if (!groupHolders.has(group)) groupHolders.set(group, new Set());
+  groupHolders.get(group).add(element);
+}
+
+function releaseGroup(group, element) {
+  const holders = groupHolders.get(group);
+  if (!holders?.delete(element) || holders.size) return;
+  group.close();
+}
+
+/** The label of a group's part: its `meta.label` or `meta.name` when it has one, else its id. */
+function partLabel(state) {
+  const meta = state.meta;
+  const label = meta && typeof meta === "object" ? meta.label ?? meta.name : null;
+  return typeof label === "string" && label ? label : state.id;
+}
+
 /** A job's progress: bar with percent, stage, message and ETA; the `content` it streamed; its
- * log; its end; a cancel button. Everything from the job is set as text, never as HTML. */
+ * log; its end; a cancel button. With the `group` attribute, the job is a group's parent: the
+ * bar is the group's, and its parts are listed below it (expandable), each with its own small
+ * bar, status and message; Cancel cancels the whole group. Everything from the job is set as
+ * text, never as HTML. */
 export class JobProgressElement extends (globalThis.HTMLElement || class {}) {
-  static get observedAttributes() { return ["job"]; }
+  static get observedAttributes() { return ["job", "group"]; }
 
   constructor() {
     super();
@@ -721,7 +1011,9 @@ export class JobProgressElement extends (globalThis.HTMLElement || class {}) {
         <span class="percent"></span><span class="eta"></span></div>
       <div class="content" part="content" hidden></div>
       <div class="error" hidden></div>
-      <details><summary>Log (<span class="count">0</span>)</summary><ol></ol></details>`;
+      <details class="log"><summary>Log (<span class="count">0</span>)</summary><ol></ol></details>
+      <details class="parts" part="parts" hidden><summary>Parts: <span class="done">0</span> of
+        <span class="total">0</span> done</summary><ol></ol></details>`;
     this._$ = (selector) => root.querySelector(selector);
     this._$("button").addEventListener("click", () => this._cancel());
   }
@@ -730,7 +1022,7 @@ export class JobProgressElement extends (globalThis.HTMLElement || class {}) {
   disconnectedCallback() { this._unfollow(); }
   attributeChangedCallback() { if (this.isConnected) this._follow(); }
 
-  /** The JobWatch this element shows. */
+  /** The JobWatch this element shows (a GroupWatch with the `group` attribute). */
   get watch() { return this._watch || null; }
 
   _follow() {
@@ -738,7 +1030,9 @@ export class JobProgressElement extends (globalThis.HTMLElement || class {}) {
     const id = this.getAttribute("job");
     if (!id) return;
     const relay = sharedRelay(this.getAttribute("base-url") || "", this.getAttribute("token"));
-    this._watch = relay.watch(id);
+    this._watch = this.hasAttribute("group") ? relay.watchGroup(id) : relay.watch(id);
+    if (this._watch instanceof GroupWatch) holdGroup(this._watch, this);
+    this._$(".parts ol").replaceChildren();
     this._$(".title").textContent = this.getAttribute("label") || id;
     this._off = this._watch.on("state", (state) => this._render(state));
     this._render(this._watch.state);
@@ -747,6 +1041,7 @@ export class JobProgressElement extends (globalThis.HTMLElement || class {}) {
   _unfollow() {
     this._off?.();
     this._off = null;
+    if (this._watch instanceof GroupWatch) releaseGroup(this._watch, this);
   }
 
   async _cancel() {
@@ -785,7 +1080,7 @@ export class JobProgressElement extends (globalThis.HTMLElement || class {}) {
     const button = $("button");
     button.hidden = finished;
     if (state.cancel_requested) { button.disabled = true; button.textContent = "Cancelling…"; }
-    const list = $("ol");
+    const list = $(".log ol");
     // Drawn again when the entries shown are no longer the start of the log (after a reset,
     // or once the oldest has left the tail); else only the new ones are added.
     if (state.logs !== this._logs || this._first !== state.logs[0]) {
@@ -800,6 +1095,46 @@ export class JobProgressElement extends (globalThis.HTMLElement || class {}) {
       list.append(item);
     }
     $(".count").textContent = String(state.logs.length);
+    this._renderParts(state.children);
+  }
+
+  /** A group's parts, one list item each, in the group's order (kept by job id and updated in
+   * place, so an expanded list stays as the reader left it). */
+  _renderParts(children) {
+    const parts = this._$(".parts");
+    parts.hidden = !children;
+    if (!children) return;
+    const list = parts.querySelector("ol");
+    const items = new Map([...list.children].map((item) => [item.dataset.job, item]));
+    children.forEach((child, index) => {
+      let item = items.get(child.id);
+      if (!item) {
+        item = document.createElement("li");
+        item.className = "part";
+        item.setAttribute("part", "part");
+        item.dataset.job = child.id;
+        item.innerHTML = `<span class="name"></span><div class="bar" role="progressbar"
+          aria-valuemin="0" aria-valuemax="100"><div class="fill"></div></div>
+          <span class="status"></span><span class="message"></span>`;
+      }
+      if (list.children[index] !== item) list.insertBefore(item, list.children[index] || null);
+      const percent = child.status === "completed" ? 100
+        : typeof child.percent === "number" ? Math.round(child.percent) : null;
+      item.dataset.status = child.status;
+      item.querySelector(".name").textContent = partLabel(child);
+      const bar = item.querySelector(".bar");
+      bar.setAttribute("aria-label", partLabel(child));
+      if (percent === null) bar.removeAttribute("aria-valuenow");
+      else bar.setAttribute("aria-valuenow", String(percent));
+      item.querySelector(".fill").style.width = `${percent ?? 0}%`;
+      item.querySelector(".status").textContent = child.cancel_requested &&
+        child.status === "running" ? "cancelling" : child.status;
+      item.querySelector(".message").textContent = child.status === "failed"
+        ? child.error?.message || "" : child.message || "";
+    });
+    const finished = children.filter((child) => child.status in FINISHED_STATUS).length;
+    this._$(".done").textContent = String(finished);
+    this._$(".total").textContent = String(children.length);
   }
 }
 

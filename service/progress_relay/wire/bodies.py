@@ -19,6 +19,17 @@ JobIdText = Annotated[str, Meta(extra_json_schema={"pattern": JOB_ID_PATTERN})]
 EventIdText = Annotated[str, Meta(extra_json_schema={"pattern": EVENT_ID_PATTERN})]
 
 
+Weight = Annotated[
+    float, Meta(gt=0, le=1e6, description="the child's share of its parent's percent (default 1)")
+]
+
+
+class ChildIn(Struct, forbid_unknown_fields=True):
+    id: JobIdText | None = None
+    weight: Weight | None = None
+    meta: Any = None
+
+
 class CreateJobIn(Struct, forbid_unknown_fields=True):
     id: JobIdText | None = None
     ttl: (
@@ -33,6 +44,21 @@ class CreateJobIn(Struct, forbid_unknown_fields=True):
         | None
     ) = None
     meta: Any = None
+    parent: (
+        Annotated[
+            JobIdText,
+            Meta(description="an existing, unfinished job: this job becomes its child"),
+        ]
+        | None
+    ) = None
+    weight: Weight | None = None
+    children: (
+        Annotated[
+            list[ChildIn],
+            Meta(description="children created with this job, at most limits.max_children"),
+        ]
+        | None
+    ) = None
     webhook: (
         Annotated[
             WebhookIn | Annotated[str, Meta(max_length=MAX_URL_LENGTH)],
@@ -51,6 +77,10 @@ class CreatedJob(Struct):
             str,
             Meta(description="a subscriber JWT for this job; only when the relay has a jwt_secret"),
         ]
+        | UnsetType
+    ) = UNSET
+    children: (
+        Annotated[list[CreatedJob], Meta(description="each child, in order; only for `children`")]
         | UnsetType
     ) = UNSET
 

@@ -86,6 +86,24 @@ class JobFinished(RelayError):
     description = "the job already had its terminal event"
 
 
+class TooManyChildren(RelayError):
+    status = 413
+    code = "too_many_children"
+    description = "a parent would have more than limits.max_children children"
+
+
+class GroupTooDeep(RelayError):
+    status = 422
+    code = "group_too_deep"
+    description = "a group would have more than limits.max_group_depth levels"
+
+
+class GroupConflict(RelayError):
+    status = 409
+    code = "group_conflict"
+    description = "the job exists with another parent (or none): a job's parent is set once"
+
+
 class TooManyJobs(RelayError):
     status = 503
     code = "too_many_jobs"

@@ -53,6 +53,23 @@ _ContentTruncated = Annotated[
 ]
 
 
+class GroupCounts(Struct):
+    pending: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+class Group(Struct):
+    """A parent's aggregate of its children (core/groups.py makes it)."""
+
+    children: list[str] = msgspec.field(default_factory=list)  # in creation order
+    counts: GroupCounts = msgspec.field(default_factory=GroupCounts)
+    total: int = 0
+    failed: list[str] = msgspec.field(default_factory=list)  # ids of failed children
+
+
 class Snapshot(Struct):
     id: str
     created_at: datetime
@@ -77,6 +94,11 @@ class Snapshot(Struct):
     # broker keeps.
     content: _Content | UnsetType = UNSET
     content_truncated: _ContentTruncated | UnsetType = UNSET
+    # Groups (core/groups.py): a child's parent and weight, a parent's aggregate. UNSET on jobs
+    # that are neither.
+    parent: str | None = None
+    weight: float | UnsetType = UNSET
+    group: Group | UnsetType = UNSET
 
     @property
     def finished(self) -> bool:

@@ -1,10 +1,10 @@
-// The React test page: one <Job> per id in ?jobs=a,b (settings.js), each with useJob, in
-// StrictMode (its double mount is the case the hook must survive). window.setJobs(ids) shows
-// other jobs (unmounting the others).
-import { useJob } from "@progress-relay/client/react";
+// The React test page: one <Job> per id in ?jobs=a,b (settings.js), each with useJob, and one
+// <Group> per id in ?groups=g, with useJobGroup, in StrictMode (its double mount is the case
+// the hook must survive). window.setJobs(ids) shows other jobs (unmounting the others).
+import { useJob, useJobGroup } from "@progress-relay/client/react";
 import { StrictMode, useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
-import { baseUrl, jobs, token } from "./settings.js";
+import { baseUrl, groups, jobs, token } from "./settings.js";
 
 function Job({ id }) {
   const view = useJob(id, { baseUrl, token });
@@ -29,10 +29,34 @@ function Job({ id }) {
   );
 }
 
+function Group({ id }) {
+  const view = useJobGroup(id, { baseUrl, token });
+  const { state, connection } = view;
+  useEffect(() => {
+    window.groupViews[id] = view;
+  }, [id, view]);
+  return (
+    <section data-group={id} data-status={state.status} data-connection={connection}>
+      <progress max="100" value={state.percent ?? 0} />
+      <ol className="parts">
+        {state.children.map((child) => (
+          <li key={child.id} data-job={child.id} data-status={child.status}>
+            <progress max="100" value={child.percent ?? 0} /> {child.message}
+          </li>
+        ))}
+      </ol>
+      <button type="button" onClick={() => view.cancel()}>Cancel</button>
+    </section>
+  );
+}
+
 function Jobs() {
   const [shown, setShown] = useState(jobs);
   window.setJobs = setShown;
-  return shown.map((id) => <Job key={id} id={id} />);
+  return [
+    ...shown.map((id) => <Job key={id} id={id} />),
+    ...groups.map((id) => <Group key={`group ${id}`} id={id} />),
+  ];
 }
 
 createRoot(document.getElementById("app")).render(

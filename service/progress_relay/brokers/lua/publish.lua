@@ -29,8 +29,9 @@
 --       JSON value), then, when webhooks are on, 3 more: the outbox's length, the relay's
 --       default events ("terminal", "stages", "all") and "1" if it has a default URL, else ""
 -- KEYS when webhooks are on: 13 the webhook outbox stream, 14 its count of dropped deliveries
--- Returns {"ok", epoch, first seq, cancel_requested, then per event the eta_seconds added to
--- its data or ""} or {"finished", status} or {"missing"}
+-- Returns {"ok", epoch, first seq, cancel_requested, the job's parent (its JSON, "" when none:
+-- core/groups.py), then per event the eta_seconds added to its data or ""} or {"finished", status}
+-- or {"missing"}
 -- or {"already"} (a cancel that was already requested) or {"full"} (a new job past max jobs)
 -- or {"invalid", what} (arguments out of range: nothing was written)
 -- or {"seen", epoch, cancel_requested, seq or "0" for each event}: some keys were seen
@@ -88,9 +89,9 @@ end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 -- What this script reads of the job's hash, in one call (false: not set). Nothing below writes
--- these fields before reading them here, but for a new job's status and cancel_requested.
+-- these fields before they are used, but a new job's status and a cancel's cancel_requested.
 local job = redis.call('HMGET', KEYS[3], 'status', 'ttl', 'last_seq', 'bytes', 'dropped',
-  'eta_seconds', 'cancel_requested', 'stage')
+  'eta_seconds', 'cancel_requested', 'stage', 'parent')
 
 -- Forget members of `set` scored at most `score`, in `also` as well.
 local function forget(set, score, also)
@@ -374,4 +375,4 @@ if ARGV[hooks_at] then
   end
 end
 local cancel = cancel_requested == 'true'
-return {'ok', epoch, first, cancel and 1 or 0, unpack(added)}
+return {'ok', epoch, first, cancel and 1 or 0, job[9] or '', unpack(added)}

@@ -1,0 +1,3 @@
+from examples.batch_upload.app import main
+
+main()
