@@ -118,9 +118,19 @@ class Broker(Protocol):
         Checking the keys and appending is one atomic step, so two concurrent retries of the
         same key publish it once."""
 
-    async def write_group(self, job_id: str, fields: dict[str, Any]) -> None:
+    async def write_group(self, job_id: str, fields: dict[str, Any]) -> bool:
         """Set a job's group fields of its snapshot (``parent``, ``weight``, ``group``: the Hub
-        decides them, core/groups.py); nothing for an unknown job."""
+        decides them, core/groups.py); nothing for an unknown job. A ``group`` with fewer
+        finished children than the one stored is not written (False): finished children stay
+        finished, so it was read before another instance's newer one, which must not be undone
+        (the parent's terminal event would carry the older counts)."""
+        return True
+
+    async def snapshots(self, job_ids: Sequence[str]) -> list[Snapshot | None]:
+        """The snapshots of ``job_ids`` (None: unknown), without their streamed text or history:
+        what an aggregate over many jobs reads (core/groups.py)."""
+        replays = await self.replays([(job_id, None) for job_id in job_ids])
+        return [None if replay is None else replay.snapshot for replay in replays]
 
     async def keep_children(self, parent_id: str, children: Sequence[str]) -> None:
         """A group goes as one: the children live at least as long as their parent (a broker

@@ -341,11 +341,18 @@ class MemoryBroker:
     async def keep_children(self, parent_id: str, children: Sequence[str]) -> None:
         return None  # ``expired`` leaves a child alone while its parent exists
 
-    async def write_group(self, job_id: str, fields: dict[str, Any]) -> None:
+    async def write_group(self, job_id: str, fields: dict[str, Any]) -> bool:
+        # One process, and the Hub's read and write of a group do not yield in between: the
+        # group written is never older than the one stored.
         job = self._jobs.get(job_id)
         if job is not None:
             for name, value in fields.items():
                 setattr(job.snapshot, name, value)
+        return True
+
+    async def snapshots(self, job_ids: Sequence[str]) -> list[Snapshot | None]:
+        found = [self._jobs.get(job_id) for job_id in job_ids]
+        return [None if job is None else job.snapshot for job in found]
 
     async def publish_many(
         self, batches: Sequence[tuple[str, Sequence[Draft]]]

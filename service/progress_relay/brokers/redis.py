@@ -157,6 +157,7 @@ class RedisBroker:
         self._read_script = self._redis.register_script(_script("read"))
         self._drop = self._redis.register_script(_script("delete"))
         self._keep = self._redis.register_script(_script("keep"))
+        self._group = self._redis.register_script(_script("group"))
         self._epoch = ""
         self._listener: Listener = _no_listener
         self._resync: Resync = _no_resync
@@ -312,16 +313,19 @@ class RedisBroker:
     async def publish(self, job_id: str, drafts: Sequence[Draft]) -> Published:
         return await self._run_publish(job_id, drafts, "publish")
 
-    async def write_group(self, job_id: str, fields: dict[str, Any]) -> None:
+    async def write_group(self, job_id: str, fields: dict[str, Any]) -> bool:
         key = self._keys(job_id)[0]
-        mapping = {name: _encode(value) for name, value in fields.items()}
+        args: list[Any] = []
+        for name, value in fields.items():
+            args += [name, _encode(value)]
+        # Only a job that exists (HSET on a gone key would make a hash without expiry), and not
+        # a group older than the stored one (lua/group.lua).
+        written = await self._calls.run(lambda: self._group(keys=[key], args=args))
+        return bool(written)
 
-        async def write() -> None:
-            # Only a job that exists: HSET on a gone key would make a hash without expiry.
-            if await self._redis.exists(key):
-                await self._redis.hset(key, mapping=mapping)  # type: ignore[arg-type]
-
-        await self._calls.run(write)
+    async def snapshots(self, job_ids: Sequence[str]) -> list[Snapshot | None]:
+        replays = await self._read([(job_id, None) for job_id in job_ids], text="never")
+        return [None if replay is None else replay.snapshot for replay in replays]
 
     async def keep_children(self, parent_id: str, children: Sequence[str]) -> None:
         if not children:

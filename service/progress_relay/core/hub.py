@@ -254,21 +254,24 @@ class Hub:
         Read again after each write: with Redis, instances regroup one parent at once, and one
         that read before another's child event may write after it; whoever writes last sees
         the children as they are and writes again, so every instance ends on the same state."""
+        joining = list(children or ())
         for _ in range(_REGROUP_ROUNDS):
-            reads = await self.broker.replays([(parent_id, None)])
-            if reads[0] is None:
+            (parent,) = await self.broker.snapshots([parent_id])
+            if parent is None:
                 return
-            parent = reads[0].snapshot
-            if children is None:
-                if isinstance(parent.group, msgspec.UnsetType):
-                    return
-                children = parent.group.children
-            replays = await self.broker.replays([(child, None) for child in children])
-            snapshots = [None if replay is None else replay.snapshot for replay in replays]
-            new = groups.aggregate(children, snapshots)
+            stored = [] if isinstance(parent.group, msgspec.UnsetType) else parent.group.children
+            if not stored and not joining:
+                return
+            # Children are only ever added: the list is the stored one and those joining now
+            # (another instance may have stored a list without them, or with others).
+            seen = set(stored)
+            children = [*stored, *(child for child in joining if child not in seen)]
+            new = groups.aggregate(children, await self.broker.snapshots(children))
             if not groups.changed(parent, new):
                 return
-            await self.broker.write_group(parent_id, {"group": new.group})
+            if not await self.broker.write_group(parent_id, {"group": new.group}):
+                continue  # another instance wrote a newer group meanwhile: read again
+            joining = []
             if parent.finished or new.group.counts.pending == new.group.total:
                 await self.broker.keep_children(parent_id, children)
                 return  # ended by its publisher already, or nothing has started yet
@@ -276,7 +279,6 @@ class Hub:
                 await self._publish(parent_id, groups.events(new), self.tracer)
             # After the parent's event, which set its lifetime (finished_ttl after its end).
             await self.broker.keep_children(parent_id, children)
-            children = None
 
     async def _create(
         self, job_id: str, ttl: float | None, meta: Any, webhook: JobWebhook | None
