@@ -87,6 +87,12 @@ def _annotate_open(
     )
 
 
+def _unfollowed_children(parent: Replay | None, job_ids: Sequence[str]) -> bool:
+    if parent is None or isinstance(parent.snapshot.group, msgspec.UnsetType):
+        return False
+    return bool(set(parent.snapshot.group.children).difference(job_ids))
+
+
 class Child(NamedTuple):
     """A child declared with its parent's creation (``POST /v1/jobs`` with ``children``)."""
 
@@ -122,6 +128,8 @@ class Hub:
         # Spans of what the Hub does (set by ops.tracing when tracing is on; None: off).
         self.tracer: Tracer | None = None
         self._broker_kind = {"progress_relay.broker": broker_kind(settings)}
+        # Group streams taking up children created after they opened (take_up_children).
+        self._taking_up: set[asyncio.Future[None]] = set()
         broker.set_listener(self.deliver)
         broker.set_resync(self.catch_up)
 
@@ -254,6 +262,7 @@ class Hub:
         Read again after each write: with Redis, instances regroup one parent at once, and one
         that read before another's child event may write after it; whoever writes last sees
         the children as they are and writes again, so every instance ends on the same state."""
+        joining = children is not None
         for _ in range(_REGROUP_ROUNDS):
             reads = await self.broker.replays([(parent_id, None)])
             if reads[0] is None:
@@ -269,7 +278,10 @@ class Hub:
             if not groups.changed(parent, new):
                 return
             await self.broker.write_group(parent_id, {"group": new.group})
-            if parent.finished or new.group.counts.pending == new.group.total:
+            # A child joining a parent that has started is announced (its group streams
+            # take the child up from this event); a group that has not started stays pending.
+            announce = joining and parent.status != "pending"
+            if parent.finished or (new.group.counts.pending == new.group.total and not announce):
                 await self.broker.keep_children(parent_id, children)
                 return  # ended by its publisher already, or nothing has started yet
             with contextlib.suppress(JobFinished):  # ended meanwhile
@@ -277,6 +289,7 @@ class Hub:
             # After the parent's event, which set its lifetime (finished_ttl after its end).
             await self.broker.keep_children(parent_id, children)
             children = None
+            joining = False
 
     async def _create(
         self, job_id: str, ttl: float | None, meta: Any, webhook: JobWebhook | None
@@ -583,8 +596,71 @@ class Hub:
             reset_frames, event_frames = [frame], []
         high = {part.job_id: part.seq for part in parts}
         ended.extend(part.job_id for part in parts if part.finished)
+        if group:
+            subscriber.follow_group(self._on_new_children)
         subscriber.start([self._retry, *reset_frames, *event_frames], high, ended)
+        if group and _unfollowed_children(replays[0], job_ids):
+            # Joined between the route's read of the children and the attach.
+            subscriber.hold()
+            self._on_new_children(subscriber)
         return subscriber
+
+    def _on_new_children(self, subscriber: Subscriber) -> None:
+        task = asyncio.ensure_future(self.take_up_children(subscriber))
+        self._taking_up.add(task)
+        task.add_done_callback(self._taking_up.discard)
+
+    async def take_up_children(self, subscriber: Subscriber) -> None:
+        """A group's stream (held meanwhile) follows the children created after it opened:
+        each one's retained events from its first, merged in id order with the live ones held
+        meanwhile; a ``reset`` (without id) instead for a child whose history no longer starts
+        at its first event, or whose events are older than ones the stream has already queued
+        (docs/api.md, "The group stream"). Read again until no child is new."""
+        parent = subscriber.job_ids[0]
+        try:
+            while not subscriber.gone and not subscriber.dropped:
+                new = [c for c in await self.children(parent) if c not in subscriber.job_ids]
+                if not new:
+                    break
+                subscriber.job_ids = (*subscriber.job_ids, *new)
+                for child in new:
+                    await self._attach(child, subscriber)
+                replays = await self.broker.replays([(child, 0) for child in new])
+                if subscriber.gone:
+                    break
+                mark = max((subscriber.high(j) for j in subscriber.job_ids), default=0)
+                resets: list[bytes] = []
+                high: dict[str, int] = {}
+                events: list[Event] = []
+                for child, replay in zip(new, replays, strict=True):
+                    if replay is None:
+                        continue  # not published yet: its events come live
+                    part = JobCatchUp(child, replay, reset=not replay.complete)
+                    if replay.events and replay.events[0].seq <= mark:
+                        part.reset = True
+                    if part.reset:
+                        count = self.subscriber_count(child)
+                        resets.append(
+                            catchup.reset_frame(
+                                part, self.broker.epoch, count, multi=True, with_id=False
+                            )
+                        )
+                        high[child] = part.seq
+                    else:
+                        events.extend(part.events)
+                self._count_catch_up([], events)
+                self.counts.resets += len(resets)
+                subscriber.take_up(new, resets, high, events)
+                for child, replay in zip(new, replays, strict=True):
+                    if replay is not None and child in high and replay.snapshot.finished:
+                        subscriber.end_job(child)
+        except RelayError as exc:
+            log.warning("taking up new children of group %s failed (%s)", parent, exc)
+            subscriber.drop()  # the client resumes with its last id, with every child
+        finally:
+            if subscriber.gone:
+                self._detach(subscriber, subscriber.job_ids)
+            subscriber.release()
 
     def _plan(
         self, job_ids: Sequence[str], replays: list[Replay | None], resume: Resume
@@ -654,9 +730,13 @@ class Hub:
             self._by_client[client] = left
         else:
             del self._by_client[client]
-        for job_id in subscriber.job_ids:
+        subscriber.gone = True
+        self._detach(subscriber, subscriber.job_ids)
+
+    def _detach(self, subscriber: Subscriber, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
             topic = self._topics.get(job_id)
-            if topic is None:
+            if topic is None or subscriber not in topic.subscribers:
                 continue
             topic.discard(subscriber)
             self.broker.count_subscribers(job_id, len(topic.subscribers))
