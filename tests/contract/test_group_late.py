@@ -5,6 +5,7 @@ created twice, a child of a finished parent. On both brokers, and across two rel
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -12,7 +13,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from progress_relay.http.app import create_app
-from tests.support.app import make_settings, publish, stream_opener
+from progress_relay.http.keys import HUB
+from tests.support.app import MakeClient, make_settings, publish, publish_many, stream_opener
 from tests.support.sse_client import Frame
 
 GROUP = "/v1/jobs/{}/stream?children=true"
@@ -118,6 +120,50 @@ async def test_a_resume_from_before_the_child_existed_gets_all_of_it(client) -> 
     async with stream_opener(client)(GROUP.format("o"), headers=headers) as (_, reader):
         rest = await reader.events(3)
     assert _seen(rest) == [("o", "progress"), ("o-new", "progress"), ("o", "progress")]
+
+
+async def test_a_late_child_whose_history_was_trimmed_is_taken_up_by_its_reset(
+    make_client: MakeClient,
+) -> None:
+    client = await make_client(jobs={"ring_events": 2})
+    await _create(client, {"id": "k"})
+    async with stream_opener(client)(GROUP.format("k")) as (_, reader):
+        await _create(client, {"id": "k-0", "parent": "k"})
+        # Three events at once: the parent's count follows them, and history keeps two.
+        logs = [("log", {"message": f"line {n}"}) for n in range(3)]
+        await publish_many(client, "k-0", [("progress", {"percent": 40}), *logs])
+        frames = await reader.events(2)
+        assert _seen(frames) == [("k-0", "reset"), ("k", "progress")]
+        reset = frames[0]
+        assert reset.id is None  # it promises nothing about the other jobs
+        assert (reset.json["data"]["id"], reset.json["data"]["percent"]) == ("k-0", 40)
+        live = await publish(client, "k-0", "complete", {})
+        rest = await reader.until_end()
+    assert _seen(rest) == [("k-0", "complete"), ("k", "progress"), ("k", "complete")]
+    assert rest[0].id == live
+
+
+async def test_a_child_that_joined_while_the_stream_opened_is_taken_up(client) -> None:
+    """The route read the parent's children before this child joined, the Hub's replay after:
+    the open itself takes the child up."""
+    await _create(client, {"id": "j", "children": [{"id": "j-0"}]})
+    await publish(client, "j-0", "progress", {"percent": 10})
+    await _create(client, {"id": "j-1", "parent": "j"})
+    await publish(client, "j-1", "log", {"message": "early"})
+    hub = client.app[HUB]
+    subscriber = await hub.open(["j", "j-0"], None, "history", multi=True, group=True)
+    assert subscriber is not None
+    try:
+        received = b""
+        while b'"job":"j-1"' not in received:
+            chunk = await asyncio.wait_for(subscriber.next_chunk(), 5)
+            assert chunk is not None
+            received += chunk
+        assert "j-1" in subscriber.job_ids
+        assert received.count(b'"early"') == 1
+    finally:
+        hub.close(subscriber)
+    assert hub.subscriber_count("j-1") == 0
 
 
 async def test_a_child_finished_before_the_stream_opened_is_replayed(client) -> None:

@@ -22,7 +22,8 @@ WATCH = """async (job) => {
   window.connections = [window.group.connection];
   window.group.on("connection", (state) => window.connections.push(state));
   window.childEvents = [];
-  window.group.on("child", (state) => window.childEvents.push([state.id, state.status, state.message]));
+  window.group.on("child", (state) =>
+    window.childEvents.push([state.id, state.status, state.message]));
 }"""
 CHILDREN = "window.group.state.children"
 
@@ -34,9 +35,7 @@ def relay() -> Iterator[Relay]:
     relay.close()
 
 
-def test_a_child_added_to_a_watched_group_is_followed_live(
-    browser: Browser, relay: Relay
-) -> None:
+def test_a_child_added_to_a_watched_group_is_followed_live(browser: Browser, relay: Relay) -> None:
     base = relay.base_url
     created = httpx.post(f"{base}/v1/jobs", json={"id": "up", "children": [{"id": "up.0"}]})
     assert created.status_code == 201, created.text

@@ -629,31 +629,22 @@ class Hub:
                 if subscriber.gone:
                     break
                 mark = max((subscriber.high(j) for j in subscriber.job_ids), default=0)
-                resets: list[bytes] = []
-                high: dict[str, int] = {}
-                events: list[Event] = []
-                for child, replay in zip(new, replays, strict=True):
-                    if replay is None:
-                        continue  # not published yet: its events come live
-                    part = JobCatchUp(child, replay, reset=not replay.complete)
-                    if replay.events and replay.events[0].seq <= mark:
-                        part.reset = True
-                    if part.reset:
-                        count = self.subscriber_count(child)
-                        resets.append(
-                            catchup.reset_frame(
-                                part, self.broker.epoch, count, multi=True, with_id=False
-                            )
-                        )
-                        high[child] = part.seq
-                    else:
-                        events.extend(part.events)
-                self._count_catch_up([], events)
-                self.counts.resets += len(resets)
-                subscriber.take_up(new, resets, high, events)
-                for child, replay in zip(new, replays, strict=True):
-                    if replay is not None and child in high and replay.snapshot.finished:
-                        subscriber.end_job(child)
+                resets, events = await self._plan_take_up(new, replays, mark)
+                self._count_catch_up(resets, events)
+                frames = [
+                    catchup.reset_frame(
+                        part,
+                        self.broker.epoch,
+                        self.subscriber_count(part.job_id),
+                        multi=True,
+                        with_id=False,
+                    )
+                    for part in resets
+                ]
+                subscriber.take_up(new, frames, {part.job_id: part.seq for part in resets}, events)
+                for part in resets:
+                    if part.finished:
+                        subscriber.end_job(part.job_id)
         except RelayError as exc:
             log.warning("taking up new children of group %s failed (%s)", parent, exc)
             subscriber.drop()  # the client resumes with its last id, with every child
@@ -661,6 +652,39 @@ class Hub:
             if subscriber.gone:
                 self._detach(subscriber, subscriber.job_ids)
             subscriber.release()
+
+    async def _plan_take_up(
+        self, children: list[str], replays: list[Replay | None], mark: int
+    ) -> tuple[list[JobCatchUp], list[Event]]:
+        """New children of a group's stream: those to reset (their history no longer starts at
+        their first event, or it does below ``mark``, the newest seq the stream has queued),
+        read again for their text where the first read left it out; the others' events."""
+        resets: list[JobCatchUp] = []
+        events: list[Event] = []
+        for child, replay in zip(children, replays, strict=True):
+            if replay is None:
+                continue  # not published yet: its events come live
+            if replay.complete and not (replay.events and replay.events[0].seq <= mark):
+                events.extend(replay.events)
+            else:
+                resets.append(JobCatchUp(child, replay, reset=True))
+        textless = [
+            part.job_id
+            for part in resets
+            if part.replay is not None
+            and isinstance(part.replay.snapshot.content, msgspec.UnsetType)
+        ]
+        if textless:
+            again = await self.broker.replays([(child, None) for child in textless])
+            read = dict(zip(textless, again, strict=True))
+            resets = [
+                JobCatchUp(part.job_id, read[part.job_id], reset=True)
+                if part.job_id in read
+                else part
+                for part in resets
+                if read.get(part.job_id, part.replay) is not None
+            ]
+        return resets, events
 
     def _plan(
         self, job_ids: Sequence[str], replays: list[Replay | None], resume: Resume
