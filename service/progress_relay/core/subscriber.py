@@ -66,7 +66,9 @@ class Subscriber:
     Contract with the Hub: while ``holding``, live events are kept aside until the replay is known;
     ``start`` then queues the replay and the held events past it, so the hand-over from history to
     live delivery misses nothing and repeats nothing. Afterwards each job's events are taken only
-    if newer than the last one queued for that job.
+    if newer than the last one queued for that job. A group's stream holds again the same way
+    while the Hub takes up children created after it opened (``follow_group``, ``take_up``,
+    ``release``: the held events and the children's replayed ones go out in id order).
 
     Slow clients: while the stream handler is blocked writing (the socket pushes back), a new
     `progress` frame of a job replaces the one of that job still waiting (it moves to the end, so
