@@ -114,3 +114,28 @@ def test_watch_draws_a_group_with_its_parts(relay: Relay, shared_relay: RunningR
     assert f"   part  {first}  completed  100%" in lines
     assert f"   part  {second}  failed    0%  bad file" in lines
     assert lines[-1] == "failed: 1 of 2 failed (child_failed)"
+
+
+async def test_a_group_stream_takes_up_a_child_created_while_it_is_read(
+    shared_relay: RunningRelay,
+) -> None:
+    async with AsyncRelay(shared_relay.url, retry_budget=10) as relay:
+        group = await relay.group([job_id()])
+        (first,) = (child.id for child in group.children)
+        await relay.progress(first, 10)
+        await relay.flush()
+        state = JobState(group.id)
+        stream = relay.subscribe(group.id, children=True, replay="snapshot")
+        async for event in stream:
+            state.apply(event)
+            break  # the group's reset: the stream is open
+        late = await relay.create_job(job_id(), parent=group.id)
+        await relay.progress(late.id, 60)
+        await relay.complete(late.id)
+        await relay.complete(first)
+        await relay.flush()
+        async for event in stream:
+            state.apply(event)
+    assert list(state.children) == [first, late.id]
+    assert state.children[late.id].status == "completed"
+    assert (state.status, state.percent) == ("completed", 100)

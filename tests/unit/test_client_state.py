@@ -80,6 +80,13 @@ def test_a_listing_entry_has_no_text() -> None:
     assert (state.content, state.content_truncated, state.logs) == ("", False, [])
 
 
+def test_a_parents_state_takes_up_a_child_it_did_not_list() -> None:
+    state = JobState.from_snapshot({"id": "p", "status": "running", "group": {"children": ["a"]}})
+    state.apply(event("progress", {"percent": 40, "message": "late"}, job="b"))
+    assert list(state.children) == ["a", "b"]
+    assert (state.children["b"].status, state.children["b"].percent) == ("running", 40)
+
+
 def test_misuse_is_refused() -> None:
     with pytest.raises(ValueError, match="event of job k applied to the state of j"):
         JobState("j").apply(event("progress", {}, job="k"))

@@ -240,11 +240,12 @@ class JobState:
     def apply(self, event: Event) -> None:
         """Fold one event of this job (or, on a group's stream, of one of its children) in, as
         the relay does into the snapshot."""
-        if event.job != self.job and event.job in self.children:
-            self.children[event.job].apply(event)
-            return
         if event.job != self.job:
-            raise ValueError(f"an event of job {event.job} applied to the state of {self.job}")
+            if self.group is None and not self.children:
+                raise ValueError(f"an event of job {event.job} applied to the state of {self.job}")
+            # A parent's: a child created after the group's stream opened joins with its first.
+            self._child(event.job).apply(event)
+            return
         name = event.event
         data = event.data
         if name == "reset":

@@ -87,6 +87,12 @@ def _annotate_open(
     )
 
 
+def _unfollowed_children(parent: Replay | None, job_ids: Sequence[str]) -> bool:
+    if parent is None or isinstance(parent.snapshot.group, msgspec.UnsetType):
+        return False
+    return bool(set(parent.snapshot.group.children).difference(job_ids))
+
+
 class Child(NamedTuple):
     """A child declared with its parent's creation (``POST /v1/jobs`` with ``children``)."""
 
@@ -122,6 +128,8 @@ class Hub:
         # Spans of what the Hub does (set by ops.tracing when tracing is on; None: off).
         self.tracer: Tracer | None = None
         self._broker_kind = {"progress_relay.broker": broker_kind(settings)}
+        # Group streams taking up children created after they opened (take_up_children).
+        self._taking_up: set[asyncio.Future[None]] = set()
         broker.set_listener(self.deliver)
         broker.set_resync(self.catch_up)
 
@@ -271,8 +279,11 @@ class Hub:
                 return
             if not await self.broker.write_group(parent_id, {"group": new.group}):
                 continue  # another instance wrote a newer group meanwhile: read again
+            # A child joining a parent that has started is announced (its group streams
+            # take the child up from this event); a group that has not started stays pending.
+            announce = bool(joining) and parent.status != "pending"
             joining = []
-            if parent.finished or new.group.counts.pending == new.group.total:
+            if parent.finished or (new.group.counts.pending == new.group.total and not announce):
                 await self.broker.keep_children(parent_id, children)
                 return  # ended by its publisher already, or nothing has started yet
             with contextlib.suppress(JobFinished):  # ended meanwhile
@@ -585,8 +596,95 @@ class Hub:
             reset_frames, event_frames = [frame], []
         high = {part.job_id: part.seq for part in parts}
         ended.extend(part.job_id for part in parts if part.finished)
+        if group:
+            subscriber.follow_group(self._on_new_children)
         subscriber.start([self._retry, *reset_frames, *event_frames], high, ended)
+        if group and _unfollowed_children(replays[0], job_ids):
+            # Joined between the route's read of the children and the attach.
+            subscriber.hold()
+            self._on_new_children(subscriber)
         return subscriber
+
+    def _on_new_children(self, subscriber: Subscriber) -> None:
+        task = asyncio.ensure_future(self.take_up_children(subscriber))
+        self._taking_up.add(task)
+        task.add_done_callback(self._taking_up.discard)
+
+    async def take_up_children(self, subscriber: Subscriber) -> None:
+        """A group's stream (held meanwhile) follows the children created after it opened:
+        each one's retained events from its first, merged in id order with the live ones held
+        meanwhile; a ``reset`` (without id) instead for a child whose history no longer starts
+        at its first event, or whose events are older than ones the stream has already queued
+        (docs/api.md, "The group stream"). Read again until no child is new."""
+        parent = subscriber.job_ids[0]
+        try:
+            while not subscriber.gone and not subscriber.dropped:
+                new = [c for c in await self.children(parent) if c not in subscriber.job_ids]
+                if not new:
+                    break
+                subscriber.job_ids = (*subscriber.job_ids, *new)
+                for child in new:
+                    await self._attach(child, subscriber)
+                replays = await self.broker.replays([(child, 0) for child in new])
+                if subscriber.gone:
+                    break
+                mark = max((subscriber.high(j) for j in subscriber.job_ids), default=0)
+                resets, events = await self._plan_take_up(new, replays, mark)
+                self._count_catch_up(resets, events)
+                frames = [
+                    catchup.reset_frame(
+                        part,
+                        self.broker.epoch,
+                        self.subscriber_count(part.job_id),
+                        multi=True,
+                        with_id=False,
+                    )
+                    for part in resets
+                ]
+                subscriber.take_up(new, frames, {part.job_id: part.seq for part in resets}, events)
+                for part in resets:
+                    if part.finished:
+                        subscriber.end_job(part.job_id)
+        except RelayError as exc:
+            log.warning("taking up new children of group %s failed (%s)", parent, exc)
+            subscriber.drop()  # the client resumes with its last id, with every child
+        finally:
+            if subscriber.gone:
+                self._detach(subscriber, subscriber.job_ids)
+            subscriber.release()
+
+    async def _plan_take_up(
+        self, children: list[str], replays: list[Replay | None], mark: int
+    ) -> tuple[list[JobCatchUp], list[Event]]:
+        """New children of a group's stream: those to reset (their history no longer starts at
+        their first event, or it does below ``mark``, the newest seq the stream has queued),
+        read again for their text where the first read left it out; the others' events."""
+        resets: list[JobCatchUp] = []
+        events: list[Event] = []
+        for child, replay in zip(children, replays, strict=True):
+            if replay is None:
+                continue  # not published yet: its events come live
+            if replay.complete and not (replay.events and replay.events[0].seq <= mark):
+                events.extend(replay.events)
+            else:
+                resets.append(JobCatchUp(child, replay, reset=True))
+        textless = [
+            part.job_id
+            for part in resets
+            if part.replay is not None
+            and isinstance(part.replay.snapshot.content, msgspec.UnsetType)
+        ]
+        if textless:
+            again = await self.broker.replays([(child, None) for child in textless])
+            read = dict(zip(textless, again, strict=True))
+            resets = [
+                JobCatchUp(part.job_id, read[part.job_id], reset=True)
+                if part.job_id in read
+                else part
+                for part in resets
+                if read.get(part.job_id, part.replay) is not None
+            ]
+        return resets, events
 
     def _plan(
         self, job_ids: Sequence[str], replays: list[Replay | None], resume: Resume
@@ -656,9 +754,13 @@ class Hub:
             self._by_client[client] = left
         else:
             del self._by_client[client]
-        for job_id in subscriber.job_ids:
+        subscriber.gone = True
+        self._detach(subscriber, subscriber.job_ids)
+
+    def _detach(self, subscriber: Subscriber, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
             topic = self._topics.get(job_id)
-            if topic is None:
+            if topic is None or subscriber not in topic.subscribers:
                 continue
             topic.discard(subscriber)
             self.broker.count_subscribers(job_id, len(topic.subscribers))

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
+
+import msgspec
 
 from progress_relay.core.counts import RelayCounts
 from progress_relay.core.flusher import Flusher
 from progress_relay.wire.events import Event
+
+
+class _GroupTotal(msgspec.Struct):
+    total: int
+
+
+class _GroupProgress(msgspec.Struct):
+    group: _GroupTotal
+
+
+# The relay's `progress` of a parent (core/groups.py): only the count of its children is read.
+_GROUP_TOTAL = msgspec.json.Decoder(_GroupProgress)
 
 
 class Socket(Protocol):
@@ -51,7 +66,9 @@ class Subscriber:
     Contract with the Hub: while ``holding``, live events are kept aside until the replay is known;
     ``start`` then queues the replay and the held events past it, so the hand-over from history to
     live delivery misses nothing and repeats nothing. Afterwards each job's events are taken only
-    if newer than the last one queued for that job.
+    if newer than the last one queued for that job. A group's stream holds again the same way
+    while the Hub takes up children created after it opened (``follow_group``, ``take_up``,
+    ``release``: the held events and the children's replayed ones go out in id order).
 
     Slow clients: while the stream handler is blocked writing (the socket pushes back), a new
     `progress` frame of a job replaces the one of that job still waiting (it moves to the end, so
@@ -87,15 +104,18 @@ class Subscriber:
         "_frames",
         "_held",
         "_high",
+        "_on_new_children",
         "_progress_at",
         "_seen",
         "_since",
+        "_taking_up",
         "_unsent",
         "_waiter",
         "active",
         "client",
         "counts",
         "dropped",
+        "gone",
         "job_ids",
         "live",
         "max_bytes",
@@ -118,6 +138,10 @@ class Subscriber:
         client: str = "",
     ) -> None:
         self.job_ids = tuple(job_ids)
+        # A group's stream: called when the parent counts children it does not follow yet.
+        self._on_new_children: Callable[[Subscriber], None] | None = None
+        self._taking_up = False
+        self.gone = False  # the Hub has closed it (a late attach must detach again)
         self.client = client  # who opened it, for the limit per client
         self.multi = multi
         self.max_frames = max_frames
@@ -180,6 +204,14 @@ class Subscriber:
         """Live events of one job, in publish order. Never blocks, never awaits. A multi-job
         stream's frames are ``job_frames`` when the topic made them once for all its streams,
         else made here."""
+        if (
+            self._on_new_children is not None
+            and not self._taking_up
+            and events[0].job_id == self.job_ids[0]
+            and self._counts_new_children(events)
+        ):
+            self.hold()
+            self._on_new_children(self)
         held = self._held
         if held is not None:
             if len(held) + len(events) > self.max_frames:
@@ -216,6 +248,61 @@ class Subscriber:
         if self._count > self.max_frames or (pressed and self._over_bytes()):
             self.drop()
             return
+        self._wake()
+
+    # -- a group's stream taking up children created after it opened (Hub.take_up_children)
+
+    def follow_group(self, on_new_children: Callable[[Subscriber], None]) -> None:
+        """This stream is a group's (its first job the parent, the others its children): a
+        relay-made `progress` of the parent counting more children than it follows calls
+        ``on_new_children``, once at a time, after ``hold``-ing the stream's live events."""
+        self._on_new_children = on_new_children
+
+    def _counts_new_children(self, events: Sequence[Event]) -> bool:
+        followed = len(self.job_ids) - 1
+        for event in events:
+            if event.name == "progress":
+                with contextlib.suppress(msgspec.DecodeError):
+                    if _GROUP_TOTAL.decode(event.data).group.total > followed:
+                        return True
+        return False
+
+    def hold(self) -> None:
+        """Keep live events aside, as during the open, until ``release``."""
+        self._taking_up = True
+        if self._held is None and not self.dropped:
+            self._held = []
+
+    def take_up(
+        self,
+        job_ids: Sequence[str],
+        frames: Sequence[bytes],
+        high: dict[str, int],
+        events: Sequence[Event],
+    ) -> None:
+        """While held: follow ``job_ids`` too, with their ``reset`` frames queued now and their
+        replayed ``events`` merged in id order with the held ones at ``release``."""
+        held = self._held
+        if held is None or self.dropped:
+            return
+        self.active.update(job_ids)
+        for frame in frames:
+            self._frames.append(frame)
+            self._count += 1
+            self._bytes += len(frame)
+        self._high.update(high)
+        held.extend(events)
+
+    def release(self) -> None:
+        """Stop holding: queue the held events in id order (each job's once)."""
+        self._taking_up = False
+        held, self._held = self._held, None
+        if held is None or self.dropped:
+            return
+        held.sort(key=lambda event: event.seq)
+        for event in held:
+            if not self.closed:
+                self.push((event,))
         self._wake()
 
     def _over_bytes(self) -> bool:
