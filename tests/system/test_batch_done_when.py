@@ -214,6 +214,10 @@ def the_end(
     relayed = snapshot(deployment.a, parent)
     assert body["snapshot"]["id"] == parent
     assert body["snapshot"]["status"] == relayed["status"]
+    # The end is sent with the group as it ended (the snapshot "as the publish that carried the
+    # event left it"): every child finished, as the relay has it now.
+    counts = body["snapshot"]["group"]["counts"]
+    assert (counts["pending"], counts["running"]) == (0, 0), body["snapshot"]
     assert body["snapshot"]["group"] == relayed["group"]
     assert body["snapshot"]["last_event_id"] == end["id"]
     assert body["snapshot"]["subscribers"] == 0
