@@ -80,3 +80,13 @@ async def test_a_full_redis_refuses_each_job_and_publishes_nothing(
     assert len(history["events"]) == 1
     scraped = parse_metrics(await (await client.get("/metrics")).text())
     assert scraped["progress_relay_memory_refused_total"] == 2
+
+
+async def test_a_batch_that_finds_redis_gone_is_refused_whole(
+    client: Client, own_redis: RedisServer
+) -> None:
+    assert (await client.post("/v1/events", json=events("warm"))).status == 200
+    own_redis.kill()
+    response = await client.post("/v1/events", json=events("a", "b"))
+    assert response.status == 503, await response.text()
+    assert (await response.json())["error"]["code"] == "broker_unavailable"

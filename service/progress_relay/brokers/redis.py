@@ -39,7 +39,7 @@ import msgspec
 from msgspec import Raw, UnsetType
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from progress_relay.brokers.base import (
     JobPage,
@@ -399,17 +399,23 @@ class RedisBroker:
     async def publish_many(
         self, batches: Sequence[tuple[str, Sequence[Draft]]]
     ) -> list[Published | RelayError]:
-        """One pipeline of publish.lua runs, one per job (each atomic on its own), in one round
-        trip. A job whose keys the script found seen (a retry) is finished as ``publish`` does;
-        so is one whose run found the script not loaded (after a Redis restart)."""
+        """publish.lua runs, one per job (each atomic on its own), sent with the other calls of
+        this turn (brokers/redis_pipeline.py). A job whose keys the script found seen (a retry)
+        is finished as ``publish`` does; so is one whose run found the script not loaded (after
+        a Redis restart)."""
         calls = [self._script_call(job_id, drafts, "publish") for job_id, drafts in batches]
         sha = self._publish.sha
 
         async def run() -> list[Any]:
-            pipe = self._redis.pipeline(transaction=False)
-            for keys, args, _ in calls:
-                pipe.evalsha(sha, len(keys), *keys, *args)
-            return await pipe.execute(raise_on_error=False)
+            replies = await asyncio.gather(
+                *(self._pipeline.call("EVALSHA", sha, len(k), *k, *a) for k, a, _ in calls),
+                return_exceptions=True,
+            )
+            for reply in replies:
+                # A script's own error is its job's; any other (a lost connection) the call's.
+                if isinstance(reply, BaseException) and not isinstance(reply, ResponseError):
+                    raise reply
+            return replies
 
         repeatable = all(call[2] for call in calls)
         replies = await self._calls.run(run, repeatable=repeatable)

@@ -1,4 +1,5 @@
-"""What every request passes before its handler runs, in this order:
+"""What every request passes before its handler runs (asked by http/middleware.py), in this
+order:
 
 1. its credentials, as the route's ``@Operation(access=...)`` says (http/auth.py): nothing about
    a request is looked at, not even whether its job id is valid, before they are;
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from progress_relay.http.auth import Credentials
 from progress_relay.http.cors import Cors
@@ -32,8 +32,8 @@ class Access:
         self._cors = cors
         self._body_timeout = body_timeout
 
-    @web.middleware
-    async def check(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def check(self, request: web.Request) -> None:
+        """Raises the RelayError of the first rule ``request`` breaks; its body is read after."""
         operation = OPERATIONS.get(request.match_info.handler)
         access = "public" if operation is None else operation.access
         credentials = self._credentials
@@ -46,7 +46,6 @@ class Access:
         self._cors.refuse_foreign(request)
         if operation is not None and operation.request is not None and request.body_exists:
             await self._read_json_body(request)
-        return await handler(request)
 
     async def _read_json_body(self, request: web.Request) -> None:
         if request.content_type != _JSON:

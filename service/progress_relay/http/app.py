@@ -17,7 +17,6 @@ from progress_relay.http.access import Access
 from progress_relay.http.auth import Credentials
 from progress_relay.http.clients import Clients
 from progress_relay.http.cors import Cors
-from progress_relay.http.errors import json_errors
 from progress_relay.http.inflight import InFlight
 from progress_relay.http.keys import (
     BROKER,
@@ -36,6 +35,7 @@ from progress_relay.http.keys import (
     STALLS,
     WEBHOOKS,
 )
+from progress_relay.http.middleware import relay_middleware
 from progress_relay.http.observe import Observe
 from progress_relay.http.rate import RateLimiter
 from progress_relay.ops import connections, tracing
@@ -47,11 +47,9 @@ from progress_relay.ops.webhooks import Webhooks
 def create_app(settings: Settings, *, tracer: Tracer | None = None) -> web.Application:
     """The relay's app. ``tracer``: its spans (tests pass one); None: as the OTEL_* environment
     says (ops/tracing.py), off when it says nothing."""
-    # Middlewares run outermost first: the connection's guard learns that a request is being
-    # handled; observe (request id, request metrics) sees every answer; errors wrap everything
-    # else; a preflight is answered; then access checks credentials (as the route's Operation
-    # says), the origin of a change and a body's type, before any handler runs. CORS headers and
-    # the request id are added as any response is prepared.
+    # One middleware around every handler (http/middleware.py: the connection's guard, request
+    # id and metrics, in-flight count, JSON errors, preflight, access). CORS headers and the
+    # request id are added as any response is prepared.
     broker = create_broker(settings)
     hub = Hub(broker, settings)
     metrics = Metrics(hub, broker=broker_kind(settings))
@@ -62,14 +60,7 @@ def create_app(settings: Settings, *, tracer: Tracer | None = None) -> web.Appli
     access = Access(credentials, cors, settings.server.body_timeout)
     guards = connections.Connections(settings)
     app = web.Application(
-        middlewares=[
-            guards.middleware,
-            observe.middleware,
-            in_flight.track,
-            json_errors,
-            cors.preflight,
-            access.check,
-        ],
+        middlewares=[relay_middleware(guards, observe, in_flight, cors, access)],
         client_max_size=settings.limits.max_request_bytes,
         handler_args=connections.handler_args(settings),
     )

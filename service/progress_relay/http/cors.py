@@ -14,7 +14,6 @@ unless that origin is listed exactly or is the relay's own (its demo and inspect
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from yarl import URL
 
 from progress_relay.config import CorsSettings
@@ -56,12 +55,11 @@ class Cors:
                 value = f"{response.headers['Vary']}, {value}"
             response.headers[name] = value
 
-    @web.middleware
-    async def preflight(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Answers a browser's preflight (OPTIONS with Access-Control-Request-Method) for any
-        path; other requests go on to their handler."""
+    def preflight(self, request: web.Request) -> web.Response | None:
+        """The answer to a browser's preflight (OPTIONS with Access-Control-Request-Method) for
+        any path; None for other requests, which go on to their handler."""
         if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
-            return await handler(request)
+            return None
         origin = request.headers.get("Origin")
         if not self.headers_for(origin):
             raise OriginNotAllowed(f"origin {origin!r} may not call this relay (cors.origins)")

@@ -1,4 +1,5 @@
-"""Every error leaves the service as JSON: ``{"error": {"code": ..., "message": ...}}``."""
+"""Every error leaves the service as JSON: ``{"error": {"code": ..., "message": ...}}`` (the
+relay's middleware, http/middleware.py, answers with these)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import logging
 
 import msgspec
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from progress_relay.http.keys import HUB
 from progress_relay.wire.bodies import ErrorBody, ErrorDetail
@@ -27,24 +27,21 @@ def error_response(
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except RelayError as exc:
-        if isinstance(exc, BrokerUnavailable):
-            request.app[HUB].counts.broker_errors += 1
-        response = error_response(exc.status, exc.code, str(exc), exc.headers)
-        if exc.closes:
-            response.force_close()
-        return response
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        return error_response(
-            exc.status, _HTTP_CODES.get(exc.status, "http_error"), _describe(request, exc), headers
-        )
+def answer_relay_error(request: web.Request, exc: RelayError) -> web.Response:
+    if isinstance(exc, BrokerUnavailable):
+        request.app[HUB].counts.broker_errors += 1
+    response = error_response(exc.status, exc.code, str(exc), exc.headers)
+    if exc.closes:
+        response.force_close()
+    return response
+
+
+def answer_http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's error ``exc`` (a status >= 400) in JSON."""
+    headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+    return error_response(
+        exc.status, _HTTP_CODES.get(exc.status, "http_error"), _describe(request, exc), headers
+    )
 
 
 def _describe(request: web.Request, exc: web.HTTPException) -> str:

@@ -1,11 +1,9 @@
-"""Requests in progress, so that a drain can wait for them (publishes above all) to finish."""
+"""Requests in progress, so that a drain can wait for them (publishes above all) to finish; the
+relay's middleware (http/middleware.py) tells of each as it starts and ends."""
 
 from __future__ import annotations
 
 import asyncio
-
-from aiohttp import web
-from aiohttp.typedefs import Handler
 
 
 class InFlight:
@@ -14,16 +12,14 @@ class InFlight:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    @web.middleware
-    async def track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def enter(self) -> None:
         self.count += 1
         self._idle.clear()
-        try:
-            return await handler(request)
-        finally:
-            self.count -= 1
-            if not self.count:
-                self._idle.set()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self._idle.set()
 
     async def idle(self) -> None:
         """Returns once no request is in progress."""

@@ -9,14 +9,13 @@ handlers, and is on the request's log lines (ops/logs.py).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import secrets
 import string
 import time
+from contextvars import Token
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from progress_relay.ops import logs
 from progress_relay.ops.metrics import Metrics
@@ -49,53 +48,52 @@ def new_id() -> str:
 
 
 class Observe:
-    """``middleware`` (outermost, to see every answer as it leaves) and ``on_prepare`` (an
+    """What the relay's middleware (http/middleware.py) tells of each request: ``begin`` as it
+    comes, ``end`` once it is answered (or ``cancelled``), and ``on_prepare`` (an
     ``on_response_prepare`` signal: a stream's head goes out inside its handler)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._answered = metrics.answered
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def begin(self, request: web.Request) -> Token[str | None]:
+        """Names ``request`` (its id and route); the token to ``end`` it with."""
         given = request.headers.get(HEADER)
         current = given if given is not None and _sane(given) else new_id()
         request[REQUEST_ID] = current
         resource = request.match_info.route.resource
-        route = None if resource is None else resource.canonical
-        if route is not None:
-            request[ROUTE] = route
-        token = logs.request_id.set(current)
-        started = time.perf_counter()
-        status = 500  # what aiohttp answers to an exception that got past json_errors
-        streamed = False
-        try:
-            response = await handler(request)
-            status = response.status
-            streamed = response.prepared  # its handler wrote the body: a stream
-            return response
-        except web.HTTPException as exc:  # json_errors lets redirects through
-            status = exc.status
-            raise
-        except TimeoutError:
-            status = 504  # as aiohttp answers it
-            raise
-        except asyncio.CancelledError:
-            # The client went away (handler_cancellation): the end of most streams.
-            sent = request.get(_SENT)
-            if sent is None:
-                status = CLIENT_CLOSED
-            else:
-                status, streamed = sent.status, True
-                # aiohttp writes no access line for a cancelled handler; this is the line.
-                access = request.protocol.access_logger
-                if access is not None and access.enabled:
-                    access.log(request, sent, time.perf_counter() - started)
-            raise
-        finally:
-            logs.request_id.reset(token)
-            self._answered(
-                request.method, route, status, time.perf_counter() - started, stream=streamed
-            )
+        if resource is not None:
+            request[ROUTE] = resource.canonical
+        return logs.request_id.set(current)
+
+    def cancelled(self, request: web.Request, started: float) -> tuple[int, bool]:
+        """The status and whether it streamed of a request whose client went away
+        (handler_cancellation): the end of most streams."""
+        sent = request.get(_SENT)
+        if sent is None:
+            return CLIENT_CLOSED, False
+        # aiohttp writes no access line for a cancelled handler; this is the line.
+        access = request.protocol.access_logger
+        if access is not None and access.enabled:
+            access.log(request, sent, time.perf_counter() - started)
+        return sent.status, True
+
+    def end(
+        self,
+        request: web.Request,
+        token: Token[str | None],
+        started: float,
+        status: int,
+        *,
+        streamed: bool,
+    ) -> None:
+        logs.request_id.reset(token)
+        self._answered(
+            request.method,
+            request.get(ROUTE),
+            status,
+            time.perf_counter() - started,
+            stream=streamed,
+        )
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         current = request.get(REQUEST_ID)

@@ -181,6 +181,9 @@ async def _stream(
     counts = hub.counts
     try:
         writer = await response.prepare(request)
+        # The head is serialized (it goes out with the first chunk): nothing reads these headers
+        # again, and an open stream would hold them, ~1 KB, for as long as it is open.
+        response.headers.clear()
         async with response:
             # The first chunk (`retry:` and the replay) goes out with the response's head.
             chunk = await subscriber.next_chunk()

@@ -14,11 +14,12 @@ reads nothing blocks its handler for good. Each connection's protocol is wrapped
   ``stream.write_timeout`` and a second is cut: a stream's handler drops its own stream at the
   write timeout, this bounds every other response.
 
-What a connection is doing comes from its bytes (the end of a head), from ``middleware`` (a
-request is being handled; it was, and its body was read) and, for pipelined requests, from
-aiohttp's queue of requests it has read and not handled yet (``RequestHandler._messages``, as
-http/streams.py relies on aiohttp 3's internals, hence aiohttp < 4). Served by ops/listener.py's
-``Site``; an app served some other way (aiohttp's test server) keeps aiohttp's own bounds only.
+What a connection is doing comes from its bytes (the end of a head), from the relay's middleware
+(http/middleware.py: a request is being handled; it was, and its body was read) and, for
+pipelined requests, from aiohttp's queue of requests it has read and not handled yet
+(``RequestHandler._messages``, as http/streams.py relies on aiohttp 3's internals, hence
+aiohttp < 4). Served by ops/listener.py's ``Site``; an app served some other way (aiohttp's
+test server) keeps aiohttp's own bounds only.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from typing import Any
 import msgspec
 from aiohttp import web
 from aiohttp.streams import StreamReader
-from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 
 from progress_relay.config import LimitSettings, Settings
@@ -96,7 +96,8 @@ def _answer(error: RelayError) -> bytes:
 
 
 class Connections:
-    """The guards of a server's connections; ``middleware`` tells each about its requests."""
+    """The guards of a server's connections; ``request_started`` tells each about its
+    requests."""
 
     def __init__(self, settings: Settings) -> None:
         self.header_timeout = settings.server.header_timeout
@@ -123,16 +124,13 @@ class Connections:
     def removed(self, guard: Guard) -> None:
         self._guards.pop(guard.inner, None)
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def request_started(self, request: web.Request) -> Guard | None:
+        """Tells ``request``'s connection that it is being handled; the guard to tell
+        (``request_ended``) once it was (None: a connection served some other way)."""
         guard = self._guards.get(request.protocol)
-        if guard is None:
-            return await handler(request)
-        guard.request_started()
-        try:
-            return await handler(request)
-        finally:
-            guard.request_ended(request.content)
+        if guard is not None:
+            guard.request_started()
+        return guard
 
 
 class Guard(asyncio.Protocol):
@@ -199,7 +197,7 @@ class Guard(asyncio.Protocol):
             self._write_timer = None
         self.inner.resume_writing()
 
-    # -- told by the middleware ----------------------------------------------------------------
+    # -- told by the middleware (http/middleware.py) ------------------------------------------
 
     def request_started(self) -> None:
         self._in_head = False

@@ -88,6 +88,10 @@ end
 
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+-- What this script reads of the job's hash, in one call (false: not set). Nothing below writes
+-- these fields before they are used, but a new job's status and a cancel's cancel_requested.
+local job = redis.call('HMGET', KEYS[3], 'status', 'ttl', 'last_seq', 'bytes', 'dropped',
+  'eta_seconds', 'cancel_requested', 'stage', 'parent')
 
 -- Forget members of `set` scored at most `score`, in `also` as well.
 local function forget(set, score, also)
@@ -122,12 +126,12 @@ if has_keys then
     end
   end
   if any then
-    local cancel = redis.call('HGET', KEYS[3], 'cancel_requested') == 'true'
+    local cancel = job[7] == 'true'
     return {'seen', epoch, cancel and 1 or 0, unpack(known)}
   end
 end
 
-local status = redis.call('HGET', KEYS[3], 'status')
+local status = job[1]
 local mode = ARGV[8]
 if status == '"completed"' or status == '"failed"' or status == '"cancelled"' then
   return {'finished', status}
@@ -144,7 +148,7 @@ if not status then
   redis.call('ZADD', KEYS[10], redis.call('INCR', KEYS[11]), ARGV[13])
   status = '"pending"'
 end
-if mode == 'cancel' and redis.call('HGET', KEYS[3], 'cancel_requested') == 'true' then
+if mode == 'cancel' and job[7] == 'true' then
   return {'already'}
 end
 -- The job's lifetime from now on, decided before anything is written: the finished TTL after a
@@ -154,35 +158,41 @@ local ttl
 if ARGV[9] ~= '' then
   ttl = tonumber(ARGV[7])
 else
-  ttl = whole(redis.call('HGET', KEYS[3], 'ttl'), 1, MAX_MS) or tonumber(ARGV[6])
+  ttl = whole(job[2], 1, MAX_MS) or tonumber(ARGV[6])
 end
 -- Stream ids must grow: history ahead of the sequence (the sequence was lost, the job was not)
 -- cannot take these events.
 local next_seq = tonumber(redis.call('GET', KEYS[2]) or '0') + 1
-if next_seq <= tonumber(redis.call('HGET', KEYS[3], 'last_seq') or '0') then
+if next_seq <= tonumber(job[3] or '0') then
   return {'invalid', 'the job history is ahead of the sequence'}
 end
 
 local first = redis.call('INCRBY', KEYS[2], n) - n + 1
 local ring_events = tonumber(ARGV[3])
 local ring_bytes = tonumber(ARGV[4])
-local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0')
-local dropped = redis.call('HGET', KEYS[3], 'dropped') or '0'
+local bytes = tonumber(job[4] or '0')
+local dropped = job[5] or '0'
 local has_logs = false
 -- The snapshot's eta_seconds as JSON, event by event.
-local eta = redis.call('HGET', KEYS[3], 'eta_seconds') or 'null'
+local eta = job[6] or 'null'
 local eta_changed = false
 local added = {}
 local datas = {}
 local function estimate(percent, text)
-  local last = redis.call('LINDEX', KEYS[6], -1)
+  local points = redis.call('LRANGE', KEYS[6], 0, -1)  -- at most 10
+  local last = points[#points]
   if last and percent < tonumber(string.match(last, ' (.+)$')) then
     redis.call('DEL', KEYS[6])  -- progress went back (a new phase): the old rate says nothing
+    points = {}
   end
-  redis.call('RPUSH', KEYS[6], now_ms .. ' ' .. text)
-  redis.call('LTRIM', KEYS[6], -10, -1)
+  local point = now_ms .. ' ' .. text
+  redis.call('RPUSH', KEYS[6], point)
+  points[#points + 1] = point
+  if #points > 10 then
+    redis.call('LTRIM', KEYS[6], -10, -1)
+    table.remove(points, 1)
+  end
   if percent >= 100 then return '0.0' end
-  local points = redis.call('LRANGE', KEYS[6], 0, -1)
   if #points < 3 then return 'null' end
   local t0, p0 = string.match(points[1], '^(%d+) (.+)$')
   local t1, p1 = string.match(points[#points], '^(%d+) (.+)$')
@@ -272,7 +282,7 @@ if ARGV[18] ~= '' then
   end
 end
 
-local stage_before = redis.call('HGET', KEYS[3], 'stage')
+local stage_before = job[8]
 local m_at = own_base + n + 1
 local m = tonumber(ARGV[m_at])
 local fields = {'updated_at', now_ms, 'last_seq', first + n - 1, 'bytes', bytes, 'dropped', dropped}
@@ -288,16 +298,29 @@ if eta_changed then  -- before the pairs: a terminal event's eta_seconds null co
   table.insert(fields, 'eta_seconds')
   table.insert(fields, eta)
 end
+local cancel_requested = job[7]
 for j = 1, m do
   table.insert(fields, ARGV[m_at + 2 * j - 1])
   table.insert(fields, ARGV[m_at + 2 * j])
+  if ARGV[m_at + 2 * j - 1] == 'cancel_requested' then cancel_requested = ARGV[m_at + 2 * j] end
 end
 redis.call('HSET', KEYS[3], unpack(fields))
 
-for k = 3, 12 do
-  if k ~= 7 and k ~= 10 and k ~= 11 then redis.call('PEXPIRE', KEYS[k], ttl) end
+-- The job's keys expire together, `ttl` after its last publish, as its score in the jobs index
+-- says. A publish that created no key (it wrote only to the hash and to the history that was
+-- there) leaves all of them as they are while the hash's expiration is within a slack of that,
+-- instead of 8 calls each time: the job may expire up to min(1 s, 1 % of `ttl`) early.
+local refresh = true
+if not (has_logs or has_keys or eta_changed or ARGV[18] ~= '' or not job[3]) then
+  local left = redis.call('PTTL', KEYS[3])
+  refresh = left > ttl or left < ttl - math.min(1000, math.floor(ttl / 100))
 end
-redis.call('ZADD', KEYS[7], now_ms + ttl, ARGV[13])
+if refresh then
+  for k = 3, 12 do
+    if k ~= 7 and k ~= 10 and k ~= 11 then redis.call('PEXPIRE', KEYS[k], ttl) end
+  end
+  redis.call('ZADD', KEYS[7], now_ms + ttl, ARGV[13])
+end
 
 local body = ARGV[10]
 if table.concat(added) ~= '' then  -- the batch as [[name, data], ...] with the ETAs added
@@ -351,6 +374,5 @@ if ARGV[hooks_at] then
     end
   end
 end
-local cancel = redis.call('HGET', KEYS[3], 'cancel_requested') == 'true'
-local parent = redis.call('HGET', KEYS[3], 'parent') or ''
-return {'ok', epoch, first, cancel and 1 or 0, parent, unpack(added)}
+local cancel = cancel_requested == 'true'
+return {'ok', epoch, first, cancel and 1 or 0, job[9] or '', unpack(added)}
