@@ -4,6 +4,7 @@ thread (docs/performance.md, "What the profiles show").
     .venv/bin/python -m bench.profile publish          # the memory broker
     .venv/bin/python -m bench.profile publish --redis  # one relay on Redis
     .venv/bin/python -m bench.profile idle
+    .venv/bin/python -m bench.profile many           # 10,000 streams, 10,000 publishes/s asked
 
 py-spy (the ``bench`` extra) samples the relay at 200 Hz while the load runs; the tree shows
 every frame that holds at least ``--min`` % of the samples, with its children.
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from bench import servers
 from bench.publisher import payload
-from bench.scenarios import Options, _saturate, idle
+from bench.scenarios import Options, _saturate, idle, many
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
 Tree = dict[str, tuple[list[int], "Tree"]]
@@ -79,7 +80,7 @@ def show(total: int, node: Tree, minimum: float, depth: int = 0) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=("publish", "idle"))
+    parser.add_argument("scenario", choices=("publish", "idle", "many"))
     parser.add_argument("--redis", action="store_true", help="one relay on a redis-server")
     parser.add_argument("--seconds", type=float, default=6.0, help="of publishing (publish)")
     parser.add_argument("--min", type=float, default=1.0, help="smallest share shown, %%")
@@ -95,6 +96,13 @@ def main() -> None:
             time.sleep(0.5)
             rate = asyncio.run(_publish_load(server, args.seconds))
             print(f"publishes/s while profiled: {rate:,.0f}")
+        elif args.scenario == "many":
+            spy = _record(pid, out, 8, after=4.0)  # the first phase, after 10,000 opens
+            metrics = asyncio.run(many(server, Options()))
+            print(
+                f"publishes/s reached {metrics['publish_per_s']:,.0f}, p99 at the target "
+                f"{metrics['latency_p99_at_target_ms']:.1f} ms"
+            )
         else:
             spy = _record(pid, out, 14, after=7.0)  # the hold, after 10,000 opens and a publish
             metrics = asyncio.run(idle(server, Options()))

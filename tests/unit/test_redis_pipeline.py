@@ -1,15 +1,18 @@
 """The Redis broker's pipeline (brokers/redis_pipeline.py), against a real redis-server: the calls
 of one turn go out as one batch on one connection, each gets its own reply, and an error reply
-fails its own call only."""
+fails its own call only; it keeps a few connections of its own, calls wait for one when all are
+busy, a Redis restart costs nothing to an idle pipeline, and a Redis that stops answering fails
+the batch within its timeout."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -27,26 +30,31 @@ async def pool(redis_server: RedisServer) -> Any:
     await pool.aclose()
 
 
-async def test_the_calls_of_one_turn_go_out_as_one_batch_each_with_its_reply(pool: Any) -> None:
+@pytest.fixture
+async def pipeline(pool: Any) -> Any:
     pipeline = Pipeline(pool)
+    yield pipeline
+    await pipeline.close()  # the pipeline's connections are its own
+
+
+async def test_the_calls_of_one_turn_go_out_as_one_batch_each_with_its_reply(
+    pipeline: Pipeline,
+) -> None:
     key = f"pipe:{uuid.uuid4().hex}"
     replies = await asyncio.gather(*(pipeline.call("INCRBY", key, n) for n in range(1, 101)))
     assert pipeline.sent == 1
     # Redis ran them in the order they were called: each reply is the running sum.
     assert replies == [n * (n + 1) // 2 for n in range(1, 101)]
-    await pipeline.close()
 
 
-async def test_calls_of_later_turns_are_later_batches(pool: Any) -> None:
-    pipeline = Pipeline(pool)
+async def test_calls_of_later_turns_are_later_batches(pipeline: Pipeline) -> None:
     key = f"pipe:{uuid.uuid4().hex}"
     assert await pipeline.call("SET", key, "a") == b"OK"
     assert await pipeline.call("GET", key) == b"a"
     assert pipeline.sent == 2
 
 
-async def test_an_error_reply_fails_its_own_call_only(pool: Any) -> None:
-    pipeline = Pipeline(pool)
+async def test_an_error_reply_fails_its_own_call_only(pipeline: Pipeline) -> None:
     key = f"pipe:{uuid.uuid4().hex}"
     calls = [
         pipeline.call("SET", key, "text"),
@@ -63,12 +71,68 @@ async def test_an_error_reply_fails_its_own_call_only(pool: Any) -> None:
 
 
 async def test_a_caller_that_stops_waiting_leaves_the_batch_going(pool: Any) -> None:
-    pipeline = Pipeline(pool)
+    pipeline = Pipeline(pool, size=1)  # one connection: the GET goes after the SET
     key = f"pipe:{uuid.uuid4().hex}"
     given_up = pipeline.call("SET", key, "kept")
     given_up.cancel()
     await asyncio.sleep(0)
     assert await pipeline.call("GET", key) == b"kept"
+    await pipeline.close()
+
+
+async def test_calls_wait_for_a_connection_when_all_carry_a_batch(pool: Any) -> None:
+    pipeline = Pipeline(pool, size=1)
+    key = f"pipe:{uuid.uuid4().hex}"
+
+    async def later(n: int) -> Any:
+        await asyncio.sleep(0)  # a turn later: the first batch is under way
+        return await pipeline.call("INCRBY", key, n)
+
+    first = pipeline.call("INCRBY", key, 1)
+    replies = await asyncio.gather(first, *(later(n) for n in range(2, 6)))
+    assert replies == [1, 3, 6, 10, 15]  # in the order called
+    assert pipeline.sent == 2  # the four that waited went out together on the one connection
+    await pipeline.close()
+
+
+async def test_an_idle_pipeline_survives_a_redis_restart(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    pool = ConnectionPool.from_url(server.url, protocol=2, socket_connect_timeout=2)
+    pipeline = Pipeline(pool, timeout=2)
+    try:
+        assert await pipeline.call("PING") == b"PONG"
+        server.restart()
+        await asyncio.sleep(0.1)  # Redis's close of the connection has come
+        # The idle connection that Redis closed is opened again before use: no call fails.
+        assert await pipeline.call("PING") == b"PONG"
+    finally:
+        await pipeline.close()
+        await pool.aclose()
+        server.stop()
+
+
+async def test_a_redis_that_answers_nothing_fails_the_batch_within_its_timeout(
+    tmp_path: Path,
+) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    pool = ConnectionPool.from_url(server.url, protocol=2, socket_connect_timeout=2)
+    pipeline = Pipeline(pool, timeout=0.5)
+    try:
+        assert await pipeline.call("PING") == b"PONG"
+        server.pause()
+        calls = (pipeline.call("PING"), pipeline.call("PING"))
+        done = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+        assert all(isinstance(result, TimeoutError) for result in done), done
+        server.resume()
+        # The stuck connection was closed: the next call goes out on a fresh one.
+        assert await pipeline.call("PING") == b"PONG"
+    finally:
+        server.resume()
+        await pipeline.close()
+        await pool.aclose()
+        server.stop()
 
 
 async def test_an_unreachable_redis_fails_every_call_of_the_batch() -> None:
@@ -79,6 +143,7 @@ async def test_an_unreachable_redis_fails_every_call_of_the_batch() -> None:
     calls = (pipeline.call("PING"), pipeline.call("PING"))
     done = await asyncio.gather(*calls, return_exceptions=True)
     assert all(isinstance(result, RedisConnectionError) for result in done), done
+    await pipeline.close()
     await pool.aclose()
 
 

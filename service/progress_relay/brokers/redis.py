@@ -53,7 +53,7 @@ from progress_relay.brokers.base import (
 from progress_relay.brokers.redis_calls import RedisCalls, refused
 from progress_relay.brokers.redis_channel import Channel
 from progress_relay.brokers.redis_outbox import RedisOutbox
-from progress_relay.brokers.redis_pipeline import Pipeline
+from progress_relay.brokers.redis_pipeline import PIPELINE_CONNECTIONS, Pipeline
 from progress_relay.config import Settings
 from progress_relay.wire.content import newest, trim_limit
 from progress_relay.wire.errors import BrokerUnavailable, JobFinished, RelayError, no_job
@@ -150,7 +150,16 @@ class RedisBroker:
         )
         self._redis = Redis(connection_pool=self._pool)
         self._calls = RedisCalls(self._pool, self._timeout)
-        self._pipeline = Pipeline(self._pool)
+        # The publishes' scripts go out together on connections of their own, without a
+        # socket timeout: each batch has one bound (brokers/redis_pipeline.py).
+        self._pipeline_pool = ConnectionPool.from_url(
+            settings.broker.url, protocol=2, socket_connect_timeout=self._timeout
+        )
+        self._pipeline = Pipeline(
+            self._pipeline_pool,
+            size=min(PIPELINE_CONNECTIONS, settings.broker.pool_size),
+            timeout=self._timeout,
+        )
         self._publish = self._redis.register_script(_script("publish"))
         self._create = self._redis.register_script(_script("create"))
         self._ensure_epoch = self._redis.register_script(_script("epoch"))
@@ -243,6 +252,7 @@ class RedisBroker:
         await self._pipeline.close()
         await self._redis.aclose()
         await self._pool.aclose()
+        await self._pipeline_pool.aclose()
         await self._pubsub_pool.aclose()
 
     async def ping(self) -> None:

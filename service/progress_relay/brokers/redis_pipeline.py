@@ -5,12 +5,20 @@ checkout, a write and a read per call on the relay and a read and a write per ca
 under load, more than the script itself. The calls made during one turn of the loop are sent
 instead as one write on one connection, and their replies read in order (Redis answers the
 commands of a connection in the order they came; each script still runs atomically on its
-own). Nothing waits for a batch to fill: a lone call goes out at the end of its turn. Batches
-do not wait for each other: each takes a connection of the pool.
+own). Nothing waits for a batch to fill: a lone call goes out at the end of its turn.
+
+The pipeline keeps its own few connections (``size``), outside the request pool: a checkout of
+redis-py's pool (its lock, its condition, its bookkeeping) cost about as much as the batch's
+write and read. A batch takes an idle one, or opens one while fewer than ``size`` are open;
+when all are busy, calls wait and go with the next batch, as soon as one comes back (batches
+grow under load instead of queueing). Its connections carry no socket timeout of their own:
+the whole batch is bounded by one ``timeout`` instead of a timer per write and per reply.
 
 A caller that stops waiting (its ``broker.timeout``) leaves the batch going. A reply that is an
-error fails its own call only; a lost connection fails every call of its batch with the same
-``ConnectionError`` (RedisCalls decides which of them may run again).
+error fails its own call only; a lost connection (or a batch past its timeout) fails every call
+of its batch with the same error, and the idle connections are closed too (after a Redis restart
+they are all gone; RedisCalls decides which calls may run again, on fresh connections). An idle
+connection that Redis has closed, or that holds unread bytes, is opened again before use.
 """
 
 from __future__ import annotations
@@ -20,17 +28,39 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import ConnectionPool
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
 Command = Sequence[Any]
+# Connections a relay's pipeline opens at most, besides ``broker.pool_size``: Redis runs one
+# command at a time, so more batches in flight would only wait there.
+PIPELINE_CONNECTIONS = 4
+Batch = list[tuple[Command, "asyncio.Future[Any]"]]
 
 
 class Pipeline:
-    __slots__ = ("_batches", "_pool", "_scheduled", "_waiting", "sent")
+    __slots__ = (
+        "_batches",
+        "_idle",
+        "_open",
+        "_pool",
+        "_scheduled",
+        "_size",
+        "_timeout",
+        "_waiting",
+        "sent",
+    )
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(
+        self, pool: ConnectionPool, *, size: int = PIPELINE_CONNECTIONS, timeout: float = 5.0
+    ) -> None:
+        # ``pool`` only makes the connections (its ``connection_kwargs``): none is checked out.
         self._pool = pool
-        self._waiting: list[tuple[Command, asyncio.Future[Any]]] = []
+        self._size = max(1, size)
+        self._timeout = timeout
+        self._idle: list[AbstractConnection] = []
+        self._open = 0  # connections made and not closed: idle or carrying a batch
+        self._waiting: Batch = []
         self._scheduled = False
         self._batches: set[asyncio.Task[None]] = set()
         self.sent = 0  # batches written (a batch holds one call or more)
@@ -47,42 +77,69 @@ class Pipeline:
 
     def _send(self) -> None:
         self._scheduled = False
+        if not self._waiting:
+            return
+        if self._idle:
+            connection = self._idle.pop()
+        elif self._open < self._size:
+            connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
+            self._open += 1
+        else:
+            return  # every connection carries a batch: the next one back takes these calls
         batch, self._waiting = self._waiting, []
-        task = asyncio.create_task(self._run(batch))
+        task = asyncio.create_task(self._run(connection, batch))
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
 
-    async def _run(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
+    async def _run(self, connection: AbstractConnection, batch: Batch) -> None:
+        kept = False
         try:
-            connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-        except Exception as exc:
-            _fail(batch, exc)
-            return
-        try:
-            await connection.send_packed_command(b"".join(pack(command) for command, _ in batch))
-            self.sent += 1
-            for _, reply in batch:
-                try:
-                    answer = await connection.read_response()
-                except ResponseError as exc:  # read in full: the next reply follows
+            async with asyncio.timeout(self._timeout):
+                if connection.is_connected and await connection.can_read():
+                    await connection.disconnect(nowait=True)  # closed by Redis, or dirty
+                await connection.send_packed_command(
+                    b"".join(pack(command) for command, _ in batch), check_health=False
+                )
+                self.sent += 1
+                for _, reply in batch:
+                    try:
+                        answer = await connection.read_response()
+                    except ResponseError as exc:  # read in full: the next reply follows
+                        if not reply.done():
+                            reply.set_exception(exc)
+                        continue
                     if not reply.done():
-                        reply.set_exception(exc)
-                    continue
-                if not reply.done():
-                    reply.set_result(answer)
+                        reply.set_result(answer)
+            kept = True
         except BaseException as exc:
-            # The connection's state is unknown (a reply half read): it is not used again.
-            await connection.disconnect(nowait=True)
+            # The connection's state is unknown (a reply half read): it is not used again, and
+            # neither are the idle ones (a lost connection is most often a lost Redis).
             _fail(batch, exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
+            await self._close(connection, *self._idle)
+            self._idle.clear()
             if not isinstance(exc, Exception):
                 raise
         finally:
-            await self._pool.release(connection)
+            if kept:
+                self._idle.append(connection)
+            if self._waiting and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._send)
+
+    async def _close(self, *connections: AbstractConnection) -> None:
+        self._open -= len(connections)
+        for connection in connections:
+            await connection.disconnect(nowait=True)
 
     async def close(self) -> None:
-        """Wait for the batches under way (their callers are answered either way)."""
+        """Wait for the batches under way (their callers are answered either way), then close
+        the connections."""
         if self._batches:
             await asyncio.gather(*self._batches, return_exceptions=True)
+        _fail(self._waiting, ConnectionError("the broker is closing"))
+        self._waiting = []
+        await self._close(*self._idle)
+        self._idle.clear()
 
 
 def pack(command: Command) -> bytes:
@@ -100,7 +157,7 @@ def pack(command: Command) -> bytes:
     return b"".join(parts)
 
 
-def _fail(batch: list[tuple[Command, asyncio.Future[Any]]], exc: Exception) -> None:
+def _fail(batch: Batch, exc: Exception) -> None:
     for _, reply in batch:
         if not reply.done():
             reply.set_exception(exc)
