@@ -128,6 +128,20 @@ async def test_a_redis_that_answers_nothing_fails_the_batch_within_its_timeout(
         server.resume()
         # The stuck connection was closed: the next call goes out on a fresh one.
         assert await pipeline.call("PING") == b"PONG"
+        # A call that waited for a busy connection is bounded from when it was made.
+        single = Pipeline(pool, size=1, timeout=1.0)
+        server.pause()
+        loop = asyncio.get_running_loop()
+        first = single.call("PING")
+        await asyncio.sleep(0.6)
+        made = loop.time()
+        waited = single.call("PING")  # the one connection is stuck with the first
+        done = await asyncio.wait_for(asyncio.gather(first, waited, return_exceptions=True), 5)
+        assert all(isinstance(result, TimeoutError) for result in done), done
+        # About 1.0 s after it was made, not 1.0 s after the first failed (1.4 s).
+        assert loop.time() - made < 1.25
+        server.resume()
+        await single.close()
     finally:
         server.resume()
         await pipeline.close()

@@ -454,7 +454,7 @@ class RedisBroker:
         keys, args, repeatable = self._script_call(job_id, drafts, mode)
         # Run again after a lost connection only when a second run cannot publish twice.
         reply = await self._calls.run(
-            lambda: self._pipelined(self._publish, keys, args), repeatable=repeatable
+            lambda: self._pipelined(self._publish, keys, args), repeatable=repeatable, timed=False
         )
         return cast(list[Any], reply)
 

@@ -46,11 +46,14 @@ class RedisCalls:
         self._timeout = timeout
         self.retried = 0  # calls made again after a lost connection
 
-    async def run(self, work: Callable[[], Awaitable[T]], *, repeatable: bool = True) -> T:
+    async def run(
+        self, work: Callable[[], Awaitable[T]], *, repeatable: bool = True, timed: bool = True
+    ) -> T:
         """``work()`` within the time bound, made once more after a lost connection when
-        ``repeatable`` (see the module's rules)."""
+        ``repeatable`` (see the module's rules). ``timed=False``: ``work`` keeps the bound
+        itself (the pipeline's batches do: brokers/redis_pipeline.py), no second timer."""
         try:
-            return await self._bounded(work)
+            return await self._bounded(work, timed)
         except _LOST as exc:
             if not repeatable:
                 raise _unavailable(exc) from None
@@ -61,12 +64,14 @@ class RedisCalls:
         except (RedisError, OSError) as exc:  # pragma: no cover - closing sockets rarely fails
             log.debug("closing idle Redis connections failed: %s", exc)
         try:
-            return await self._bounded(work)
+            return await self._bounded(work, timed)
         except _LOST as exc:
             raise _unavailable(exc) from None
 
-    async def _bounded(self, work: Callable[[], Awaitable[T]]) -> T:
+    async def _bounded(self, work: Callable[[], Awaitable[T]], timed: bool) -> T:
         try:
+            if not timed:
+                return await work()
             async with asyncio.timeout(self._timeout):
                 return await work()
         except OutOfMemoryError as exc:

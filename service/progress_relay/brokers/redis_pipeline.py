@@ -12,7 +12,9 @@ redis-py's pool (its lock, its condition, its bookkeeping) cost about as much as
 write and read. A batch takes an idle one, or opens one while fewer than ``size`` are open;
 when all are busy, calls wait and go with the next batch, as soon as one comes back (batches
 grow under load instead of queueing). Its connections carry no socket timeout of their own:
-the whole batch is bounded by one ``timeout`` instead of a timer per write and per reply.
+the whole batch is bounded by one timer, ``timeout`` after its oldest call was made, instead of
+a timer per write and per reply; so every call is answered, or failed with ``TimeoutError``,
+within ``timeout`` of being made, waiting included (its caller needs no timer of its own).
 
 A caller that stops waiting (its ``broker.timeout``) leaves the batch going. A reply that is an
 error fails its own call only; a lost connection (or a batch past its timeout) fails every call
@@ -45,6 +47,7 @@ class Pipeline:
         "_open",
         "_pool",
         "_scheduled",
+        "_since",
         "_size",
         "_timeout",
         "_waiting",
@@ -61,6 +64,7 @@ class Pipeline:
         self._idle: list[AbstractConnection] = []
         self._open = 0  # connections made and not closed: idle or carrying a batch
         self._waiting: Batch = []
+        self._since = 0.0  # loop time of the oldest waiting call
         self._scheduled = False
         self._batches: set[asyncio.Task[None]] = set()
         self.sent = 0  # batches written (a batch holds one call or more)
@@ -69,6 +73,8 @@ class Pipeline:
         """Send ``command`` (``"EVALSHA", sha, ...``) with the others of this turn; its reply."""
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
+        if not self._waiting:
+            self._since = loop.time()
         self._waiting.append((command, reply))
         if not self._scheduled:
             self._scheduled = True
@@ -87,14 +93,14 @@ class Pipeline:
         else:
             return  # every connection carries a batch: the next one back takes these calls
         batch, self._waiting = self._waiting, []
-        task = asyncio.create_task(self._run(connection, batch))
+        task = asyncio.create_task(self._run(connection, batch, self._since + self._timeout))
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
 
-    async def _run(self, connection: AbstractConnection, batch: Batch) -> None:
+    async def _run(self, connection: AbstractConnection, batch: Batch, deadline: float) -> None:
         kept = False
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout_at(deadline):
                 if connection.is_connected and await connection.can_read():
                     await connection.disconnect(nowait=True)  # closed by Redis, or dirty
                 await connection.send_packed_command(
