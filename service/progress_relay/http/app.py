@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -92,12 +92,24 @@ def create_app(settings: Settings, *, tracer: Tracer | None = None) -> web.Appli
         app.add_routes(admin.routes)
     app.add_routes(openapi.routes)
     app[OPENAPI] = openapi.encode_document(app)  # of the routes above
-    app.on_response_prepare.append(cors.on_prepare)
-    app.on_response_prepare.append(observe.on_prepare)
+    app.on_response_prepare.append(_before_head(cors, observe))
     app.cleanup_ctx.append(_relay)
     app.on_shutdown.append(_end_streams)
     tracing.setup(app, tracer or tracing.from_environment())
     return app
+
+
+def _before_head(
+    cors: Cors, observe: Observe
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """The one ``on_response_prepare`` signal handler (one coroutine per response, not one per
+    part): CORS headers, then the request id."""
+
+    async def before_head(request: web.Request, response: web.StreamResponse) -> None:
+        cors.on_prepare(request, response)
+        observe.on_prepare(request, response)
+
+    return before_head
 
 
 async def _relay(app: web.Application) -> AsyncIterator[None]:

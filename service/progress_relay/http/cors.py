@@ -48,8 +48,9 @@ class Cors:
             return {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": _EXPOSED}
         return {}
 
-    async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
-        """Signal handler: runs just before any response's headers go out, streams included."""
+    def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Just before any response's headers go out, streams included (http/app.py's
+        ``on_response_prepare``)."""
         for name, value in self.headers_for(request.headers.get("Origin")).items():
             if name == "Vary" and "Vary" in response.headers:
                 value = f"{response.headers['Vary']}, {value}"

@@ -49,7 +49,7 @@ def new_id() -> str:
 
 class Observe:
     """What the relay's middleware (http/middleware.py) tells of each request: ``begin`` as it
-    comes, ``end`` once it is answered (or ``cancelled``), and ``on_prepare`` (an
+    comes, ``end`` once it is answered (or ``cancelled``), and ``on_prepare`` (from the
     ``on_response_prepare`` signal: a stream's head goes out inside its handler)."""
 
     def __init__(self, metrics: Metrics) -> None:
@@ -95,7 +95,7 @@ class Observe:
             stream=streamed,
         )
 
-    async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+    def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         current = request.get(REQUEST_ID)
         response.headers[HEADER] = current if current is not None else new_id()
         request[_SENT] = response
