@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -104,7 +105,7 @@ def main() -> None:
                 f"{metrics['latency_p99_at_target_ms']:.1f} ms"
             )
         else:
-            spy = _record(pid, out, 14, after=7.0)  # the hold, after 10,000 opens and a publish
+            spy = _record(pid, out, 10, after=float(os.environ.get("PROFILE_AFTER", "7")))  # the hold, after 10,000 opens and a publish (later on a slow host)
             metrics = asyncio.run(idle(server, Options()))
             print(
                 f"KB per stream {metrics['kb_per_stream']:.1f}, CPU s {metrics['cpu_s_idle']:.2f}"

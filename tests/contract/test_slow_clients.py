@@ -317,6 +317,9 @@ class _KernelBuffer:
     def write_framed(self, data: bytes) -> None:
         self.unsent += len(data)
 
+    def beat(self, comment: bytes) -> None:
+        self.unsent += len(comment)
+
     def pushing_back(self) -> bool:
         return False
 

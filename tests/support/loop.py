@@ -53,7 +53,7 @@ class MemorySocket:
 
     def __init__(self, *, framed: bool = True) -> None:
         self.framed = framed
-        self.writes: list[tuple[str, bytes]] = []  # ("write" | "framed", bytes)
+        self.writes: list[tuple[str, bytes]] = []  # ("write" | "framed" | "beat", bytes)
         self.pushing = False
         self.unsent = 0
         self.aborts = 0
@@ -64,6 +64,9 @@ class MemorySocket:
 
     def write_framed(self, data: bytes) -> None:
         self.writes.append(("framed", data))
+
+    def beat(self, comment: bytes) -> None:
+        self.writes.append(("beat", comment))
 
     def pushing_back(self) -> bool:
         return self.pushing

@@ -10,7 +10,10 @@ client resumes by its last id when it reads again.
 
 Only streams that may have something waiting are looked at: those written to since the last
 look (their socket reports each write: ``written``) and those whose last look found bytes not
-acknowledged yet. An idle stream, between two heartbeats, costs the watch nothing.
+acknowledged yet. An idle stream costs the watch nothing: its heartbeats are not reported
+(``Socket.beat``), since a few bytes an interval never fill a client's buffers; a peer that
+vanished from under an idle stream leaves its heartbeats unacknowledged, and the kernel ends the
+connection at ``kernel_timeout`` (a stream that has bytes waiting stays watched anyway).
 """
 
 from __future__ import annotations

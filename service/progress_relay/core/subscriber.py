@@ -42,6 +42,11 @@ class Socket(Protocol):
     def write_framed(self, data: bytes) -> None:
         """Bytes already framed as HTTP chunks (only when ``framed``)."""
 
+    def beat(self, comment: bytes) -> None:
+        """A heartbeat ``comment``, written as ``write`` writes it but not reported to the stall
+        watch: a few bytes an interval never fill a client's buffers, and bytes that wait for a
+        peer that vanished are the kernel's to time out (TCP_USER_TIMEOUT, core/stalls.py)."""
+
     def pushing_back(self) -> bool:
         """The socket's buffer is past its high-water mark."""
         ...
@@ -187,7 +192,7 @@ class Subscriber:
         waiter = self._waiter
         if not self.live or socket is None or self.dropped or waiter is None or waiter.done():
             return
-        socket.write(frame)
+        socket.beat(frame)
         if socket.pushing_back():
             waiter.set_result(None)  # the handler waits for the socket, under the write timeout
 

@@ -284,6 +284,14 @@ class _Body:
         if self._stalls is not None and self._owner is not None:
             self._stalls.written(self._owner)
 
+    def beat(self, comment: bytes) -> None:
+        if self._transport.is_closing():
+            return
+        data = chunked(comment) if self.framed else comment
+        if self.writer is not None:
+            self.writer.output_size += len(data)
+        self._transport.write(data)
+
     def pushing_back(self) -> bool:
         return self._protocol.writing_paused
 
