@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -84,6 +83,11 @@ def main() -> None:
     parser.add_argument("scenario", choices=("publish", "idle", "many"))
     parser.add_argument("--redis", action="store_true", help="one relay on a redis-server")
     parser.add_argument("--seconds", type=float, default=6.0, help="of publishing (publish)")
+    parser.add_argument(
+        "--after",
+        type=float,
+        help="seconds before sampling (idle 7, many 4; more on a slow host)",
+    )
     parser.add_argument("--min", type=float, default=1.0, help="smallest share shown, %%")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
@@ -98,14 +102,16 @@ def main() -> None:
             rate = asyncio.run(_publish_load(server, args.seconds))
             print(f"publishes/s while profiled: {rate:,.0f}")
         elif args.scenario == "many":
-            spy = _record(pid, out, 8, after=4.0)  # the first phase, after 10,000 opens
+            # The first phase, after 10,000 opens.
+            spy = _record(pid, out, 8, after=4.0 if args.after is None else args.after)
             metrics = asyncio.run(many(server, Options()))
             print(
                 f"publishes/s reached {metrics['publish_per_s']:,.0f}, p99 at the target "
                 f"{metrics['latency_p99_at_target_ms']:.1f} ms"
             )
         else:
-            spy = _record(pid, out, 10, after=float(os.environ.get("PROFILE_AFTER", "7")))  # the hold, after 10,000 opens and a publish (later on a slow host)
+            # The hold, after 10,000 opens and a publish each.
+            spy = _record(pid, out, 10, after=7.0 if args.after is None else args.after)
             metrics = asyncio.run(idle(server, Options()))
             print(
                 f"KB per stream {metrics['kb_per_stream']:.1f}, CPU s {metrics['cpu_s_idle']:.2f}"
