@@ -1,5 +1,5 @@
 """A py-spy profile of one relay under one scenario's load, as the shares of the relay's main
-thread (docs/performance.md, "What the profiles show").
+thread (docs/performance.md, "Issue 17, the last round").
 
     .venv/bin/python -m bench.profile publish          # the memory broker
     .venv/bin/python -m bench.profile publish --redis  # one relay on Redis

@@ -1,7 +1,7 @@
 """What one run of publish.lua costs inside Redis: 10,000 single-event publishes (the bench's
 `tick` events, 100 jobs) through the Redis broker, in this process, on a redis-server of its
 own; Redis's ``INFO commandstats`` then gives the script's µs per run and each command's share
-(docs/performance.md, "What the profiles show").
+(docs/performance.md, "Issue 17, the first rounds").
 
     .venv/bin/python -m bench.redis_script
 """

@@ -1,7 +1,7 @@
 """What one open stream holds in the relay's Python heap: a tracemalloc snapshot of one relay
 (memory broker, in this process, served as ``serve`` serves it) before and after ``--streams``
-idle streams, the difference by the line that allocated it (docs/performance.md, "What the
-profiles show").
+idle streams, the difference by the line that allocated it (docs/performance.md, "Issue 17,
+the first rounds").
 
     .venv/bin/python -m bench.stream_memory                # 1,000 streams, top 25 lines
     .venv/bin/python -m bench.stream_memory --traceback    # the same by call chain
