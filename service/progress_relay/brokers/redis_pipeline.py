@@ -76,10 +76,14 @@ class Pipeline:
         if not self._waiting:
             self._since = loop.time()
         self._waiting.append((command, reply))
+        self._schedule()
+        return reply
+
+    def _schedule(self) -> None:
+        """Send what waits at the end of this turn of the loop (once, however many calls)."""
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._send)
-        return reply
+            asyncio.get_running_loop().call_soon(self._send)
 
     def _send(self) -> None:
         self._scheduled = False
@@ -121,16 +125,15 @@ class Pipeline:
             # The connection's state is unknown (a reply half read): it is not used again, and
             # neither are the idle ones (a lost connection is most often a lost Redis).
             _fail(batch, exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
-            await self._close(connection, *self._idle)
-            self._idle.clear()
+            idle, self._idle = self._idle, []  # taken before awaiting: others may come back
+            await self._close(connection, *idle)
             if not isinstance(exc, Exception):
                 raise
         finally:
             if kept:
                 self._idle.append(connection)
-            if self._waiting and not self._scheduled:
-                self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._send)
+            if self._waiting:
+                self._schedule()
 
     async def _close(self, *connections: AbstractConnection) -> None:
         self._open -= len(connections)
@@ -144,8 +147,8 @@ class Pipeline:
             await asyncio.gather(*self._batches, return_exceptions=True)
         _fail(self._waiting, ConnectionError("the broker is closing"))
         self._waiting = []
-        await self._close(*self._idle)
-        self._idle.clear()
+        idle, self._idle = self._idle, []
+        await self._close(*idle)
 
 
 def pack(command: Command) -> bytes:
