@@ -276,21 +276,21 @@ class _Body:
         self.write_framed(chunked(piece) if self.framed else piece)
 
     def write_framed(self, data: bytes) -> None:
-        if self._transport.is_closing():
-            return  # the client went away; the handler is being cancelled
-        if self.writer is not None:
-            self.writer.output_size += len(data)
-        self._transport.write(data)
-        if self._stalls is not None and self._owner is not None:
+        if self._send(data) and self._stalls is not None and self._owner is not None:
             self._stalls.written(self._owner)
 
     def beat(self, comment: bytes) -> None:
+        self._send(chunked(comment) if self.framed else comment)  # not told to the stall watch
+
+    def _send(self, data: bytes) -> bool:
+        """Write ``data`` to the transport, counted as aiohttp counts it; False when the client
+        went away (the handler is being cancelled) and nothing was written."""
         if self._transport.is_closing():
-            return
-        data = chunked(comment) if self.framed else comment
+            return False
         if self.writer is not None:
             self.writer.output_size += len(data)
         self._transport.write(data)
+        return True
 
     def pushing_back(self) -> bool:
         return self._protocol.writing_paused
