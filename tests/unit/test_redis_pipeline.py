@@ -31,6 +31,19 @@ async def pool(redis_server: RedisServer) -> Any:
 
 
 @pytest.fixture
+async def own_redis(tmp_path: Path) -> Any:
+    """A redis-server of the test's own (it is restarted or paused) and a pool that makes
+    connections to it without a socket timeout, as the broker's pipeline has."""
+    server = RedisServer(tmp_path)
+    server.start()
+    pool = ConnectionPool.from_url(server.url, protocol=2, socket_connect_timeout=2)
+    yield server, pool
+    server.resume()
+    await pool.aclose()
+    server.stop()
+
+
+@pytest.fixture
 async def pipeline(pool: Any) -> Any:
     pipeline = Pipeline(pool)
     yield pipeline
@@ -95,10 +108,8 @@ async def test_calls_wait_for_a_connection_when_all_carry_a_batch(pool: Any) -> 
     await pipeline.close()
 
 
-async def test_an_idle_pipeline_survives_a_redis_restart(tmp_path: Path) -> None:
-    server = RedisServer(tmp_path)
-    server.start()
-    pool = ConnectionPool.from_url(server.url, protocol=2, socket_connect_timeout=2)
+async def test_an_idle_pipeline_survives_a_redis_restart(own_redis: Any) -> None:
+    server, pool = own_redis
     pipeline = Pipeline(pool, timeout=2)
     try:
         assert await pipeline.call("PING") == b"PONG"
@@ -108,16 +119,12 @@ async def test_an_idle_pipeline_survives_a_redis_restart(tmp_path: Path) -> None
         assert await pipeline.call("PING") == b"PONG"
     finally:
         await pipeline.close()
-        await pool.aclose()
-        server.stop()
 
 
 async def test_a_redis_that_answers_nothing_fails_the_batch_within_its_timeout(
-    tmp_path: Path,
+    own_redis: Any,
 ) -> None:
-    server = RedisServer(tmp_path)
-    server.start()
-    pool = ConnectionPool.from_url(server.url, protocol=2, socket_connect_timeout=2)
+    server, pool = own_redis
     pipeline = Pipeline(pool, timeout=0.5)
     try:
         assert await pipeline.call("PING") == b"PONG"
@@ -145,8 +152,6 @@ async def test_a_redis_that_answers_nothing_fails_the_batch_within_its_timeout(
     finally:
         server.resume()
         await pipeline.close()
-        await pool.aclose()
-        server.stop()
 
 
 async def test_an_unreachable_redis_fails_every_call_of_the_batch() -> None:
